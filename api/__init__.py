@@ -1,0 +1,1 @@
+"""HTTP front of sonicsort (Flask app factory, routes, OpenAPI). Built in the API issue."""

@@ -1,0 +1,165 @@
+"""Frame features (log-mel or MFCC with deltas) cut into fixed-length segments.
+
+Features are computed once over the whole track and then windowed, so overlapping
+segments cost nothing extra and training can draw random crops from the same frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .audio import Audio, segment_starts
+from .errors import ModelError
+
+FEATURE_KINDS = ("logmel", "mfcc")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How audio becomes a frame sequence. Round-trips through ``to_dict``/``from_dict``.
+
+    Parameters
+    ----------
+    kind : "logmel" (default) or "mfcc" (with first and second deltas when ``deltas``)
+    sr : sample rate in Hz the audio is resampled to
+    n_fft, hop_length : STFT window and hop in samples
+    n_mels : mel bands (log-mel features, and the MFCC filterbank)
+    n_mfcc : coefficients when ``kind == "mfcc"``
+    deltas : append delta and delta-delta to MFCCs
+    segment_seconds : length of one model input
+    segment_hop_seconds : hop between segments at prediction time
+    """
+
+    kind: str = "logmel"
+    sr: int = 22_050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 96
+    n_mfcc: int = 20
+    deltas: bool = True
+    fmax: float = 11_025.0
+    segment_seconds: float = 3.0
+    segment_hop_seconds: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(f"feature kind must be one of {FEATURE_KINDS}, not {self.kind!r}")
+        if self.segment_seconds <= 0 or self.segment_hop_seconds <= 0:
+            raise ValueError("segment_seconds and segment_hop_seconds must be positive")
+
+    @property
+    def n_frames(self) -> int:
+        """Frames per segment."""
+        return int(round(self.segment_seconds * self.sr / self.hop_length)) + 1
+
+    @property
+    def hop_frames(self) -> int:
+        return max(1, int(round(self.segment_hop_seconds * self.sr / self.hop_length)))
+
+    @property
+    def n_features(self) -> int:
+        if self.kind == "logmel":
+            return self.n_mels
+        return self.n_mfcc * (3 if self.deltas else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FeatureConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def track_frames(audio: Audio, config: FeatureConfig) -> np.ndarray:
+    """Unnormalised features of a whole track.
+
+    Parameters
+    ----------
+    audio : decoded mono audio at ``config.sr``
+    config : feature settings
+
+    Returns
+    -------
+    np.ndarray, shape (n_total_frames, n_features), float32.
+    A track shorter than one segment is zero-padded to one segment first.
+    """
+    import librosa
+
+    if audio.sr != config.sr:
+        raise ModelError(f"audio at {audio.sr} Hz but features expect {config.sr} Hz")
+    y = audio.samples
+    seg_samples = int(round(config.segment_seconds * config.sr))
+    if len(y) < seg_samples:
+        y = np.pad(y, (0, seg_samples - len(y)))
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=config.sr, n_fft=config.n_fft, hop_length=config.hop_length,
+        n_mels=config.n_mels, fmax=config.fmax, power=2.0,
+    )
+    logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
+    if config.kind == "logmel":
+        feats = logmel
+    else:
+        mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=config.n_mfcc)
+        parts = [mfcc]
+        if config.deltas:
+            parts += [librosa.feature.delta(mfcc, order=1), librosa.feature.delta(mfcc, order=2)]
+        feats = np.concatenate(parts, axis=0)
+    # -100 dB floor keeps digital silence finite and comparable across tracks
+    return np.maximum(feats.T, -100.0).astype(np.float32)
+
+
+def segment_frames(frames: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Cut a track's frames into overlapping segments.
+
+    Parameters
+    ----------
+    frames : shape (n_total_frames, n_features)
+
+    Returns
+    -------
+    np.ndarray, shape (n_segments, n_frames, n_features)
+    """
+    n = config.n_frames
+    if len(frames) < n:
+        frames = np.pad(frames, ((0, n - len(frames)), (0, 0)), mode="edge")
+    starts = segment_starts(len(frames), segment_len=n, hop_len=config.hop_frames)
+    return np.stack([frames[s : s + n] for s in starts]).astype(np.float32)
+
+
+def segment_features(audio: Audio, config: FeatureConfig) -> np.ndarray:
+    """Audio → segments of frames, shape (n_segments, n_frames, n_features), unnormalised."""
+    return segment_frames(track_frames(audio, config), config)
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-feature standardisation learned from training frames."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, frames: list[np.ndarray] | np.ndarray) -> "Normalizer":
+        """``frames``: arrays whose last axis is the feature axis."""
+        if isinstance(frames, list):
+            flat = np.concatenate([f.reshape(-1, f.shape[-1]) for f in frames])
+        else:
+            flat = frames.reshape(-1, frames.shape[-1])
+        flat = flat.astype(np.float64)
+        return cls(mean=flat.mean(axis=0).astype(np.float32),
+                   std=np.maximum(flat.std(axis=0), 1e-3).astype(np.float32))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, list[float]]) -> "Normalizer":
+        return cls(mean=np.asarray(data["mean"], np.float32), std=np.asarray(data["std"], np.float32))

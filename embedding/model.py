@@ -1,0 +1,74 @@
+"""The BiLSTM genre classifier.
+
+frame sequence (n_frames, n_features)
+  → optional average pooling in time (fewer LSTM steps, same receptive field)
+  → Bidirectional LSTM layers
+  → Dense "embedding" (the penultimate layer: the track embedding)
+  → Dense softmax "genre"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and training hyper-parameters (round-trips to JSON)."""
+
+    lstm_units: tuple[int, ...] = (64, 64)
+    embedding_dim: int = 128
+    time_pool: int = 2
+    dropout: float = 0.3
+    recurrent_dropout: float = 0.0
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    max_epochs: int = 40
+    patience: int = 8
+    segments_per_track: int = 24
+    spec_augment: bool = True
+    mixup: float = 0.0
+    seed: int = 1234
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lstm_units"] = list(self.lstm_units)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in data.items() if k in known}
+        if "lstm_units" in d:
+            d["lstm_units"] = tuple(int(u) for u in d["lstm_units"])
+        return cls(**d)
+
+
+def build_model(*, n_frames: int, n_features: int, n_genres: int, config: ModelConfig):
+    """Build (uncompiled) Keras model: input (batch, n_frames, n_features) → genre softmax.
+
+    The layer named ``embedding`` is the penultimate layer; its activations are the
+    segment embeddings.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(n_frames, n_features), name="frames")
+    x = inputs
+    if config.time_pool > 1:
+        x = layers.AveragePooling1D(pool_size=config.time_pool, name="time_pool")(x)
+    for i, units in enumerate(config.lstm_units):
+        last = i == len(config.lstm_units) - 1
+        x = layers.Bidirectional(
+            layers.LSTM(units, return_sequences=not last, recurrent_dropout=config.recurrent_dropout),
+            name=f"bilstm_{i + 1}",
+        )(x)
+        if not last:
+            x = layers.Dropout(config.dropout / 2, name=f"dropout_seq_{i + 1}")(x)
+    x = layers.Dropout(config.dropout, name="dropout_lstm")(x)
+    embedding = layers.Dense(config.embedding_dim, activation="relu", name="embedding")(x)
+    x = layers.Dropout(config.dropout, name="dropout_embedding")(embedding)
+    outputs = layers.Dense(n_genres, activation="softmax", name="genre")(x)
+    return keras.Model(inputs, outputs, name="sonicsort_bilstm")

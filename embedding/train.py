@@ -1,0 +1,422 @@
+"""Training and honest, track-level evaluation of the BiLSTM, plus a classical baseline.
+
+Everything is track-level: a track's segments are all on one side of a split, a track's
+prediction is the mean of its segment probabilities, and figures count tracks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .audio import load_audio
+from .data import Dataset, LabelledTrack, sha256_of
+from .errors import AudioError, DatasetError
+from .features import FeatureConfig, Normalizer, segment_frames, track_frames
+from .model import ModelConfig, build_model
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- feature extraction
+@dataclass
+class TrackFeatures:
+    """Everything training and evaluation need from one decoded track."""
+
+    track: LabelledTrack
+    frames: np.ndarray  # (n_total_frames, n_features), unnormalised
+    mfcc_stats: np.ndarray  # (40,): mean and std of 20 MFCCs, the classical baseline's input
+    sha256: str
+
+
+def mfcc_stats(samples: np.ndarray, sr: int) -> np.ndarray:
+    """Per-track MFCC mean and standard deviation, shape (40,), as the classic genre papers use."""
+    import librosa
+
+    mfcc = librosa.feature.mfcc(y=samples, sr=sr, n_mfcc=20)
+    return np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)]).astype(np.float32)
+
+
+def _extract_one(args: tuple[LabelledTrack, dict[str, Any]]) -> TrackFeatures:
+    track, fc = args
+    config = FeatureConfig.from_dict(fc)
+    audio = load_audio(track.path, sr=config.sr)
+    return TrackFeatures(track, track_frames(audio, config), mfcc_stats(audio.samples, audio.sr), sha256_of(track.path))
+
+
+def extract_features(
+    tracks: Sequence[LabelledTrack], config: FeatureConfig, *, workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[TrackFeatures]:
+    """Decode and featurise tracks in worker processes. Undecodable tracks are an error."""
+    workers = workers or min(4, os.cpu_count() or 1)
+    jobs = [(t, config.to_dict()) for t in tracks]
+    out: list[TrackFeatures] = []
+    if workers <= 1 or len(jobs) < 8:
+        for i, job in enumerate(jobs):
+            out.append(_run_job(job))
+            if progress:
+                progress(i + 1, len(jobs))
+        return out
+    # spawn: TensorFlow may already be imported, and forking it is unsafe
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        for i, feats in enumerate(pool.map(_run_job, jobs, chunksize=4)):
+            out.append(feats)
+            if progress:
+                progress(i + 1, len(jobs))
+    return out
+
+
+def _run_job(job):
+    try:
+        return _extract_one(job)
+    except AudioError as exc:
+        raise DatasetError(f"cannot use training track: {exc}") from None
+
+
+# ---------------------------------------------------------------- training
+def _augment(batch: np.ndarray, rng: np.random.Generator, *, kind: str, std: np.ndarray) -> np.ndarray:
+    """SpecAugment-style masking and a random gain, on normalised frames."""
+    n, t, f = batch.shape
+    out = batch.copy()
+    for i in range(n):
+        for _ in range(2):
+            w = rng.integers(0, max(2, f // 8))
+            s = rng.integers(0, f - w + 1)
+            out[i, :, s : s + w] = 0.0
+            w = rng.integers(0, max(2, t // 8))
+            s = rng.integers(0, t - w + 1)
+            out[i, s : s + w, :] = 0.0
+        gain_db = rng.uniform(-6, 6)
+        if kind == "logmel":
+            out[i] += gain_db / std
+        else:
+            out[i, :, 0] += gain_db / std[0]
+    return out
+
+
+def sample_crops(
+    items: list[np.ndarray], labels: np.ndarray, n_genres: int, *, n_frames: int, n_crops: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Genre-balanced random crops: pick a genre uniformly, a track of it, then an offset."""
+    by_genre = [np.flatnonzero(labels == g) for g in range(n_genres)]
+    present = [g for g in range(n_genres) if len(by_genre[g])]
+    x = np.empty((n_crops, n_frames, items[0].shape[1]), np.float32)
+    y = np.empty(n_crops, np.int64)
+    for i in range(n_crops):
+        g = present[rng.integers(len(present))]
+        t = by_genre[g][rng.integers(len(by_genre[g]))]
+        frames = items[t]
+        if len(frames) <= n_frames:
+            frames = np.pad(frames, ((0, n_frames - len(frames)), (0, 0)), mode="edge")
+            start = 0
+        else:
+            start = rng.integers(0, len(frames) - n_frames + 1)
+        x[i] = frames[start : start + n_frames]
+        y[i] = g
+    return x, y
+
+
+def predict_tracks(infer: Callable[[np.ndarray], np.ndarray], tracks_frames: list[np.ndarray],
+                   config: FeatureConfig) -> np.ndarray:
+    """Track-level probabilities (mean of segment probabilities), shape (n_tracks, n_genres)."""
+    segs = [segment_frames(f, config) for f in tracks_frames]
+    probs = infer(np.concatenate(segs))
+    out, start = [], 0
+    for s in segs:
+        out.append(probs[start : start + len(s)].mean(axis=0))
+        start += len(s)
+    return np.stack(out)
+
+
+def fit(
+    train: list[TrackFeatures],
+    genres: list[str],
+    feature_config: FeatureConfig,
+    model_config: ModelConfig,
+    *,
+    valid: list[TrackFeatures] | None = None,
+    epochs: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+):
+    """Train the BiLSTM on random crops of ``train`` tracks.
+
+    With ``valid``, keeps the weights of the epoch with the best track-level balanced
+    accuracy (ties: lower loss) and stops after ``patience`` epochs without improvement.
+    Without it, trains exactly ``epochs`` (default ``model_config.max_epochs``) epochs.
+
+    Returns
+    -------
+    (model, normalizer, history) where history is a list of per-epoch dicts.
+    """
+    import warnings
+
+    import keras
+    import tensorflow as tf
+    from sklearn.metrics import balanced_accuracy_score
+
+    warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+
+    keras.utils.set_random_seed(model_config.seed)
+    rng = np.random.default_rng(model_config.seed)
+    gidx = {g: i for i, g in enumerate(genres)}
+    normalizer = Normalizer.fit([t.frames for t in train])
+    train_frames = [normalizer(t.frames) for t in train]
+    train_labels = np.array([gidx[t.track.genre] for t in train])
+    valid_frames = [normalizer(t.frames) for t in valid] if valid else []
+    valid_labels = np.array([gidx[t.track.genre] for t in valid]) if valid else np.array([])
+
+    model = build_model(n_frames=feature_config.n_frames, n_features=feature_config.n_features,
+                        n_genres=len(genres), config=model_config)
+    model.compile(optimizer=keras.optimizers.Adam(model_config.learning_rate),
+                  loss="categorical_crossentropy")
+
+    @tf.function(reduce_retracing=True)
+    def _infer(x):
+        return model(x, training=False)
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([_infer(x[i : i + 512]).numpy() for i in range(0, len(x), 512)])
+
+    n_epochs = epochs or model_config.max_epochs
+    n_crops = model_config.segments_per_track * len(train)
+    history: list[dict[str, Any]] = []
+    best = (-1.0, np.inf)
+    best_weights = None
+    since_best = 0
+    for epoch in range(1, n_epochs + 1):
+        t0 = time.perf_counter()
+        x, y = sample_crops(train_frames, train_labels, len(genres), n_frames=feature_config.n_frames,
+                            n_crops=n_crops, rng=rng)
+        if model_config.spec_augment:
+            x = _augment(x, rng, kind=feature_config.kind, std=normalizer.std)
+        targets = np.eye(len(genres), dtype=np.float32)[y]
+        if model_config.mixup > 0:
+            # mixup between random pairs: smoother decision boundaries from few tracks
+            lam = rng.beta(model_config.mixup, model_config.mixup, size=(len(x), 1)).astype(np.float32)
+            perm = rng.permutation(len(x))
+            x = lam[:, :, None] * x + (1 - lam[:, :, None]) * x[perm]
+            targets = lam * targets + (1 - lam) * targets[perm]
+        h = model.fit(x, targets, batch_size=model_config.batch_size, epochs=1, verbose=0, shuffle=True)
+        row: dict[str, Any] = {"epoch": epoch, "loss": float(h.history["loss"][-1])}
+        if valid:
+            probs = predict_tracks(infer, valid_frames, feature_config)
+            pred = probs.argmax(axis=1)
+            row["valid_loss"] = float(-np.mean(np.log(probs[np.arange(len(pred)), valid_labels] + 1e-9)))
+            row["valid_accuracy"] = float(np.mean(pred == valid_labels))
+            row["valid_balanced_accuracy"] = float(balanced_accuracy_score(valid_labels, pred))
+            score = (row["valid_balanced_accuracy"], row["valid_loss"])
+            if score[0] > best[0] or (score[0] == best[0] and score[1] < best[1]):
+                best, best_weights, since_best = score, model.get_weights(), 0
+                row["best"] = True
+            else:
+                since_best += 1
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if valid and since_best >= model_config.patience:
+            break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    return model, normalizer, history
+
+
+# ---------------------------------------------------------------- evaluation
+def track_metrics(y_true: Sequence[str], y_pred: Sequence[str], genres: list[str]) -> dict[str, Any]:
+    """Track-level accuracy, balanced accuracy, macro-F1, per-genre P/R/F1 and confusion matrix.
+
+    Balanced accuracy and macro-F1 average over the genres present in ``y_true``.
+    """
+    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
+                                 f1_score, precision_recall_fscore_support)
+    import warnings
+
+    present = [g for g in genres if g in set(y_true)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=genres, zero_division=0)
+        out = {
+            "n_tracks": len(y_true),
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        }
+    out["per_genre"] = {
+        g: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        for i, g in enumerate(genres)
+    }
+    out["confusion"] = {"labels": genres, "matrix": confusion_matrix(y_true, y_pred, labels=genres).tolist()}
+    return out
+
+
+def baseline_scores(train: list[TrackFeatures], test: list[TrackFeatures], genres: list[str]) -> dict[str, Any]:
+    """Classical baselines on per-track MFCC mean/std: logistic regression and k-NN."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    xtr = np.stack([t.mfcc_stats for t in train])
+    ytr = [t.track.genre for t in train]
+    xte = np.stack([t.mfcc_stats for t in test])
+    yte = [t.track.genre for t in test]
+    models = {
+        "logistic_regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced")),
+        "knn": make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(5, len(train)))),
+    }
+    out = {}
+    for name, clf in models.items():
+        clf.fit(xtr, ytr)
+        m = track_metrics(yte, list(clf.predict(xte)), genres)
+        out[name] = {k: m[k] for k in ("n_tracks", "accuracy", "balanced_accuracy", "macro_f1")}
+    return out
+
+
+def plot_confusion(metrics: dict[str, Any], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = metrics["confusion"]["labels"]
+    m = np.asarray(metrics["confusion"]["matrix"])
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(labels), 1 + 0.55 * len(labels)))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if m[i, j]:
+                ax.text(j, i, str(m[i, j]), ha="center", va="center",
+                        color="white" if m[i, j] > m.max() / 2 else "black", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- workflows used by the CLI
+def train_bundle(
+    dataset: Dataset,
+    *,
+    feature_config: FeatureConfig,
+    model_config: ModelConfig,
+    train_on_all: bool = False,
+    epochs: int | None = None,
+    workers: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+):
+    """Train a ``ModelBundle`` on a dataset's splits.
+
+    Default: train on ``train``, early-stop on ``valid``, then score ``test`` (or ``valid``
+    when there is no test split) into the bundle's evaluation summary.
+    ``train_on_all``: train on every track for exactly ``epochs`` epochs (the recipe and
+    epoch count having been chosen beforehand on a validation split); no evaluation.
+    """
+    from .bundle import ModelBundle
+
+    genres = dataset.genres
+    if len(genres) < 2:
+        raise DatasetError("training needs at least two genres")
+    if train_on_all:
+        train_tracks, valid_tracks, test_tracks = list(dataset.tracks), [], []
+    else:
+        train_tracks = dataset.split("train")
+        valid_tracks = dataset.split("valid")
+        test_tracks = dataset.split("test")
+    if not train_tracks:
+        raise DatasetError("the dataset has no training tracks")
+    feats = extract_features(train_tracks + valid_tracks + test_tracks, feature_config, workers=workers,
+                             progress=progress)
+    tr = feats[: len(train_tracks)]
+    va = feats[len(train_tracks) : len(train_tracks) + len(valid_tracks)]
+    te = feats[len(train_tracks) + len(valid_tracks) :]
+    train_hashes = {t.sha256 for t in tr}
+    leaked = [t.track.key for t in va + te if t.sha256 in train_hashes]
+    if leaked:
+        raise DatasetError(f"{len(leaked)} held-out track(s) are byte-identical to training tracks, e.g. {leaked[0]}")
+
+    model, normalizer, history = fit(tr, genres, feature_config, model_config, valid=va or None,
+                                     epochs=epochs, on_epoch=on_epoch)
+    bundle = ModelBundle(model, genres=genres, feature_config=feature_config, normalizer=normalizer,
+                         model_config=model_config)
+    evaluation: dict[str, Any] = {}
+    scored, split_name = (te, "test") if te else (va, "valid (also used for early stopping)")
+    if scored:
+        evaluation = _score(bundle, scored, tr, genres)
+        evaluation["split"] = split_name
+    bundle.evaluation = evaluation
+    bundle.training = {
+        "n_tracks": len(tr),
+        "genre_counts": {g: sum(t.track.genre == g for t in tr) for g in genres},
+        "epochs_run": len(history),
+        "history": history,
+        "train_on_all": train_on_all,
+        "track_sha256": sorted(train_hashes),
+    }
+    return bundle
+
+
+def _score(bundle, tracks: list[TrackFeatures], baseline_train: list[TrackFeatures], genres: list[str]) -> dict[str, Any]:
+    y_true, y_pred = [], []
+    for t in tracks:
+        probs, _ = bundle.predict_segments(bundle.normalizer(segment_frames(t.frames, bundle.feature_config)))
+        y_true.append(t.track.genre)
+        y_pred.append(bundle.genres[int(probs.mean(axis=0).argmax())])
+    metrics = track_metrics(y_true, y_pred, bundle.genres)
+    metrics["predictions"] = [{"track": t.track.key, "true": a, "predicted": b}
+                              for t, a, b in zip(tracks, y_true, y_pred)]
+    if baseline_train:
+        metrics["baseline"] = baseline_scores(baseline_train, tracks, genres)
+    return metrics
+
+
+def evaluate_bundle(bundle, dataset: Dataset, *, split: str = "auto", workers: int | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Score ``bundle`` on one split of ``dataset`` at track level, beside the baseline.
+
+    ``split="auto"`` picks ``test``, else ``valid``, else every track. Tracks the bundle
+    was trained on (same audio bytes) are left out and counted, so figures stay honest.
+    The baseline is trained on the dataset's other tracks.
+    """
+    if split == "auto":
+        split = next((s for s in ("test", "valid") if dataset.split(s)), "all")
+    tracks = list(dataset.tracks) if split == "all" else dataset.split(split)
+    if not tracks:
+        raise DatasetError(f"the dataset has no tracks in split {split!r}")
+    unknown = sorted({t.genre for t in tracks} - set(bundle.genres))
+    if unknown:
+        raise DatasetError(f"genres unknown to the model: {', '.join(unknown)} (model knows {', '.join(bundle.genres)})")
+    eval_set = set(id(t) for t in tracks)
+    others = [t for t in dataset.tracks if id(t) not in eval_set and t.split == "train"]
+    feats = extract_features(tracks + others, bundle.feature_config, workers=workers, progress=progress)
+    scored, rest = feats[: len(tracks)], feats[len(tracks) :]
+    seen = bundle.training_hashes
+    held_out = [t for t in scored if t.sha256 not in seen]
+    excluded = len(scored) - len(held_out)
+    if not held_out:
+        raise DatasetError(f"all {len(scored)} tracks of split {split!r} were in the model's training data; "
+                           "nothing honest to score")
+    held_hashes = {t.sha256 for t in held_out}
+    baseline_train = [t for t in rest if t.sha256 not in held_hashes]
+    metrics = _score(bundle, held_out, baseline_train, bundle.genres)
+    metrics["split"] = split
+    metrics["excluded_training_tracks"] = excluded
+    metrics["model_version"] = bundle.version
+    return metrics

@@ -1,0 +1,350 @@
+"""The one interface every nearest-neighbour backend implements.
+
+A backend is a small subclass that fills in ``_add``, ``_remove``, ``_search``,
+``_vectors``, ``_save_native`` and ``_load_native``; validation, locking, filtering
+fallbacks, the saved header and atomic writes live here, once.
+
+Distances are "smaller is closer" for every metric:
+
+- ``cosine``: 1 − cos(a, b)
+- ``l2``: Euclidean distance ‖a − b‖
+- ``ip``: 1 − a·b (inner product, as hnswlib reports it)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar, Iterable
+
+import numpy as np
+
+from .errors import IndexFileError, IndexMismatch, InvalidInput
+
+METRICS = ("cosine", "l2", "ip")
+FORMAT_VERSION = 1
+HEADER_FILE = "header.json"
+# A filter that keeps at most this share of the items is answered by exact search over
+# the allowed items: graph/tree search with a very selective filter misses results.
+SELECTIVE_FILTER_SHARE = 0.05
+SELECTIVE_FILTER_MAX = 20_000
+
+
+class RWLock:
+    """Many concurrent searches, or one writer."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+
+    @contextmanager
+    def read(self):
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self):
+        with self._cond:
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+def pairwise_distances(queries: np.ndarray, items: np.ndarray, metric: str) -> np.ndarray:
+    """Exact distances, shape (n_queries, n_items), float32, smaller is closer."""
+    q = queries.astype(np.float32, copy=False)
+    x = items.astype(np.float32, copy=False)
+    if metric == "cosine":
+        qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
+        xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+        return 1.0 - qn @ xn.T
+    if metric == "ip":
+        return 1.0 - q @ x.T
+    sq = (q * q).sum(1)[:, None] - 2.0 * (q @ x.T) + (x * x).sum(1)[None, :]
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def topk(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column positions and distances of the k smallest per row, sorted."""
+    k = min(k, dist.shape[1])
+    if k == 0:
+        return np.empty((dist.shape[0], 0), np.int64), np.empty((dist.shape[0], 0), np.float32)
+    if k < dist.shape[1]:
+        part = np.argpartition(dist, k - 1, axis=1)[:, :k]
+    else:
+        part = np.tile(np.arange(dist.shape[1]), (dist.shape[0], 1))
+    pd = np.take_along_axis(dist, part, axis=1)
+    order = np.argsort(pd, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1).astype(np.int64), np.take_along_axis(pd, order, axis=1)
+
+
+class VectorIndex(ABC):
+    """Nearest-neighbour index over (int64 id, float vector) pairs.
+
+    Parameters
+    ----------
+    dim : vector dimension
+    metric : "cosine", "l2" or "ip"
+    **params : backend parameters (see each backend's ``default_params``)
+    """
+
+    name: ClassVar[str] = "base"
+    default_params: ClassVar[dict[str, Any]] = {}
+    query_param_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, dim: int, metric: str = "cosine", **params: Any) -> None:
+        if metric not in METRICS:
+            raise InvalidInput(f"metric must be one of {METRICS}, not {metric!r}")
+        if not isinstance(dim, (int, np.integer)) or dim <= 0:
+            raise InvalidInput(f"dimension must be a positive integer, not {dim!r}")
+        unknown = set(params) - set(self.default_params)
+        if unknown:
+            raise InvalidInput(f"unknown {self.name} parameter(s): {', '.join(sorted(unknown))}; "
+                               f"known: {', '.join(self.default_params) or 'none'}")
+        self.dim = int(dim)
+        self.metric = metric
+        self.params: dict[str, Any] = {**self.default_params, **params}
+        self.tag: str | None = None
+        self._lock = RWLock()
+
+    # ---------------------------------------------------------------- public API
+    def add(self, ids: Iterable[int] | np.ndarray, vectors: np.ndarray) -> None:
+        """Add or replace vectors. ``ids``: shape (n,), ``vectors``: shape (n, dim).
+
+        Re-adding an existing id replaces its vector. Bad input raises ``InvalidInput``
+        and leaves the index unchanged.
+        """
+        ids_arr = self._check_ids(ids)
+        vecs = self._check_vectors(vectors, name="vectors")
+        if len(ids_arr) != len(vecs):
+            raise InvalidInput(f"{len(ids_arr)} ids but {len(vecs)} vectors")
+        if len(np.unique(ids_arr)) != len(ids_arr):
+            raise InvalidInput("duplicate ids in one add call")
+        if self.metric == "cosine" and np.any(np.linalg.norm(vecs, axis=1) == 0):
+            raise InvalidInput("zero vector has no direction under the cosine metric")
+        if len(ids_arr) == 0:
+            return
+        with self._lock.write():
+            self._add(ids_arr, vecs)
+
+    def remove(self, ids: Iterable[int] | np.ndarray) -> int:
+        """Remove ids (unknown ids are ignored). Returns how many were removed."""
+        ids_arr = self._check_ids(ids)
+        with self._lock.write():
+            present = np.array([i for i in ids_arr if self._contains(int(i))], dtype=np.int64)
+            if len(present):
+                self._remove(present)
+            return int(len(present))
+
+    def search(
+        self, vectors: np.ndarray, k: int = 10, *, allowed: Iterable[int] | np.ndarray | None = None,
+        **query_params: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest neighbours of one query (shape (dim,)) or many (shape (n, dim)).
+
+        Parameters
+        ----------
+        k : neighbours wanted; more than exist returns what exists
+        allowed : optional ids to restrict results to; exactly ``min(k, |allowed ∩ index|)``
+            results come back
+        query_params : per-call backend settings (``ef`` for hnsw, ``search_k`` for annoy)
+
+        Returns
+        -------
+        (ids, distances): shape (k',) for one query, (n, k') for many, where
+        k' = min(k, items available); ids are int64, distances float32, nearest first.
+        """
+        single = np.asarray(vectors).ndim == 1
+        q = self._check_vectors(np.atleast_2d(vectors), name="query")
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise InvalidInput(f"k must be a positive integer, not {k!r}")
+        unknown = set(query_params) - set(self.query_param_names)
+        if unknown:
+            raise InvalidInput(f"unknown {self.name} query parameter(s): {', '.join(sorted(unknown))}")
+        with self._lock.read():
+            if allowed is not None:
+                allowed_ids = np.unique(self._check_ids(allowed))
+                allowed_ids = np.array([i for i in allowed_ids if self._contains(int(i))], dtype=np.int64)
+                n_avail = len(allowed_ids)
+            else:
+                allowed_ids = None
+                n_avail = self._count()
+            k_eff = min(int(k), n_avail)
+            if k_eff == 0:
+                ids = np.empty((len(q), 0), np.int64)
+                dist = np.empty((len(q), 0), np.float32)
+            elif allowed_ids is not None and (
+                n_avail <= max(k_eff, min(SELECTIVE_FILTER_MAX, SELECTIVE_FILTER_SHARE * self._count()))
+            ):
+                ids, dist = self._search_subset(q, k_eff, allowed_ids)
+            else:
+                ids, dist = self._search(q, k_eff, allowed_ids, **query_params)
+                if allowed_ids is not None and np.any(ids < 0):
+                    # the approximate search could not fill k under the filter: be exact
+                    ids, dist = self._search_subset(q, k_eff, allowed_ids)
+        if single:
+            return ids[0], dist[0]
+        return ids, dist
+
+    def __len__(self) -> int:
+        return self._count()
+
+    def __contains__(self, id_: int) -> bool:
+        return self._contains(int(id_))
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": self.name, "params": dict(self.params), "metric": self.metric,
+                "dim": self.dim, "count": len(self), "tag": self.tag}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.metric} dim={self.dim} n={len(self)} {self.params}>"
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike, *, tag: str | None = None) -> Path:
+        """Write the index folder atomically (temp folder + rename); ``tag`` is opaque to us."""
+        if tag is not None:
+            self.tag = tag
+        path = Path(path).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            with self._lock.read():
+                self._save_native(tmp)
+                header = {"format_version": FORMAT_VERSION, "saved_at": time.time(), **self.info()}
+            (tmp / HEADER_FILE).write_text(json.dumps(header, indent=1))
+            if path.exists():
+                old = path.with_name(f".{path.name}.old.{os.getpid()}")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, dim: int | None = None, metric: str | None = None,
+             tag: str | None = None) -> "VectorIndex":
+        """Load a saved index, checking it against what the caller expects."""
+        header = read_header(path)
+        if header["backend"] != cls.name:
+            raise IndexMismatch(f"{path}: holds a {header['backend']} index, not {cls.name}")
+        check_header(header, path, dim=dim, metric=metric, tag=tag)
+        index = cls(header["dim"], header["metric"], **header["params"])
+        index.tag = header.get("tag")
+        try:
+            index._load_native(Path(path))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise IndexFileError(f"{path}: cannot read the {cls.name} index ({exc})") from None
+        if len(index) != header["count"]:
+            raise IndexFileError(f"{path}: header says {header['count']} items, file holds {len(index)}")
+        return index
+
+    # ---------------------------------------------------------------- validation
+    def _check_ids(self, ids) -> np.ndarray:
+        arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) and not np.isscalar(ids) else ids)
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim != 1:
+            raise InvalidInput(f"ids must be one-dimensional, got shape {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+                arr = arr.astype(np.int64)
+            else:
+                raise InvalidInput(f"ids must be integers, got {arr.dtype}")
+        return arr.astype(np.int64, copy=False)
+
+    def _check_vectors(self, vectors, *, name: str) -> np.ndarray:
+        try:
+            arr = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"{name} must be numeric arrays") from None
+        if arr.ndim != 2:
+            raise InvalidInput(f"{name} must have shape (n, {self.dim}), got {arr.shape}")
+        if arr.shape[1] != self.dim:
+            raise InvalidInput(f"{name} have dimension {arr.shape[1]}, index has {self.dim}")
+        if not np.all(np.isfinite(arr)):
+            raise InvalidInput(f"{name} contain NaN or infinite values")
+        return np.ascontiguousarray(arr)
+
+    def _search_subset(self, q: np.ndarray, k: int, allowed_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        vecs = self._vectors(allowed_ids)
+        pos, dist = topk(pairwise_distances(q, vecs, self.metric), k)
+        return allowed_ids[pos], dist.astype(np.float32)
+
+    # ---------------------------------------------------------------- backend hooks
+    @abstractmethod
+    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _remove(self, ids: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _search(self, q: np.ndarray, k: int, allowed: np.ndarray | None, **query_params: Any
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (ids, distances) of shape (n, k); pad with id -1 where fewer were found."""
+
+    @abstractmethod
+    def _vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of existing ids, shape (len(ids), dim)."""
+
+    @abstractmethod
+    def _contains(self, id_: int) -> bool: ...
+
+    @abstractmethod
+    def _count(self) -> int: ...
+
+    @abstractmethod
+    def _save_native(self, folder: Path) -> None: ...
+
+    @abstractmethod
+    def _load_native(self, folder: Path) -> None: ...
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    folder = Path(path)
+    hp = folder / HEADER_FILE
+    if not hp.is_file():
+        raise IndexFileError(f"{folder}: not a saved sonicsort index (no {HEADER_FILE})")
+    try:
+        header = json.loads(hp.read_text())
+    except (OSError, ValueError) as exc:
+        raise IndexFileError(f"{hp}: unreadable header ({exc})") from None
+    if header.get("format_version") != FORMAT_VERSION:
+        raise IndexFileError(f"{folder}: index format {header.get('format_version')!r} is not supported "
+                             f"(expected {FORMAT_VERSION})")
+    return header
+
+
+def check_header(header: dict[str, Any], path, *, dim: int | None, metric: str | None, tag: str | None) -> None:
+    if dim is not None and header["dim"] != dim:
+        raise IndexMismatch(f"{path}: index has dimension {header['dim']}, expected {dim}")
+    if metric is not None and header["metric"] != metric:
+        raise IndexMismatch(f"{path}: index uses metric {header['metric']}, expected {metric}")
+    if tag is not None and header.get("tag") != tag:
+        raise IndexMismatch(f"{path}: index was built for {header.get('tag')!r}, expected {tag!r}")

@@ -1,0 +1,333 @@
+"""The ``sonicsort`` command line: a thin front over the same code the API uses.
+
+Every command prints readable text by default and JSON with ``--json``; bad input ends
+with one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+# TensorFlow's C++ start-up chatter is not for our users
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from .config import Settings
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("sonicsort")
+
+
+class CliError(Exception):
+    """One clear line for the user."""
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from embedding.errors import EmbeddingError
+
+    errors: list[type[BaseException]] = [CliError, EmbeddingError]
+    try:
+        from index.errors import VectorIndexError
+
+        errors.append(VectorIndexError)
+    except ImportError:  # pragma: no cover - index room absent
+        pass
+    return tuple(errors)
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(data, indent=None if isinstance(data, dict) and "embedding" in data else 1))
+    else:
+        print(text)
+
+
+def _progress(label: str, enabled: bool) -> Callable[[int, int], None] | None:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    bar = {"bar": None}
+
+    def update(done: int, total: int) -> None:
+        if bar["bar"] is None:
+            bar["bar"] = tqdm(total=total, desc=label, unit="track", file=sys.stderr, leave=False)
+        bar["bar"].update(done - bar["bar"].n)
+        if done >= total:
+            bar["bar"].close()
+
+    return update
+
+
+def _load_bundle(path: str | None, settings: Settings):
+    from embedding import ModelBundle
+
+    return ModelBundle.load(path or settings.model_dir)
+
+
+# ---------------------------------------------------------------- predict
+def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
+    from embedding.errors import AudioError
+
+    bundle = _load_bundle(args.model, settings)
+    results, failed = [], 0
+    for f in args.files:
+        try:
+            p = bundle.predict(f, max_duration_s=settings.max_duration_s)
+            results.append({"file": f, **p.to_dict(with_embedding=args.json)})
+        except AudioError as exc:
+            failed += 1
+            results.append({"file": f, "error": str(exc)})
+    if args.json:
+        print(json.dumps(results if len(results) != 1 else results[0]))
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
+                continue
+            top = ", ".join(f"{t['genre']} {t['probability']:.2f}" for t in r["top"])
+            flag = "  [silent audio: prediction is meaningless]" if r["is_silent"] else ""
+            print(f"{r['file']}: {r['genre']}  ({top}){flag}")
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+# ---------------------------------------------------------------- train / evaluate
+def _dataset(args: argparse.Namespace):
+    from embedding.data import load_dataset
+
+    lists = {k: v for k, v in (("train", args.train_list), ("valid", args.valid_list), ("test", args.test_list)) if v}
+    return load_dataset(args.data, split_lists=lists or None, seed=args.seed)
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from embedding.features import FeatureConfig
+    from embedding.model import ModelConfig
+    from embedding.train import plot_confusion, train_bundle
+
+    try:
+        fc = FeatureConfig(kind=args.features, n_mels=args.n_mels, segment_seconds=args.segment_seconds,
+                           segment_hop_seconds=args.segment_hop_seconds)
+        units = tuple(int(u) for u in args.lstm_units.split(","))
+        mc = ModelConfig(lstm_units=units, embedding_dim=args.embedding_dim, max_epochs=args.max_epochs,
+                         patience=args.patience, seed=args.seed, learning_rate=args.learning_rate,
+                         segments_per_track=args.segments_per_track, dropout=args.dropout)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.train_on_all and not args.epochs:
+        raise CliError("--train-on-all trains a fixed number of epochs: give --epochs N (chosen on a validation split)")
+    ds = _dataset(args)
+    counts = ds.counts()
+    log.info("dataset: %d tracks, %d genres: %s", len(ds.tracks), len(counts),
+             "; ".join(f"{g} {c}" for g, c in counts.items()))
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        msg = f"epoch {row['epoch']:3d}  loss {row['loss']:.3f}"
+        if "valid_balanced_accuracy" in row:
+            msg += (f"  valid loss {row['valid_loss']:.3f}  acc {row['valid_accuracy']:.3f}"
+                    f"  bal.acc {row['valid_balanced_accuracy']:.3f}{'  *' if row.get('best') else ''}")
+        print(f"{msg}  ({row['seconds']} s)", file=sys.stderr, flush=True)
+
+    bundle = train_bundle(ds, feature_config=fc, model_config=mc, train_on_all=args.train_on_all, epochs=args.epochs,
+                          workers=args.workers, on_epoch=on_epoch, progress=_progress("features", not args.json))
+    out = bundle.save(args.out)
+    if bundle.evaluation:
+        plot_confusion(bundle.evaluation, out / "confusion.png", f"sonicsort {bundle.version} on {bundle.evaluation['split']}")
+    ev = bundle.evaluation
+    summary = {"model_dir": str(out), "model_version": bundle.version, "genres": bundle.genres,
+               "epochs_run": bundle.training["epochs_run"], "n_train_tracks": bundle.training["n_tracks"],
+               "evaluation": {k: ev[k] for k in ("split", "n_tracks", "accuracy", "balanced_accuracy", "macro_f1", "baseline") if k in ev}}
+    text = f"saved model {bundle.version} to {out} ({bundle.training['epochs_run']} epochs, {bundle.training['n_tracks']} training tracks)"
+    if ev:
+        text += (f"\n{ev['split']}: {ev['n_tracks']} tracks  accuracy {ev['accuracy']:.3f}  balanced accuracy "
+                 f"{ev['balanced_accuracy']:.3f}  macro-F1 {ev['macro_f1']:.3f}")
+    _emit(args, summary, text)
+    return EXIT_OK
+
+
+def _format_report(m: dict[str, Any]) -> str:
+    lines = [f"model {m.get('model_version', '?')} on split {m['split']}: {m['n_tracks']} tracks"
+             + (f" ({m['excluded_training_tracks']} left out: in the model's training data)" if m.get("excluded_training_tracks") else ""),
+             f"  BiLSTM               accuracy {m['accuracy']:.3f}  balanced accuracy {m['balanced_accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}"]
+    for name, b in (m.get("baseline") or {}).items():
+        lines.append(f"  baseline {name:<12} accuracy {b['accuracy']:.3f}  balanced accuracy {b['balanced_accuracy']:.3f}  macro-F1 {b['macro_f1']:.3f}")
+    lines.append(f"  {'genre':<12} {'prec':>5} {'recall':>6} {'F1':>5} {'n':>4}")
+    for g, s in m["per_genre"].items():
+        if s["support"] or s["precision"]:
+            lines.append(f"  {g:<12} {s['precision']:5.2f} {s['recall']:6.2f} {s['f1']:5.2f} {s['support']:4d}")
+    labels, mat = m["confusion"]["labels"], m["confusion"]["matrix"]
+    lines.append("  confusion (rows true, columns predicted): " + " ".join(l[:4] for l in labels))
+    for l, row in zip(labels, mat):
+        lines.append(f"  {l[:10]:<10} " + " ".join(f"{v:4d}" for v in row))
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from embedding.train import evaluate_bundle, plot_confusion
+
+    bundle = _load_bundle(args.model, settings)
+    ds = _dataset(args)
+    m = evaluate_bundle(bundle, ds, split=args.split, workers=args.workers, progress=_progress("features", not args.json))
+    out = Path(args.out) if args.out else settings.home / "evaluations" / f"{bundle.version}-{m['split']}"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "evaluation.json.tmp"
+    tmp.write_text(json.dumps(m, indent=1))
+    os.replace(tmp, out / "evaluation.json")
+    plot_confusion(m, out / "confusion.png", f"sonicsort {bundle.version} on {m['split']} ({m['n_tracks']} tracks)")
+    m_out = {k: v for k, v in m.items() if k != "predictions"}
+    m_out["report_dir"] = str(out)
+    _emit(args, m_out, _format_report(m) + f"\nsaved {out / 'evaluation.json'} and {out / 'confusion.png'}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- parser
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="folder <genre>/<audio files>, or a CSV manifest with path,genre[,split,artist]")
+    p.add_argument("--train-list", help="split list: one genre/file per line")
+    p.add_argument("--valid-list", help="split list: one genre/file per line")
+    p.add_argument("--test-list", help="split list: one genre/file per line")
+    p.add_argument("--seed", type=int, default=1234, help="seed for the split made when none is given, and training (default 1234)")
+    p.add_argument("--workers", type=int, default=None, help="feature extraction processes (default: up to 4)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    common.add_argument("-v", "--verbose", action="store_true", help="log more")
+
+    parser = argparse.ArgumentParser(
+        prog="sonicsort", parents=[common],
+        description="Genre-aware music recommendation: genre prediction, embeddings, ANN search.",
+        epilog="Environment: SONICSORT_HOME (data folder, default ~/.sonicsort), SONICSORT_MODEL_DIR "
+               "(model bundle, default: the one shipped in the package).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("predict", parents=[common], help="predict the genre of audio files",
+                       description="Predict genre and top-3 probabilities; with --json also the track embedding.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, au)")
+    p.add_argument("--model", help="model bundle folder (default: SONICSORT_MODEL_DIR or the shipped model)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("train", parents=[common], help="train a genre model bundle",
+                       description="Train the BiLSTM on train, early-stop on valid, score test (or valid) at track level.")
+    _add_dataset_args(p)
+    p.add_argument("--out", required=True, help="folder to write the model bundle to (replaced atomically)")
+    p.add_argument("--features", choices=["logmel", "mfcc"], default="logmel", help="frame features (default logmel)")
+    p.add_argument("--n-mels", type=int, default=96, help="mel bands (default 96)")
+    p.add_argument("--segment-seconds", type=float, default=3.0, help="segment length (default 3)")
+    p.add_argument("--segment-hop-seconds", type=float, default=1.5, help="hop between segments at prediction (default 1.5)")
+    p.add_argument("--lstm-units", default="64,64", help="units per BiLSTM layer, comma-separated (default 64,64)")
+    p.add_argument("--embedding-dim", type=int, default=128, help="embedding size (default 128)")
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--segments-per-track", type=int, default=24, help="random crops per training track per epoch (default 24)")
+    p.add_argument("--max-epochs", type=int, default=40, help="upper bound with early stopping (default 40)")
+    p.add_argument("--patience", type=int, default=8, help="epochs without validation improvement before stopping (default 8)")
+    p.add_argument("--epochs", type=int, default=None, help="train exactly N epochs (required with --train-on-all)")
+    p.add_argument("--train-on-all", action="store_true",
+                   help="train on every track of DATA (all splits), for the final model once the recipe is chosen")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", parents=[common], help="score a model at track level beside a classical baseline",
+                       description="Track-level accuracy, balanced accuracy, macro-F1, per-genre P/R/F1 and confusion "
+                                   "matrix (JSON + PNG), beside MFCC mean/std logistic-regression and k-NN baselines "
+                                   "trained on DATA's train split. Tracks the model was trained on are left out.")
+    _add_dataset_args(p)
+    p.add_argument("--model", help="model bundle folder (default: SONICSORT_MODEL_DIR or the shipped model)")
+    p.add_argument("--split", default="auto", choices=["auto", "test", "valid", "train", "all"],
+                   help="which tracks to score (default auto: test, else valid, else all)")
+    p.add_argument("--out", help="report folder (default SONICSORT_HOME/evaluations/<model>-<split>)")
+    p.set_defaults(func=cmd_evaluate)
+
+    _add_bench(sub, common)
+    return parser
+
+
+def _add_bench(sub, common) -> None:
+    bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks.")
+    bsub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
+    bsub.required = True
+    p = bsub.add_parser(
+        "ann", parents=[common], help="compare ANN backends: recall against queries/s, build time, size, memory",
+        description="Benchmark the index backends the way ann-benchmarks does: every build-argument × "
+                    "query-argument combination of the runs file; recall@k against exact neighbours "
+                    "(distance threshold of the k-th true neighbour), single-thread and batch queries/s, "
+                    "build time, index size on disk, memory. Writes runs.csv, runs.json, pareto.md "
+                    "and recall_qps.png.")
+    p.add_argument("--dataset", default="synthetic:10000:128",
+                   help="ann-benchmarks .hdf5 file, a .npy matrix (ground truth cached beside it), or "
+                        "synthetic:N:DIM[:CLUSTERS[:SEED]] (default synthetic:10000:128)")
+    p.add_argument("--metric", choices=["cosine", "l2", "ip"], default="cosine",
+                   help="metric for .npy and synthetic data (HDF5 files name their own; default cosine)")
+    p.add_argument("--runs", help="YAML or JSON runs file (default: index/runs.yml in the package)")
+    p.add_argument("--backends", help="comma-separated subset of the runs file's backends")
+    p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
+    p.add_argument("--queries", type=int, default=1000, help="queries for .npy/synthetic data (default 1000)")
+    p.add_argument("--max-single-queries", type=int, default=1000,
+                   help="queries timed one at a time per run (default 1000)")
+    p.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
+    p.set_defaults(func=cmd_bench_ann)
+
+
+def cmd_bench_ann(args: argparse.Namespace, settings: Settings) -> int:
+    from index import bench
+
+    if args.k < 1 or args.queries < 1 or args.max_single_queries < 1:
+        raise CliError("-k, --queries and --max-single-queries must be positive")
+    runs = bench.load_runs(args.runs, args.backends.split(",") if args.backends else None)
+    log.info("dataset %s ...", args.dataset)
+    ds = bench.load_dataset(args.dataset, metric=args.metric, n_queries=args.queries, k=max(args.k, 100))
+    n_runs = sum(len(bench.grid((s or {}).get("build"))) * len(bench.grid((s or {}).get("query"))) for s in runs.values())
+    bar = None
+    if not args.json:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_runs, desc="runs", unit="run", file=sys.stderr, leave=False)
+
+    def progress(label: str) -> None:
+        if bar is not None:
+            bar.set_postfix_str(label[:60])
+            bar.update(1)
+
+    results = bench.run_benchmark(ds, runs, k=args.k, max_single_queries=args.max_single_queries, progress=progress)
+    if bar is not None:
+        bar.close()
+    paths = bench.write_reports(results, args.out, dataset_name=ds.name)
+    data = {"dataset": ds.name, "n_train": int(ds.train.shape[0]), "dim": int(ds.train.shape[1]), "metric": ds.metric,
+            "runs": [{**r.__dict__, "label": r.label} for r in results], "files": {k: str(v) for k, v in paths.items()}}
+    text = bench.markdown_table(bench.pareto_frontier(results), ds.name) + "\n" + "\n".join(
+        f"wrote {p}" for p in paths.values())
+    _emit(args, data, text)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("numba", "matplotlib", "h5py", "absl", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = Settings.from_env()
+    try:
+        return args.func(args, settings)
+    except _known_errors() as exc:
+        print(f"sonicsort: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("sonicsort: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as exc:
+        # last guard: file system and value problems still get one line, not a traceback
+        print(f"sonicsort: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
