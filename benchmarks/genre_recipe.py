@@ -35,6 +35,7 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "fast_small": ({}, {**FAST, "lstm_units": (32, 32), "dropout": 0.5}),
     "fast_mels64": ({"n_mels": 64}, FAST),
     "fast_mixup": ({}, {**FAST, "mixup": 0.4}),
+    "reg_mfcc": ({"kind": "mfcc"}, {**FAST, "lstm_units": (48, 48), "dropout": 0.5, "mixup": 0.4}),
     "mfcc": ({"kind": "mfcc"}, {}),
     "mels128": ({"n_mels": 128}, {}),
     "seg5": ({"segment_seconds": 5.0, "segment_hop_seconds": 2.5}, {}),

@@ -81,17 +81,16 @@ class Prediction:
                    is_silent=bool(d.get("is_silent", False)))
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _content_version(model, meta_core: dict[str, Any]) -> str:
+    """Hash of what determines outputs: architecture, weights, genres, features, normalisation.
 
-
-def _content_version(model_file: Path, meta_core: dict[str, Any]) -> str:
+    (The ``.keras`` file itself carries a save timestamp, so its bytes would change on
+    every save of the same model.)
+    """
     h = hashlib.sha256()
-    h.update(_sha256_file(model_file).encode())
+    for w in model.get_weights():  # the architecture itself follows from model_config
+        h.update(str(w.shape).encode())
+        h.update(np.ascontiguousarray(w).tobytes())
     h.update(json.dumps(meta_core, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -223,11 +222,12 @@ class ModelBundle:
         directory = Path(directory).resolve()
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a saved folder is for everyone
         try:
             model_path = tmp / MODEL_FILE
             self.model.save(model_path)
             core = self._meta_core()
-            self.version = _content_version(model_path, core)
+            self.version = _content_version(self.model, core)
             meta = {
                 "format_version": BUNDLE_FORMAT_VERSION,
                 "model_version": self.version,
@@ -272,14 +272,17 @@ class ModelBundle:
         if meta.get("format_version") != BUNDLE_FORMAT_VERSION:
             raise ModelError(f"{directory}: bundle format {meta.get('format_version')!r} is not supported "
                              f"(expected {BUNDLE_FORMAT_VERSION})")
-        core = {k: meta[k] for k in ("genres", "feature_config", "normalizer", "model_config")}
-        version = _content_version(model_path, core)
-        if version != meta.get("model_version"):
-            raise ModelError(f"{directory}: model files do not match their recorded version (corrupt or edited)")
+        try:
+            core = {k: meta[k] for k in ("genres", "feature_config", "normalizer", "model_config")}
+        except KeyError as exc:
+            raise ModelError(f"{meta_path}: bundle metadata lacks {exc}") from None
         try:
             model = keras.models.load_model(model_path, compile=False)
         except Exception as exc:
             raise ModelError(f"{model_path}: cannot load Keras model ({exc})") from None
+        version = _content_version(model, core)
+        if version != meta.get("model_version"):
+            raise ModelError(f"{directory}: model files do not match their recorded version (corrupt or edited)")
         return cls(
             model,
             genres=meta["genres"],

@@ -18,18 +18,18 @@ from typing import Any
 class ModelConfig:
     """Architecture and training hyper-parameters (round-trips to JSON)."""
 
-    lstm_units: tuple[int, ...] = (64, 64)
+    lstm_units: tuple[int, ...] = (48, 48)
     embedding_dim: int = 128
-    time_pool: int = 2
-    dropout: float = 0.3
+    time_pool: int = 4
+    dropout: float = 0.5
     recurrent_dropout: float = 0.0
     learning_rate: float = 1e-3
     batch_size: int = 32
     max_epochs: int = 40
     patience: int = 8
-    segments_per_track: int = 24
+    segments_per_track: int = 16
     spec_augment: bool = True
-    mixup: float = 0.0
+    mixup: float = 0.4
     seed: int = 1234
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,17 +38,19 @@ SELECTIVE_FILTER_MAX = 20_000
 
 
 class RWLock:
-    """Many concurrent searches, or one writer."""
+    """Many concurrent searches, or one writer. Writer-preferring: a waiting writer holds
+    back new readers, so a steady stream of searches cannot starve an add."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._writer = False
+        self._writers_waiting = 0
 
     @contextmanager
     def read(self):
         with self._cond:
-            while self._writer:
+            while self._writer or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
         try:
@@ -62,8 +64,12 @@ class RWLock:
     @contextmanager
     def write(self):
         with self._cond:
-            while self._writer or self._readers:
-                self._cond.wait()
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
             self._writer = True
         try:
             yield
@@ -230,6 +236,7 @@ class VectorIndex(ABC):
         path = Path(path).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a saved folder is for everyone
         try:
             with self._lock.read():
                 self._save_native(tmp)

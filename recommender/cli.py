@@ -116,7 +116,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         units = tuple(int(u) for u in args.lstm_units.split(","))
         mc = ModelConfig(lstm_units=units, embedding_dim=args.embedding_dim, max_epochs=args.max_epochs,
                          patience=args.patience, seed=args.seed, learning_rate=args.learning_rate,
-                         segments_per_track=args.segments_per_track, dropout=args.dropout)
+                         segments_per_track=args.segments_per_track, dropout=args.dropout,
+                         time_pool=args.time_pool, mixup=args.mixup)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.train_on_all and not args.epochs:
@@ -223,11 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-mels", type=int, default=96, help="mel bands (default 96)")
     p.add_argument("--segment-seconds", type=float, default=3.0, help="segment length (default 3)")
     p.add_argument("--segment-hop-seconds", type=float, default=1.5, help="hop between segments at prediction (default 1.5)")
-    p.add_argument("--lstm-units", default="64,64", help="units per BiLSTM layer, comma-separated (default 64,64)")
+    p.add_argument("--lstm-units", default="48,48", help="units per BiLSTM layer, comma-separated (default 48,48)")
+    p.add_argument("--time-pool", type=int, default=4, help="average-pool this many frames before the BiLSTM (default 4)")
+    p.add_argument("--mixup", type=float, default=0.4, help="mixup Beta(a, a) parameter, 0 to disable (default 0.4)")
     p.add_argument("--embedding-dim", type=int, default=128, help="embedding size (default 128)")
-    p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--segments-per-track", type=int, default=24, help="random crops per training track per epoch (default 24)")
+    p.add_argument("--dropout", type=float, default=0.5, help="dropout rate (default 0.5)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
+    p.add_argument("--segments-per-track", type=int, default=16, help="random crops per training track per epoch (default 16)")
     p.add_argument("--max-epochs", type=int, default=40, help="upper bound with early stopping (default 40)")
     p.add_argument("--patience", type=int, default=8, help="epochs without validation improvement before stopping (default 8)")
     p.add_argument("--epochs", type=int, default=None, help="train exactly N epochs (required with --train-on-all)")

@@ -1,0 +1,79 @@
+"""Shared fixtures: generated audio (never real music), tiny models, a real Redis."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SR = 22_050
+GENRES = ("drone", "clicks", "chirp")
+
+
+def synth(genre: str, seconds: float, seed: int, sr: int = SR) -> np.ndarray:
+    """Three synthetic "genres" with different spectra and rhythm, varied by seed."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    if genre == "drone":  # low sustained harmonics
+        f0 = rng.uniform(80, 160)
+        y = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6)) / h for h in range(1, 5))
+    elif genre == "clicks":  # broadband percussive pulses
+        y = np.zeros_like(t)
+        period = int(sr / rng.uniform(3, 6))
+        for s in range(0, len(t), period):
+            n = min(800, len(t) - s)
+            y[s : s + n] += rng.normal(size=n) * np.exp(-np.arange(n) / 120)
+    else:  # high sweeping tones
+        f = rng.uniform(2000, 3000) + 1500 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t)
+        y = np.sin(2 * np.pi * np.cumsum(f) / sr)
+    y = y + 0.02 * rng.normal(size=len(t))
+    return (0.5 * y / np.max(np.abs(y))).astype(np.float32)
+
+
+def write_clip(path: Path, genre: str, seconds: float = 2.0, seed: int = 0, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, synth(genre, seconds, seed), SR, **kw)
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_dataset(tmp_path_factory) -> Path:
+    """<genre>/<clip>.wav: 8 clips per genre, 2 s each, plus a manifest with artists."""
+    root = tmp_path_factory.mktemp("toy")
+    rows = []
+    for g in GENRES:
+        for i in range(8):
+            p = write_clip(root / g / f"{g}.{i:03d}.wav", g, seconds=2.0, seed=hash((g, i)) % 10_000)
+            rows.append({"path": f"{g}/{p.name}", "genre": g, "artist": f"{g}-artist-{i // 2}"})
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "genre", "artist"])
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+TINY_FEATURES = dict(n_mels=24, segment_seconds=1.0, segment_hop_seconds=0.5, n_fft=1024, hop_length=512)
+TINY_MODEL = dict(lstm_units=(8,), embedding_dim=16, time_pool=2, segments_per_track=8, max_epochs=12, patience=12,
+                  batch_size=16, learning_rate=3e-3)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(toy_dataset, tmp_path_factory):
+    """A tiny BiLSTM trained on the toy dataset, saved and loaded back from disk."""
+    from embedding import FeatureConfig, ModelBundle, ModelConfig
+    from embedding.data import load_dataset
+    from embedding.train import train_bundle
+
+    ds = load_dataset(toy_dataset / "manifest.csv", seed=3)
+    bundle = train_bundle(ds, feature_config=FeatureConfig(**TINY_FEATURES), model_config=ModelConfig(**TINY_MODEL),
+                          workers=1)
+    out = bundle.save(tmp_path_factory.mktemp("models") / "tiny")
+    return ModelBundle.load(out)

@@ -1,0 +1,252 @@
+import json
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from index import (BACKENDS, IndexFileError, IndexMismatch, InvalidInput, BackendUnavailable, create_index,
+                   load_index)
+
+APPROX = ["hnsw", "annoy"]
+ALL = list(BACKENDS)
+METRICS = ["cosine", "l2", "ip"]
+
+
+def data(n=2000, dim=24, seed=0, clusters=20):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    x = centres[rng.integers(clusters, size=n)] + 0.5 * rng.normal(size=(n, dim))
+    return x.astype(np.float32)
+
+
+def recall(found, truth):
+    return np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)])
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), metric=st.sampled_from(METRICS), backend=st.sampled_from(APPROX),
+       dim=st.sampled_from([8, 32, 64]))
+def test_recall_against_exact_at_default_parameters(seed, metric, backend, dim):
+    x = data(1500, dim, seed)
+    if metric == "ip":
+        x /= np.linalg.norm(x, axis=1, keepdims=True)  # maximum inner product on the sphere
+    q, x = x[:50], x[50:]
+    ids = np.arange(len(x)) * 7 + 3  # caller's ids, not positions
+    exact = create_index("exact", dim, metric)
+    exact.add(ids, x)
+    idx = create_index(backend, dim, metric)
+    idx.add(ids, x)
+    t_ids, t_dist = exact.search(q, 10)
+    f_ids, f_dist = idx.search(q, 10)
+    assert f_ids.shape == (50, 10)
+    assert recall(f_ids, t_ids) >= 0.95
+    # same distance convention as the ground truth
+    agree = f_ids[:, 0] == t_ids[:, 0]
+    np.testing.assert_allclose(f_dist[agree, 0], t_dist[agree, 0], atol=2e-3)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_exact_distances_by_hand(metric):
+    idx = create_index("exact", 2, metric)
+    idx.add([10, 20], [[1.0, 0.0], [0.0, 2.0]])
+    ids, dist = idx.search(np.array([1.0, 1.0]), 2)
+    expected = {
+        "cosine": {10: 1 - 1 / np.sqrt(2), 20: 1 - 1 / np.sqrt(2)},
+        "l2": {10: 1.0, 20: np.sqrt(2.0)},
+        "ip": {10: 0.0, 20: -1.0},
+    }[metric]
+    for i, d in zip(ids, dist):
+        assert d == pytest.approx(expected[int(i)], abs=1e-6)
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_k_larger_than_items_returns_what_exists(backend):
+    idx = create_index(backend, 4)
+    assert len(idx.search(np.ones(4), 5)[0]) == 0
+    idx.add([1, 2, 3], np.eye(4)[:3] + 0.1)
+    ids, dist = idx.search(np.ones(4), 10)
+    assert sorted(ids) == [1, 2, 3] and np.all(np.diff(dist) >= -1e-6)
+    ids, _ = idx.search(np.ones((2, 4)), 10, allowed=[2, 3, 99])
+    assert ids.shape == (2, 2)
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("share", [0.01, 0.2, 0.7])
+def test_filtered_search_returns_exactly_k_allowed(backend, share):
+    x = data(3000, 16, seed=4)
+    idx = create_index(backend, 16)
+    idx.add(np.arange(3000), x)
+    rng = np.random.default_rng(1)
+    allowed = rng.choice(3000, int(3000 * share), replace=False)
+    ids, _ = idx.search(x[:20], 10, allowed=set(allowed.tolist()))
+    assert ids.shape == (20, 10)
+    assert set(ids.ravel()) <= set(allowed.tolist())
+    exact = create_index("exact", 16)
+    exact.add(np.arange(3000), x)
+    t, _ = exact.search(x[:20], 10, allowed=allowed)
+    assert recall(ids, t) >= 0.9
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_removed_never_returns_and_readd_replaces(backend):
+    x = data(500, 8, seed=2)
+    idx = create_index(backend, 8)
+    idx.add(np.arange(500), x)
+    gone = list(range(0, 500, 5))
+    assert idx.remove(gone + [10_000]) == 100
+    assert len(idx) == 400 and 0 not in idx and 1 in idx
+    ids, _ = idx.search(x, 20)
+    assert not set(ids.ravel()) & set(gone)
+    ids, _ = idx.search(x[:5], 20, allowed=gone[:50] + [1])
+    assert set(ids.ravel()) == {1}
+    # re-adding an id replaces its vector: id 1 moves onto x[250]'s spot
+    idx.add([1], x[250:251] + 1e-3)
+    ids, _ = idx.search(x[250], 2)
+    assert 1 in ids
+    idx.add([0], x[0:1])  # revive a removed id
+    assert 0 in idx and idx.search(x[0], 1)[0][0] == 0
+    assert len(idx) == 401
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_bad_input_is_refused_and_changes_nothing(backend):
+    idx = create_index(backend, 4, "cosine")
+    idx.add([1, 2], np.eye(4)[:2])
+    before = idx.search(np.ones(4), 5)
+    bad = [
+        (lambda: idx.add([3], [[np.nan, 0, 0, 1]]), "NaN"),
+        (lambda: idx.add([3], [[np.inf, 0, 0, 1]]), "infinite"),
+        (lambda: idx.add([3], [[1.0, 0, 0]]), "dimension"),
+        (lambda: idx.add([3, 3], np.eye(4)[:2]), "duplicate"),
+        (lambda: idx.add([3, 4], np.eye(4)[:1]), "ids but"),
+        (lambda: idx.add([3], np.zeros((1, 4))), "zero vector"),
+        (lambda: idx.add(["a"], np.eye(4)[:1]), "integers"),
+        (lambda: idx.search(np.ones(3), 2), "dimension"),
+        (lambda: idx.search(np.ones(4), 0), "positive"),
+        (lambda: idx.search(np.full(4, np.nan), 2), "NaN"),
+        (lambda: idx.search(np.ones(4), 2, nonsense=3), "unknown"),
+    ]
+    for call, msg in bad:
+        with pytest.raises(InvalidInput, match=msg):
+            call()
+    assert len(idx) == 2
+    after = idx.search(np.ones(4), 5)
+    np.testing.assert_array_equal(before[0], after[0])
+    with pytest.raises(InvalidInput):
+        create_index(backend, 4, "hamming")
+    with pytest.raises(InvalidInput):
+        create_index(backend, 0)
+    with pytest.raises(BackendUnavailable):
+        create_index("faiss-gpu", 4)
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("metric", METRICS)
+def test_save_load_round_trip(tmp_path, backend, metric):
+    x = data(800, 12, seed=7)
+    idx = create_index(backend, 12, metric)
+    idx.add(np.arange(800) + 10**12, x)  # big int64 ids survive
+    idx.remove([10**12 + 5])
+    q = x[:30]
+    want = idx.search(q, 10)
+    path = idx.save(tmp_path / "idx", tag="model-abc")
+    header = json.loads((path / "header.json").read_text())
+    assert header["backend"] == backend and header["dim"] == 12 and header["metric"] == metric
+    assert header["count"] == 799 and header["tag"] == "model-abc" and header["format_version"] == 1
+    loaded = load_index(path, dim=12, metric=metric, tag="model-abc")
+    got = loaded.search(q, 10)
+    np.testing.assert_array_equal(want[0], got[0])
+    np.testing.assert_allclose(want[1], got[1], atol=1e-5)
+    assert len(loaded) == 799 and 10**12 + 5 not in loaded
+    # a loaded index keeps working: add, remove, save again
+    loaded.add([7], x[100:101])
+    ids, dist = loaded.search(x[100], 2, allowed=[7, 10**12 + 100])  # same vector, same distance
+    assert set(ids) == {7, 10**12 + 100} and dist[0] == pytest.approx(dist[1], abs=1e-5)
+    loaded.save(tmp_path / "idx")
+    assert len(load_index(tmp_path / "idx")) == 800
+
+
+def test_load_refuses_mismatches(tmp_path):
+    idx = create_index("hnsw", 8, "cosine")
+    idx.add([1], np.ones((1, 8)))
+    path = idx.save(tmp_path / "i", tag="v1")
+    with pytest.raises(IndexMismatch, match="dimension"):
+        load_index(path, dim=16)
+    with pytest.raises(IndexMismatch, match="metric"):
+        load_index(path, metric="l2")
+    with pytest.raises(IndexMismatch, match="v1"):
+        load_index(path, tag="v2")
+    with pytest.raises(IndexMismatch, match="hnsw"):
+        load_index(path, backend="annoy")
+    with pytest.raises(IndexFileError, match="not a saved"):
+        load_index(tmp_path)
+    (path / "header.json").write_text("{not json")
+    with pytest.raises(IndexFileError, match="unreadable"):
+        load_index(path)
+
+
+def test_failed_save_leaves_the_old_index(tmp_path, monkeypatch):
+    idx = create_index("exact", 4)
+    idx.add([1, 2], np.eye(4)[:2])
+    path = idx.save(tmp_path / "i")
+    idx.add([3], np.eye(4)[2:3])
+
+    def boom(folder):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(idx, "_save_native", boom)
+    with pytest.raises(OSError):
+        idx.save(path)
+    assert len(load_index(path)) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["i"]  # no temp leftovers
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_search_while_another_thread_adds(backend):
+    x = data(6000, 16, seed=9)
+    idx = create_index(backend, 16)
+    idx.add(np.arange(1000), x[:1000])
+    errors = []
+    stop = threading.Event()
+
+    def writer():
+        try:
+            for s in range(1000, 6000, 250):
+                idx.add(np.arange(s, s + 250), x[s : s + 250])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    def reader():
+        try:
+            while not stop.is_set():
+                ids, dist = idx.search(x[:8], 5)
+                assert ids.shape == (8, 5) and np.all(ids >= 0)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert len(idx) == 6000
+    ids, _ = idx.search(x[5999], 1)
+    assert ids[0] == 5999
+
+
+def test_hnsw_grows_and_takes_ef_per_query():
+    idx = create_index("hnsw", 8, ef=10)
+    x = data(5000, 8, seed=5)
+    for s in range(0, 5000, 100):  # many small adds: capacity grows by itself
+        idx.add(np.arange(s, s + 100), x[s : s + 100])
+    assert len(idx) == 5000
+    lo = idx.search(x[:100], 10, ef=10)[0]
+    hi = idx.search(x[:100], 10, ef=400)[0]
+    exact = create_index("exact", 8)
+    exact.add(np.arange(5000), x)
+    t = exact.search(x[:100], 10)[0]
+    assert recall(hi, t) >= recall(lo, t) and recall(hi, t) >= 0.99

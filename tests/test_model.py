@@ -1,0 +1,147 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from embedding import FeatureConfig, ModelBundle, ModelConfig, ModelError, build_model
+from embedding.data import load_dataset, stratified_split
+from embedding.errors import DatasetError
+from embedding.train import evaluate_bundle, track_metrics
+
+from .conftest import GENRES, SR, synth, write_clip
+
+
+def test_embedding_is_the_penultimate_layer():
+    m = build_model(n_frames=44, n_features=24, n_genres=5, config=ModelConfig(lstm_units=(8, 8), embedding_dim=12))
+    dense = [l for l in m.layers if l.__class__.__name__ == "Dense"]
+    assert [l.name for l in dense] == ["embedding", "genre"]
+    assert m.get_layer("embedding").units == 12
+    assert any(l.__class__.__name__ == "Bidirectional" for l in m.layers)
+    assert m.output_shape == (None, 5)
+
+
+def test_tiny_model_learns_held_out_tracks(tiny_bundle):
+    ev = tiny_bundle.evaluation
+    assert ev["split"] == "test"
+    assert ev["n_tracks"] >= 3
+    # three well-separated synthetic genres: a model that learned nothing scores ~1/3
+    assert ev["balanced_accuracy"] >= 0.8
+    assert set(ev["baseline"]) == {"logistic_regression", "knn"}
+
+
+def test_prediction_shapes_and_track_aggregation(tiny_bundle, tmp_path):
+    p = write_clip(tmp_path / "new.wav", "chirp", seconds=3.0, seed=999)
+    pred = tiny_bundle.predict(p)
+    assert set(pred.probabilities) == set(GENRES)
+    assert abs(sum(pred.probabilities.values()) - 1) < 1e-5
+    assert pred.embedding.shape == (16,)
+    assert abs(np.linalg.norm(pred.embedding) - 1) < 1e-5
+    assert pred.model_version == tiny_bundle.version
+    # track level = mean of segment probabilities
+    probs, embs = tiny_bundle.predict_segments(tiny_bundle.features(__import__("embedding").load_audio(p)))
+    assert pred.n_segments == len(probs)
+    np.testing.assert_allclose(list(pred.probabilities.values()), probs.mean(0) / probs.mean(0).sum(), rtol=1e-5)
+    e = embs.mean(0)
+    np.testing.assert_allclose(pred.embedding, e / np.linalg.norm(e), rtol=1e-4, atol=1e-6)
+    assert pred.genre == "chirp"
+
+
+def test_bundle_round_trip_gives_identical_outputs(tiny_bundle, tmp_path):
+    p = write_clip(tmp_path / "x.wav", "drone", seconds=2.5, seed=5)
+    a = tiny_bundle.predict(p)
+    out = tiny_bundle.save(tmp_path / "copy")
+    b = ModelBundle.load(out).predict(p)
+    assert b.model_version == a.model_version
+    np.testing.assert_array_equal(a.embedding, b.embedding)
+    assert a.probabilities == b.probabilities
+    meta = json.loads((out / "bundle.json").read_text())
+    for key in ("genres", "feature_config", "normalizer", "embedding_dim", "model_version", "evaluation"):
+        assert key in meta
+
+
+def test_corrupt_or_missing_bundle_fails_clearly(tiny_bundle, tmp_path):
+    with pytest.raises(ModelError, match="no such model folder"):
+        ModelBundle.load(tmp_path / "none")
+    out = tiny_bundle.save(tmp_path / "b")
+    meta = json.loads((out / "bundle.json").read_text())
+    meta["genres"] = list(reversed(meta["genres"]))
+    (out / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="do not match"):
+        ModelBundle.load(out)
+    (out / "model.keras").unlink()
+    with pytest.raises(ModelError, match="not a model bundle"):
+        ModelBundle.load(out)
+
+
+def test_silent_audio_is_flagged(tiny_bundle):
+    import soundfile as sf, io
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(SR, np.float32), SR, format="WAV")
+    pred = tiny_bundle.predict(buf.getvalue())
+    assert pred.is_silent and np.all(np.isfinite(pred.embedding))
+
+
+def test_predict_many_matches_predict(tiny_bundle, tmp_path):
+    from embedding import load_audio
+
+    paths = [write_clip(tmp_path / f"{g}.wav", g, seconds=2.0, seed=77) for g in GENRES]
+    many = tiny_bundle.predict_many(load_audio(p) for p in paths)
+    for p, m in zip(paths, many):
+        one = tiny_bundle.predict(p)
+        np.testing.assert_allclose(one.embedding, m.embedding, atol=1e-5)
+
+
+def test_evaluate_leaves_out_training_tracks(tiny_bundle, toy_dataset):
+    ds = load_dataset(toy_dataset / "manifest.csv", seed=3)
+    m = evaluate_bundle(tiny_bundle, ds, split="all", workers=1)
+    n_train = len(ds.split("train"))
+    assert m["excluded_training_tracks"] == n_train
+    assert m["n_tracks"] == len(ds.tracks) - n_train
+    with pytest.raises(DatasetError, match="training data"):
+        evaluate_bundle(tiny_bundle, ds, split="train", workers=1)
+
+
+def test_split_keeps_artists_and_tracks_on_one_side(toy_dataset):
+    ds = load_dataset(toy_dataset / "manifest.csv", seed=11)
+    sides = {}
+    for t in ds.tracks:
+        sides.setdefault(t.artist, set()).add(t.split)
+    assert all(len(s) == 1 for s in sides.values())
+    assert {t.split for t in ds.tracks} == {"train", "valid", "test"}
+    for g in GENRES:
+        assert any(t.split == "train" and t.genre == g for t in ds.tracks)
+
+
+def test_folder_dataset_and_split_lists(toy_dataset, tmp_path):
+    ds = load_dataset(toy_dataset)
+    assert ds.genres == sorted(GENRES) and len(ds.tracks) == 24
+    train = tmp_path / "train.txt"
+    test = tmp_path / "test.txt"
+    train.write_text("\n".join(f"{g}/{g}.{i:03d}.au" for g in GENRES for i in range(5)))
+    test.write_text("\n".join(f"{g}/{g}.{i:03d}.au" for g in GENRES for i in range(5, 8)))
+    ds = load_dataset(toy_dataset, split_lists={"train": train, "test": test})
+    assert len(ds.split("train")) == 15 and len(ds.split("test")) == 9
+    with pytest.raises(DatasetError, match="more than one"):
+        load_dataset(toy_dataset, split_lists={"train": train, "test": train})
+
+
+def test_bad_manifests(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("file,label\nx.wav,rock\n")
+    with pytest.raises(DatasetError, match="path,genre"):
+        load_dataset(bad)
+    bad.write_text("path,genre\nmissing.wav,rock\n")
+    with pytest.raises(DatasetError, match="do not exist"):
+        load_dataset(bad)
+    with pytest.raises(DatasetError, match="no such"):
+        load_dataset(tmp_path / "nothing")
+
+
+def test_track_metrics_by_hand():
+    m = track_metrics(["a", "a", "b", "b"], ["a", "b", "b", "b"], ["a", "b", "c"])
+    assert m["accuracy"] == 0.75
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["confusion"]["matrix"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    assert m["per_genre"]["b"]["precision"] == pytest.approx(2 / 3)
