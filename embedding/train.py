@@ -393,7 +393,7 @@ def evaluate_bundle(bundle, dataset: Dataset, *, split: str = "auto", workers: i
 
     ``split="auto"`` picks ``test``, else ``valid``, else every track. Tracks the bundle
     was trained on (same audio bytes) are left out and counted, so figures stay honest.
-    The baseline is trained on the dataset's other tracks.
+    The baseline is trained on the dataset's ``train`` tracks plus the left-out ones.
     """
     if split == "auto":
         split = next((s for s in ("test", "valid") if dataset.split(s)), "all")
@@ -414,7 +414,9 @@ def evaluate_bundle(bundle, dataset: Dataset, *, split: str = "auto", workers: i
         raise DatasetError(f"all {len(scored)} tracks of split {split!r} were in the model's training data; "
                            "nothing honest to score")
     held_hashes = {t.sha256 for t in held_out}
-    baseline_train = [t for t in rest if t.sha256 not in held_hashes]
+    # the baseline learns from what the model learned from where we can see it: the
+    # dataset's train split and the scored split's tracks that were left out as seen
+    baseline_train = [t for t in rest if t.sha256 not in held_hashes] + [t for t in scored if t.sha256 in seen]
     metrics = _score(bundle, held_out, baseline_train, bundle.genres)
     metrics["split"] = split
     metrics["excluded_training_tracks"] = excluded

@@ -14,6 +14,7 @@ Distances are "smaller is closer" for every metric:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -47,19 +48,25 @@ class RWLock:
         self._writer = False
         self._writers_waiting = 0
 
-    @contextmanager
-    def read(self):
+    def acquire_read(self) -> None:
         with self._cond:
             while self._writer or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
+    @contextmanager
+    def read(self):
+        self.acquire_read()
         try:
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
+            self.release_read()
 
     @contextmanager
     def write(self):
@@ -183,14 +190,18 @@ class VectorIndex(ABC):
         (ids, distances): shape (k',) for one query, (n, k') for many, where
         k' = min(k, items available); ids are int64, distances float32, nearest first.
         """
-        single = np.asarray(vectors).ndim == 1
-        q = self._check_vectors(np.atleast_2d(vectors), name="query")
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        q = self._check_queries(vectors)
+        single = q.ndim == 1
+        if single:
+            q = q.reshape(1, -1)
+        if type(k) is not int and not (isinstance(k, np.integer) and not isinstance(k, bool)) or k < 1:
             raise InvalidInput(f"k must be a positive integer, not {k!r}")
-        unknown = set(query_params) - set(self.query_param_names)
-        if unknown:
-            raise InvalidInput(f"unknown {self.name} query parameter(s): {', '.join(sorted(unknown))}")
-        with self._lock.read():
+        if query_params:
+            unknown = set(query_params) - set(self.query_param_names)
+            if unknown:
+                raise InvalidInput(f"unknown {self.name} query parameter(s): {', '.join(sorted(unknown))}")
+        self._lock.acquire_read()
+        try:
             if allowed is not None:
                 allowed_ids = np.unique(self._check_ids(allowed))
                 allowed_ids = np.array([i for i in allowed_ids if self._contains(int(i))], dtype=np.int64)
@@ -211,6 +222,8 @@ class VectorIndex(ABC):
                 if allowed_ids is not None and np.any(ids < 0):
                     # the approximate search could not fill k under the filter: be exact
                     ids, dist = self._search_subset(q, k_eff, allowed_ids)
+        finally:
+            self._lock.release_read()
         if single:
             return ids[0], dist[0]
         return ids, dist
@@ -285,6 +298,21 @@ class VectorIndex(ABC):
             else:
                 raise InvalidInput(f"ids must be integers, got {arr.dtype}")
         return arr.astype(np.int64, copy=False)
+
+    def _check_queries(self, vectors) -> np.ndarray:
+        """One query (dim,) or many (n, dim); the hot path, so checks are kept cheap."""
+        try:
+            q = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInput("query must be a numeric array") from None
+        if q.ndim not in (1, 2):
+            raise InvalidInput(f"query must have shape ({self.dim},) or (n, {self.dim}), got {q.shape}")
+        if q.shape[-1] != self.dim:
+            raise InvalidInput(f"query has dimension {q.shape[-1]}, index has {self.dim}")
+        # one float64 sum is NaN/inf exactly when an element is (float32 values cannot overflow it)
+        if not math.isfinite(float(q.sum(dtype=np.float64))):
+            raise InvalidInput("query contains NaN or infinite values")
+        return q if q.flags.c_contiguous else np.ascontiguousarray(q)
 
     def _check_vectors(self, vectors, *, name: str) -> np.ndarray:
         try:

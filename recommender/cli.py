@@ -97,6 +97,29 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_ERROR if failed else EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .demo import write_demo_clips
+
+    bundle = _load_bundle(args.model, settings)
+    bundle.warm_up()
+    clips = write_demo_clips(settings.home / "demo-clips")
+    results = []
+    for c in clips:
+        p = bundle.predict(c, max_duration_s=settings.max_duration_s)
+        results.append({"file": str(c), **p.to_dict(with_embedding=False)})
+    ev = bundle.evaluation
+    header = (f"sonicsort demo: model {bundle.version}, {len(bundle.genres)} genres "
+              f"({', '.join(bundle.genres)}), {bundle.embedding_dim}-dim embeddings")
+    lines = [header, f"generated clips in {settings.home / 'demo-clips'} (synthetic, not music):"]
+    for r in results:
+        top = ", ".join(f"{t['genre']} {t['probability']:.2f}" for t in r["top"])
+        lines.append(f"  {Path(r['file']).name:<20} → {r['genre']:<10} ({top})")
+    lines.append("try it on your own music:  .venv/bin/sonicsort predict PATH/TO/SONG.mp3")
+    _emit(args, {"model_version": bundle.version, "genres": bundle.genres, "predictions": results,
+                 "evaluation": {k: ev[k] for k in ("split", "balanced_accuracy") if k in ev}}, "\n".join(lines))
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- train / evaluate
 def _dataset(args: argparse.Namespace):
     from embedding.data import load_dataset
@@ -215,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, au)")
     p.add_argument("--model", help="model bundle folder (default: SONICSORT_MODEL_DIR or the shipped model)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", parents=[common], help="predict genres of a few generated clips with the shipped model",
+                       description="Generate a few clips under SONICSORT_HOME/demo-clips and predict their genres.")
+    p.add_argument("--model", help="model bundle folder (default: SONICSORT_MODEL_DIR or the shipped model)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", parents=[common], help="train a genre model bundle",
                        description="Train the BiLSTM on train, early-stop on valid, score test (or valid) at track level.")

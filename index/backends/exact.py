@@ -66,14 +66,25 @@ class ExactIndex(VectorIndex):
     def _search(self, q, k, allowed, **query_params):
         if allowed is not None:
             slots = np.fromiter((self._slot[int(i)] for i in allowed), np.int64, len(allowed))
+            mat, dead = self._vecs[slots], None
         else:
-            slots = np.flatnonzero(self._live)
-        mat = self._vecs[slots]
+            # the whole used part of the matrix, no copy; freed slots are masked
+            top = int(np.flatnonzero(self._live)[-1]) + 1
+            slots, mat = None, self._vecs[:top]
+            dead = ~self._live[:top] if len(self._slot) < top else None
         out_ids, out_dist = [], []
         bs = int(self.params["batch_size"])
         for s in range(0, len(q), bs):
-            pos, dist = topk(pairwise_distances(q[s : s + bs], mat, self.metric), k)
-            out_ids.append(self._ids[slots[pos]])
+            qb = q[s : s + bs]
+            if self.metric == "cosine":  # stored rows are unit length already
+                qn = qb / np.maximum(np.linalg.norm(qb, axis=1, keepdims=True), 1e-30)
+                d = 1.0 - qn @ mat.T
+            else:
+                d = pairwise_distances(qb, mat, self.metric)
+            if dead is not None:
+                d[:, dead] = np.inf
+            pos, dist = topk(d, k)
+            out_ids.append(self._ids[pos] if slots is None else self._ids[slots[pos]])
             out_dist.append(dist.astype(np.float32))
         return np.concatenate(out_ids), np.concatenate(out_dist)
 

@@ -2,11 +2,15 @@
 
 Incremental adds grow the capacity automatically (doubling); ``remove`` is a soft delete
 (hnswlib ``mark_deleted``), and re-adding a removed id revives and replaces it. ``ef`` can
-be set per query (``search(q, k, ef=...)``) or as the default in the constructor.
+be set per query (``search(q, k, ef=...)``) or as the default in the constructor. hnswlib
+keeps a single ``ef`` per index, so queries with their own ``ef`` take turns (a lock) while
+queries at the default ``ef`` run concurrently; a query at its own ``ef`` may briefly lend
+that ``ef`` to a concurrent default query (quality, never correctness).
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ class HnswIndex(VectorIndex):
         super().__init__(dim, metric, **params)
         self._index = self._new(1024)
         self._alive: set[int] = set()
+        self._ef_lock = threading.Lock()
 
     def _new(self, capacity: int) -> hnswlib.Index:
         idx = hnswlib.Index(space=_SPACE[self.metric], dim=self.dim)
@@ -60,24 +65,30 @@ class HnswIndex(VectorIndex):
             self._alive.discard(int(i))
 
     def _search(self, q, k, allowed, **query_params):
-        ef = max(int(query_params.get("ef", self.params["ef"])), k)
+        default_ef = int(self.params["ef"])
+        ef = max(int(query_params.get("ef", default_ef)), k)
         flt = None
         if allowed is not None:
             allowed_labels = set(int(v) for v in self._labels(allowed))
             flt = allowed_labels.__contains__
             # a filter rejects candidates: widen the beam in proportion
             ef = min(max(ef, int(ef * len(self._alive) / max(len(allowed), 1))), max(len(self._alive), k))
-        self._index.set_ef(ef)
+        threads = 1 if len(q) == 1 else -1
         try:
-            threads = 1 if len(q) == 1 else -1
-            labels, dist = self._index.knn_query(q, k=k, num_threads=threads, filter=flt)
+            if ef == default_ef:
+                labels, dist = self._index.knn_query(q, k=k, num_threads=threads, filter=flt)
+            else:
+                # hnswlib keeps one ef per index: queries with their own ef take turns
+                with self._ef_lock:
+                    self._index.set_ef(ef)
+                    try:
+                        labels, dist = self._index.knn_query(q, k=k, num_threads=threads, filter=flt)
+                    finally:
+                        self._index.set_ef(default_ef)
         except RuntimeError:
             # hnswlib raises when it cannot fill k (e.g. a selective filter): caller goes exact
             return np.full((len(q), k), -1, np.int64), np.full((len(q), k), np.inf, np.float32)
-        finally:
-            self._index.set_ef(int(self.params["ef"]))
-        ids = labels.astype(np.uint64).view(np.int64)
-        dist = dist.astype(np.float32)
+        ids = labels.view(np.int64)
         if self.metric == "l2":
             dist = np.sqrt(np.maximum(dist, 0.0))
         return ids, dist

@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` and `make test`. Each sets up .venv from
+# nothing (Python >= 3.10 and pip are all it needs) and is safe to run again.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test venv dev redis bench-ann clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+dev: $(BIN)/.installed-dev
+
+demo: venv
+	$(BIN)/sonicsort demo
+
+redis:
+	@bash scripts/ensure-redis.sh
+
+test: dev redis
+	$(BIN)/python -m pytest
+
+bench-ann: venv
+	$(BIN)/sonicsort bench ann --dataset synthetic:100000:128 --out bench-results/100k
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache bench-results

@@ -1,0 +1,87 @@
+"""What the VectorIndex wrapper costs over raw hnswlib/annoy calls, and HNSW against exact.
+
+Same data, same parameters, single-thread single queries, raw and wrapped timed in
+alternating rounds in one process so machine noise hits both alike; figures are ratios.
+
+    python benchmarks/index_overhead.py --n 100000 --dim 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import hnswlib
+import numpy as np
+from annoy import AnnoyIndex
+
+from index import create_index
+from index.bench import synthetic
+
+
+def qps(fn, queries, rounds: int) -> float:
+    best = 0.0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for q in queries:
+            fn(q)
+        best = max(best, len(queries) / (time.perf_counter() - t0))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--ef", type=int, default=40)
+    args = ap.parse_args()
+
+    ds = synthetic(args.n, args.dim, n_queries=args.queries, metric="cosine", k=10)
+    x, q, truth = ds.train, ds.test, ds.neighbors[:, :10]
+    ids = np.arange(len(x))
+    out: dict[str, float] = {}
+
+    raw = hnswlib.Index(space="cosine", dim=args.dim)
+    raw.init_index(max_elements=len(x), M=16, ef_construction=200, random_seed=100)
+    raw.add_items(x, ids, num_threads=2)
+    raw.set_ef(args.ef)
+    wrapped = create_index("hnsw", args.dim, "cosine", M=16, ef_construction=200, ef=args.ef, num_threads=2)
+    wrapped.add(ids, x)
+    ex = create_index("exact", args.dim, "cosine")
+    ex.add(ids, x)
+
+    found = np.stack([wrapped.search(v, 10)[0] for v in q])
+    out["hnsw_recall@10"] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
+    raw_q = qps(lambda v: raw.knn_query(v, k=10, num_threads=1), q, args.rounds)
+    wrap_q = qps(lambda v: wrapped.search(v, 10), q, args.rounds)
+    raw_q2 = qps(lambda v: raw.knn_query(v, k=10, num_threads=1), q, args.rounds)
+    out["hnsw_raw_qps"] = max(raw_q, raw_q2)
+    out["hnsw_wrapped_qps"] = wrap_q
+    out["hnsw_overhead_pct"] = 100 * (1 - wrap_q / out["hnsw_raw_qps"])
+    out["exact_qps"] = qps(lambda v: ex.search(v, 10), q[:200], 2)
+    out["hnsw_speedup_over_exact"] = wrap_q / out["exact_qps"]
+
+    araw = AnnoyIndex(args.dim, "angular")
+    for i, v in enumerate(x):
+        araw.add_item(i, v)
+    araw.build(50, n_jobs=1)
+    awrap = create_index("annoy", args.dim, "cosine", n_trees=50)
+    awrap.add(ids, x)
+    awrap.build()
+    sk = awrap.params["search_k"]
+    a_raw = qps(lambda v: araw.get_nns_by_vector(v, 10, search_k=sk, include_distances=True), q[:500], args.rounds)
+    a_wrap = qps(lambda v: awrap.search(v, 10), q[:500], args.rounds)
+    a_raw2 = qps(lambda v: araw.get_nns_by_vector(v, 10, search_k=sk, include_distances=True), q[:500], args.rounds)
+    found = np.stack([awrap.search(v, 10)[0] for v in q[:500]])
+    out["annoy_recall@10"] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth[:500])]))
+    out["annoy_raw_qps"] = max(a_raw, a_raw2)
+    out["annoy_wrapped_qps"] = a_wrap
+    out["annoy_overhead_pct"] = 100 * (1 - a_wrap / out["annoy_raw_qps"])
+    print(json.dumps({k: round(v, 3) for k, v in out.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The command line as a user meets it: real processes, real files, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from .conftest import write_clip
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def run(*args, home=None, check=True):
+    env = dict(ENV)
+    if home is not None:
+        env["SONICSORT_HOME"] = str(home)
+    p = subprocess.run([sys.executable, "-m", "recommender.cli", *map(str, args)], capture_output=True, text=True,
+                       env=env, timeout=600)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def one_line_error(p):
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr
+    lines = [l for l in p.stderr.splitlines() if l.startswith("sonicsort: error") or ": error:" in l]
+    assert len(lines) >= 1, p.stderr
+    return lines
+
+
+def test_predict_with_the_shipped_model(tmp_path):
+    clip = write_clip(tmp_path / "song.ogg", "drone", seconds=4.0, format="OGG", subtype="VORBIS")
+    p = run("predict", clip, home=tmp_path)
+    assert str(clip) in p.stdout and "(" in p.stdout
+    p = run("predict", clip, "--json", home=tmp_path)
+    d = json.loads(p.stdout)
+    assert len(d["embedding"]) == 128 and len(d["top"]) == 3
+    assert d["genre"] in d["probabilities"] and len(d["probabilities"]) == 10
+
+
+def test_predict_bad_files_one_line_each(tmp_path):
+    text = tmp_path / "notes.mp3"
+    text.write_text("not audio at all\n" * 40)
+    good = write_clip(tmp_path / "ok.wav", "chirp", seconds=2.0)
+    p = run("predict", text, good, tmp_path / "missing.flac", home=tmp_path, check=False)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert len([l for l in p.stderr.splitlines() if "error" in l]) == 2
+    assert "ok.wav" in p.stdout
+
+
+def test_usage_errors_and_bad_model_dir(tmp_path):
+    p = run("predict", home=tmp_path, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    p = run("predict", write_clip(tmp_path / "a.wav", "drone"), "--model", tmp_path / "nope", home=tmp_path, check=False)
+    assert one_line_error(p)[0].endswith("no such model folder")
+    p = run("train", tmp_path / "nothing", "--out", tmp_path / "m", home=tmp_path, check=False)
+    assert "no such file or folder" in one_line_error(p)[0]
+    p = run("train", tmp_path, "--out", tmp_path / "m", "--train-on-all", home=tmp_path, check=False)
+    assert "--epochs" in one_line_error(p)[0]
+
+
+def test_train_then_evaluate_from_the_command_line(toy_dataset, tmp_path):
+    out = tmp_path / "model"
+    p = run("train", toy_dataset / "manifest.csv", "--out", out, "--n-mels", 24, "--segment-seconds", 1.0,
+            "--segment-hop-seconds", 0.5, "--lstm-units", "8", "--embedding-dim", 16, "--time-pool", 2,
+            "--max-epochs", 6, "--patience", 6, "--segments-per-track", 6, "--workers", 1, "--json", home=tmp_path)
+    summary = json.loads(p.stdout)
+    assert summary["evaluation"]["split"] == "test" and (out / "confusion.png").exists()
+    assert "epoch   1" in p.stderr  # progress per epoch
+    p = run("evaluate", toy_dataset / "manifest.csv", "--model", out, "--split", "all", "--out", tmp_path / "rep",
+            "--json", home=tmp_path)
+    m = json.loads(p.stdout)
+    assert m["excluded_training_tracks"] > 0 and m["n_tracks"] > 0
+    assert {"accuracy", "balanced_accuracy", "macro_f1", "per_genre", "confusion", "baseline"} <= set(m)
+    saved = json.loads((tmp_path / "rep" / "evaluation.json").read_text())
+    assert saved["confusion"] == m["confusion"]
+    assert (tmp_path / "rep" / "confusion.png").stat().st_size > 1000
+    p = run("evaluate", toy_dataset / "manifest.csv", "--model", out, "--split", "test", home=tmp_path)
+    assert "balanced accuracy" in p.stdout and "baseline logistic_regression" in p.stdout
+
+
+def test_demo(tmp_path):
+    p = run("demo", home=tmp_path)
+    assert "sonicsort demo: model" in p.stdout and (tmp_path / "demo-clips").is_dir()
+
+
+def test_bench_ann_on_tiny_datasets(tmp_path):
+    runs = tmp_path / "runs.yml"
+    runs.write_text("hnsw:\n  build: {M: [8]}\n  query: {ef: [10, 50]}\nannoy:\n  build: {n_trees: [5]}\n"
+                    "  query: {search_k: [200]}\nexact: {}\n")
+    out = tmp_path / "res"
+    p = run("bench", "ann", "--dataset", "synthetic:600:16:5", "--queries", 40, "--runs", runs, "--out", out,
+            "--json", home=tmp_path)
+    d = json.loads(p.stdout)
+    assert len(d["runs"]) == 4
+    exact = [r for r in d["runs"] if r["backend"] == "exact"][0]
+    assert exact["recall"] == 1.0
+    for r in d["runs"]:
+        assert 0 <= r["recall"] <= 1 and r["qps_single"] > 0 and r["index_bytes"] > 0
+    for f in ("runs.csv", "runs.json", "pareto.md", "recall_qps.png"):
+        assert (out / f).stat().st_size > 0
+    assert (out / "recall_qps.png").read_bytes()[:4] == b"\x89PNG"
+
+    # ann-benchmarks HDF5 layout
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(300, 8)).astype(np.float32), rng.normal(size=(20, 8)).astype(np.float32)
+    d2 = np.linalg.norm(test[:, None] - train[None], axis=2)
+    nb = np.argsort(d2, axis=1)[:, :20]
+    with h5py.File(tmp_path / "toy.hdf5", "w") as f:
+        f["train"], f["test"], f["neighbors"] = train, test, nb
+        f["distances"] = np.take_along_axis(d2, nb, axis=1)
+        f.attrs["distance"] = "euclidean"
+    p = run("bench", "ann", "--dataset", tmp_path / "toy.hdf5", "--backends", "exact", "--runs", runs, "-k", 10,
+            "--out", tmp_path / "h5", "--json", home=tmp_path)
+    assert json.loads(p.stdout)["runs"][0]["recall"] == 1.0
+
+    # a plain .npy matrix: ground truth computed once and cached beside it
+    np.save(tmp_path / "vecs.npy", rng.normal(size=(500, 8)).astype(np.float32))
+    run("bench", "ann", "--dataset", tmp_path / "vecs.npy", "--backends", "exact", "--runs", runs, "--queries", 30,
+        "--out", tmp_path / "npy", home=tmp_path)
+    assert list(tmp_path.glob("vecs.gt-*.npz"))
+
+
+def test_bench_ann_bad_input(tmp_path):
+    for args, msg in [(["--dataset", "synthetic:abc"], "synthetic"), (["--dataset", tmp_path / "x.hdf5"], "no such"),
+                      (["--backends", "nope"], "no runs"), (["-k", "0"], "positive")]:
+        p = run("bench", "ann", *args, "--out", tmp_path / "o", home=tmp_path, check=False)
+        assert msg in one_line_error(p)[0]
