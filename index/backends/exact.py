@@ -16,7 +16,7 @@ from ..base import VectorIndex, pairwise_distances, topk
 
 class ExactIndex(VectorIndex):
     name = "exact"
-    default_params = {"batch_size": 1024}
+    default_params = {"batch_size": 256}
     query_param_names = ()
 
     def __init__(self, dim: int, metric: str = "cosine", **params: Any) -> None:
