@@ -16,7 +16,6 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable
 
 from .audio import AUDIO_EXTENSIONS
 from .errors import DatasetError

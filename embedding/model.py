@@ -10,7 +10,7 @@ frame sequence (n_frames, n_features)
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 

@@ -6,7 +6,6 @@ prediction is the mean of its segment probabilities, and figures count tracks.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import os

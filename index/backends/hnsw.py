@@ -31,6 +31,7 @@ class HnswIndex(VectorIndex):
         super().__init__(dim, metric, **params)
         self._index = self._new(1024)
         self._alive: set[int] = set()
+        self._deleted: set[int] = set()  # marked deleted in hnswlib, revived by a re-add
         self._ef_lock = threading.Lock()
 
     def _new(self, capacity: int) -> hnswlib.Index:
@@ -50,12 +51,10 @@ class HnswIndex(VectorIndex):
         needed = self._index.element_count + new
         if needed > self._index.max_elements:
             self._index.resize_index(max(needed, 2 * self._index.max_elements))
-        for i in ids:
-            if int(i) not in self._alive:
-                try:
-                    self._index.unmark_deleted(int(self._labels(np.array([i]))[0]))
-                except RuntimeError:
-                    pass  # never added before
+        revive = [int(i) for i in ids if int(i) in self._deleted]
+        for label in self._labels(np.array(revive, dtype=np.int64)):
+            self._index.unmark_deleted(int(label))
+        self._deleted.difference_update(revive)
         self._index.add_items(vectors, self._labels(ids), num_threads=int(self.params["num_threads"]))
         self._alive.update(int(i) for i in ids)
 
@@ -63,6 +62,7 @@ class HnswIndex(VectorIndex):
         for label, i in zip(self._labels(ids), ids):
             self._index.mark_deleted(int(label))
             self._alive.discard(int(i))
+            self._deleted.add(int(i))
 
     def _search(self, q, k, allowed, **query_params):
         default_ef = int(self.params["ef"])
@@ -106,6 +106,7 @@ class HnswIndex(VectorIndex):
     def _save_native(self, folder: Path) -> None:
         self._index.save_index(str(folder / "hnsw.bin"))
         np.save(folder / "ids.npy", np.fromiter(self._alive, dtype=np.int64, count=len(self._alive)))
+        np.save(folder / "deleted.npy", np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted)))
 
     def _load_native(self, folder: Path) -> None:
         idx = hnswlib.Index(space=_SPACE[self.metric], dim=self.dim)
@@ -113,3 +114,4 @@ class HnswIndex(VectorIndex):
         idx.set_ef(int(self.params["ef"]))
         self._index = idx
         self._alive = set(int(i) for i in np.load(folder / "ids.npy"))
+        self._deleted = set(int(i) for i in np.load(folder / "deleted.npy"))
