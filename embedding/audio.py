@@ -96,6 +96,15 @@ def _decode_fallback(source: AudioSource, data: bytes | None, name: str, max_dur
     return (y.T if y.ndim == 2 else y), int(sr)
 
 
+_TEXT_BYTES = set(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """No audio container starts with only printable ASCII; decoders (mpg123) would scan
+    such a file for frames and print notes to stderr, so text is refused up front."""
+    return len(head) > 0 and all(b in _TEXT_BYTES for b in head)
+
+
 def load_audio(
     source: AudioSource,
     *,
@@ -131,6 +140,14 @@ def load_audio(
     if data is not None and len(data) == 0:
         raise AudioError(f"{name}: file is empty")
 
+    if isinstance(handle, io.BytesIO):
+        head = handle.getvalue()[:512]
+    else:
+        with open(handle, "rb") as fh:
+            head = fh.read(512)
+    if _looks_like_text(head):
+        raise AudioError(f"{name}: not an audio file (it holds text)")
+
     try:
         with sf.SoundFile(handle) as f:
             native_sr = int(f.samplerate)
@@ -149,6 +166,10 @@ def load_audio(
         if "format not recognised" in msg or "unknown format" in msg or "unimplemented" in msg:
             y, native_sr = _decode_fallback(source, data, name, max_duration_s)
             y = y.reshape(len(y), -1)
+        elif msg.startswith("error opening"):
+            # libsndfile's open errors ("file does not exist", "unknown error in flac
+            # decoder") mislead: the file exists, its bytes are not audio it can read
+            raise AudioError(f"{name}: not a decodable audio file (unrecognised format, or damaged/truncated)") from None
         else:
             raise AudioError(f"{name}: cannot decode audio ({str(exc).strip() or type(exc).__name__})") from None
 

@@ -50,6 +50,8 @@ def test_predict_bad_files_one_line_each(tmp_path):
     p = run("predict", text, good, tmp_path / "missing.flac", home=tmp_path, check=False)
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert len([l for l in p.stderr.splitlines() if "error" in l]) == 2
+    assert all("error" in l for l in p.stderr.splitlines()), p.stderr  # no decoder chatter
+    assert "holds text" in p.stderr
     assert "ok.wav" in p.stdout
 
 
