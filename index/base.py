@@ -43,22 +43,33 @@ class RWLock:
     back new readers, so a steady stream of searches cannot starve an add."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
 
+    # The read path is every search's, so its common case (no writer around) takes the
+    # bare mutex with C-level calls and never touches the Condition's Python methods.
     def acquire_read(self) -> None:
-        with self._cond:
+        mutex = self._mutex
+        mutex.acquire()
+        try:
             while self._writer or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
+        finally:
+            mutex.release()
 
     def release_read(self) -> None:
-        with self._cond:
+        mutex = self._mutex
+        mutex.acquire()
+        try:
             self._readers -= 1
-            if self._readers == 0:
+            if self._readers == 0 and self._writers_waiting:
                 self._cond.notify_all()
+        finally:
+            mutex.release()
 
     @contextmanager
     def read(self):
@@ -301,18 +312,25 @@ class VectorIndex(ABC):
 
     def _check_queries(self, vectors) -> np.ndarray:
         """One query (dim,) or many (n, dim); the hot path, so checks are kept cheap."""
-        try:
-            q = np.asarray(vectors, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InvalidInput("query must be a numeric array") from None
+        if type(vectors) is np.ndarray and vectors.dtype == np.float32:
+            q = vectors
+        else:
+            try:
+                q = np.asarray(vectors, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise InvalidInput("query must be a numeric array") from None
         if q.ndim not in (1, 2):
             raise InvalidInput(f"query must have shape ({self.dim},) or (n, {self.dim}), got {q.shape}")
         if q.shape[-1] != self.dim:
             raise InvalidInput(f"query has dimension {q.shape[-1]}, index has {self.dim}")
-        # one float64 sum is NaN/inf exactly when an element is (float32 values cannot overflow it)
-        if not math.isfinite(float(q.sum(dtype=np.float64))):
+        if not q.flags.c_contiguous:
+            q = np.ascontiguousarray(q)
+        # a float32 dot product is finite whenever every element is (cheap); when it is not,
+        # the float64 sum decides (it is NaN/inf exactly when an element is: float32 values
+        # cannot overflow it), so large finite values are not mistaken for bad ones
+        if not math.isfinite(float(np.vdot(q, q))) and not math.isfinite(float(q.sum(dtype=np.float64))):
             raise InvalidInput("query contains NaN or infinite values")
-        return q if q.flags.c_contiguous else np.ascontiguousarray(q)
+        return q
 
     def _check_vectors(self, vectors, *, name: str) -> np.ndarray:
         try:
