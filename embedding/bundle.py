@@ -118,6 +118,7 @@ class ModelBundle:
         self.evaluation = evaluation or {}
         self.training = training or {}
         self.version = version or "unsaved"
+        self.directory: Path | None = None  # set by load()
         self._infer = None
 
     # ------------------------------------------------------------------ properties
@@ -133,6 +134,9 @@ class ModelBundle:
     # ------------------------------------------------------------------ inference
     def _inference_fn(self):
         if self._infer is None:
+            from ._quiet import import_tensorflow
+
+            import_tensorflow()
             import keras
             import tensorflow as tf
 
@@ -181,14 +185,24 @@ class ModelBundle:
     def predict_many(self, audios: Iterable[Audio]) -> list[Prediction]:
         """Batch several tracks' segments through the model in one go."""
         audios = list(audios)
-        feats = [self.features(a) for a in audios]
-        if not feats:
+        return self.predict_features([self.features(a) for a in audios],
+                                     [a.duration_s for a in audios], [a.is_silent for a in audios])
+
+    def predict_features(self, features: list[np.ndarray], durations_s: list[float],
+                         silent: list[bool] | None = None) -> list[Prediction]:
+        """Tracks whose normalised features were computed elsewhere (e.g. worker processes).
+
+        ``features[i]``: shape (n_segments_i, n_frames, n_features), from ``features()``.
+        All tracks' segments go through the model in shared batches.
+        """
+        if not features:
             return []
-        probs, embs = self.predict_segments(np.concatenate(feats))
+        silent = silent if silent is not None else [False] * len(features)
+        probs, embs = self.predict_segments(np.concatenate(features))
         out, start = [], 0
-        for a, f in zip(audios, feats):
+        for f, dur, sil in zip(features, durations_s, silent):
             end = start + len(f)
-            out.append(self._aggregate(probs[start:end], embs[start:end], duration_s=a.duration_s, is_silent=a.is_silent))
+            out.append(self._aggregate(probs[start:end], embs[start:end], duration_s=dur, is_silent=sil))
             start = end
         return out
 
@@ -257,6 +271,9 @@ class ModelBundle:
     @classmethod
     def load(cls, directory: str | os.PathLike | None = None) -> "ModelBundle":
         """Load a bundle folder (default: the model shipped in the package)."""
+        from ._quiet import import_tensorflow
+
+        import_tensorflow()
         import keras
 
         directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
@@ -283,7 +300,7 @@ class ModelBundle:
         version = _content_version(model, core)
         if version != meta.get("model_version"):
             raise ModelError(f"{directory}: model files do not match their recorded version (corrupt or edited)")
-        return cls(
+        bundle = cls(
             model,
             genres=meta["genres"],
             feature_config=FeatureConfig.from_dict(meta["feature_config"]),
@@ -293,6 +310,8 @@ class ModelBundle:
             training=meta.get("training", {}),
             version=version,
         )
+        bundle.directory = directory  # where it was loaded from
+        return bundle
 
     def warm_up(self) -> None:
         """Compile the inference graph and librosa's numba kernels once, at start-up."""

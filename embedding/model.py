@@ -52,6 +52,9 @@ def build_model(*, n_frames: int, n_features: int, n_genres: int, config: ModelC
     The layer named ``embedding`` is the penultimate layer; its activations are the
     segment embeddings.
     """
+    from ._quiet import import_tensorflow
+
+    import_tensorflow()
     import keras
     from keras import layers
 

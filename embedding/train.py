@@ -160,6 +160,9 @@ def fit(
     """
     import warnings
 
+    from ._quiet import import_tensorflow
+
+    import_tensorflow()
     import keras
     import tensorflow as tf
     from sklearn.metrics import balanced_accuracy_score

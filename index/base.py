@@ -242,6 +242,11 @@ class VectorIndex(ABC):
     def __len__(self) -> int:
         return self._count()
 
+    def ids(self) -> np.ndarray:
+        """Every id in the index (int64, no particular order)."""
+        with self._lock.read():
+            return self._all_ids()
+
     def __contains__(self, id_: int) -> bool:
         return self._contains(int(id_))
 
@@ -371,6 +376,9 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def _count(self) -> int: ...
+
+    @abstractmethod
+    def _all_ids(self) -> np.ndarray: ...
 
     @abstractmethod
     def _save_native(self, folder: Path) -> None: ...

@@ -31,7 +31,9 @@ class CliError(Exception):
 def _known_errors() -> tuple[type[BaseException], ...]:
     from embedding.errors import EmbeddingError
 
-    errors: list[type[BaseException]] = [CliError, EmbeddingError]
+    from .errors import RecommenderError
+
+    errors: list[type[BaseException]] = [CliError, EmbeddingError, RecommenderError]
     try:
         from index.errors import VectorIndexError
 
@@ -277,8 +279,142 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default SONICSORT_HOME/evaluations/<model>-<split>)")
     p.set_defaults(func=cmd_evaluate)
 
+    _add_catalog_commands(sub, common)
     _add_bench(sub, common)
     return parser
+
+
+# ---------------------------------------------------------------- catalog
+def _library(args: argparse.Namespace, settings: Settings):
+    from .library import Library
+
+    if getattr(args, "model", None):
+        settings.model_dir = Path(args.model)
+    if getattr(args, "on_model_mismatch", None):
+        settings.on_model_mismatch = args.on_model_mismatch
+    return Library(settings, backend=getattr(args, "backend", None))
+
+
+def _add_library_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["hnsw", "annoy", "exact"], default=None,
+                   help="index backend (default SONICSORT_BACKEND or hnsw)")
+    p.add_argument("--model", help="model bundle folder (default: SONICSORT_MODEL_DIR or the shipped model)")
+
+
+def _add_catalog_commands(sub, common) -> None:
+    p = sub.add_parser(
+        "ingest", parents=[common], help="add a music folder to the catalog (incremental)",
+        description="Scan folders recursively for wav, flac, ogg, mp3, m4a and au files, read their tags, predict "
+                    "genres and embeddings and store them in the catalog (SONICSORT_HOME/catalog.sqlite3) and "
+                    "its index. Unchanged files are skipped, moved or duplicated audio is linked to its track, "
+                    "undecodable files are reported and skipped. Safe to interrupt and run again.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="folders (or single files) to ingest")
+    _add_library_args(p)
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes (default SONICSORT_INGEST_WORKERS, else one per core; 0: in this process)")
+    p.add_argument("--batch", type=int, default=32, help="tracks per model batch and catalog transaction (default 32)")
+    p.add_argument("--prune", action="store_true", help="remove tracks none of whose files is left")
+    p.add_argument("--queue", metavar="REDIS_URL",
+                   help="send the model's work to RQ jobs for `sonicsort worker` processes (other machines)")
+    p.add_argument("--on-model-mismatch", choices=["refuse", "reembed"], default=None,
+                   help="when the catalog comes from another model: refuse (default) or re-embed it")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("worker", parents=[common], help="process queued ingest jobs (RQ)",
+                       description="Run an RQ worker for `sonicsort ingest --queue`: it loads the model once and "
+                                   "embeds queued files. Needs the same files under the same paths as the ingest "
+                                   "machine, and the same model.")
+    p.add_argument("--queue", metavar="REDIS_URL", default=None, help="Redis URL (default SONICSORT_REDIS_URL)")
+    p.add_argument("--burst", action="store_true", help="stop when the queue is empty")
+    p.add_argument("--name", help="worker name (default: RQ's)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("reindex", parents=[common], help="rebuild the ANN index from the catalog",
+                       description="Rebuild the index of the chosen backend from the catalog's embeddings.")
+    _add_library_args(p)
+    p.set_defaults(func=cmd_reindex)
+
+    p = sub.add_parser("reembed", parents=[common], help="recompute embeddings made by another model",
+                       description="Re-embed every catalog track whose embedding comes from another model than "
+                                   "the loaded one, from its audio file, then rebuild the index.")
+    _add_library_args(p)
+    p.set_defaults(func=cmd_reembed)
+
+    p = sub.add_parser("stats", parents=[common], help="catalog counts per genre, backend, model version, sizes",
+                       description="Print the catalog's track counts per genre, model version, the index backend "
+                                   "and sizes, and the prediction cache's state.")
+    _add_library_args(p)
+    p.set_defaults(func=cmd_stats)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from .ingest import ingest
+
+    if args.batch < 1 or (args.workers is not None and args.workers < 0):
+        raise CliError("--batch must be positive and --workers not negative")
+    lib = _library(args, settings)
+    report = ingest(lib, args.dirs, workers=args.workers, batch_tracks=args.batch, prune=args.prune,
+                    progress=_progress("embedding", not args.json), queue_url=args.queue)
+    d = report.to_dict()
+    lines = [f"ingest: {d['added']} added, {d['skipped']} skipped (audio already in the catalog), "
+             f"{d['unchanged']} unchanged, {d['failed']} failed"
+             + (f", {d['missing']} paths gone" if d["missing"] else "")
+             + (f", {d['pruned']} tracks pruned" if d["pruned"] else "")]
+    if d["from_cache"]:
+        lines.append(f"  {d['from_cache']} predictions came from the Redis cache")
+    if d["audio_s"]:
+        lines.append(f"  embedded {d['audio_s']:.0f} s of audio in {d['seconds']:.1f} s ({d['realtime_factor']}× real time)")
+    for f in d["failures"]:
+        lines.append(f"  failed: {f['path']}: {f['reason']}")
+    lines.append(f"  catalog: {len(lib.catalog)} tracks in {lib.catalog.path}")
+    _emit(args, d, "\n".join(lines))
+    return EXIT_ERROR if d["failed"] and not d["added"] and not d["skipped"] and not d["unchanged"] else EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from .queue import run_worker
+
+    run_worker(args.queue or settings.redis_url, burst=args.burst, name=args.name)
+    return EXIT_OK
+
+
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    lib = _library(args, settings)
+    lib.check_model()
+    t0 = time.perf_counter()
+    idx = lib.rebuild_index()
+    d = {"backend": lib.backend, "count": len(idx), "seconds": round(time.perf_counter() - t0, 2),
+         "path": str(lib.index_path), "tag": idx.tag}
+    _emit(args, d, f"reindex: {d['count']} tracks into the {d['backend']} index at {d['path']} in {d['seconds']} s")
+    return EXIT_OK
+
+
+def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
+    lib = _library(args, settings)
+    n = lib.reembed(progress=_progress("re-embedding", not args.json))
+    d = {"reembedded": n, "model_version": lib.bundle.version, "tracks": len(lib.catalog)}
+    _emit(args, d, f"reembed: {n} tracks re-embedded with model {d['model_version']}")
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    lib = _library(args, settings)
+    lib.cache.ping()
+    s = lib.stats()
+    lines = [f"catalog {s['catalog_path']}: {s['tracks']} tracks ({s['paths']} files, "
+             f"{s['duration_s'] / 3600:.2f} h of audio, {s['catalog_bytes'] / 1e6:.1f} MB)"]
+    for g, n in s["per_genre"].items():
+        lines.append(f"  {g:<12} {n}")
+    lines.append("model versions: " + (", ".join(f"{v} ({n})" for v, n in s["model_versions"].items()) or "none yet"))
+    ix = s["index"]
+    lines.append(f"index: {ix['backend']}, {ix.get('count')} vectors, {ix['bytes'] / 1e6:.1f} MB at {ix['path']}"
+                 + (f" ({ix['note']})" if ix.get("note") else ""))
+    c = s["cache"]
+    lines.append(f"prediction cache: {c['state']} ({c['url']})")
+    _emit(args, s, "\n".join(lines))
+    return EXIT_OK
 
 
 def _add_bench(sub, common) -> None:

@@ -77,3 +77,77 @@ def tiny_bundle(toy_dataset, tmp_path_factory):
                           workers=1)
     out = bundle.save(tmp_path_factory.mktemp("models") / "tiny")
     return ModelBundle.load(out)
+
+
+# ---------------------------------------------------------------- Redis
+REDIS_URL = os.environ.get("SONICSORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The shared Redis server (make test / .ci/run make sure one answers). Never stopped by tests."""
+    import redis
+
+    redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    return REDIS_URL
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port, for tests that stop and restart Redis."""
+
+    def __init__(self, folder: Path) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.folder = folder
+        self.proc = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "PrivateRedis":
+        import shutil
+        import subprocess
+        import time
+
+        import redis
+
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.folder)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+                return self
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    r = PrivateRedis(tmp_path).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def cache_prefix(redis_url):
+    """A key prefix of this test's own on the shared Redis, cleaned up afterwards."""
+    import uuid
+
+    import redis
+
+    prefix = f"sonicsort-test-{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    r = redis.Redis.from_url(redis_url)
+    for k in r.scan_iter(prefix + "*"):
+        r.delete(k)

@@ -107,6 +107,7 @@ def test_removed_never_returns_and_readd_replaces(backend):
     idx.add([0], x[0:1])  # revive a removed id
     assert 0 in idx and idx.search(x[0], 1)[0][0] == 0
     assert len(idx) == 401
+    assert sorted(idx.ids().tolist()) == sorted(set(range(500)) - set(gone) | {0})
 
 
 @pytest.mark.parametrize("backend", ALL)

@@ -127,6 +127,9 @@ class AnnoyIndex(VectorIndex):
         pos = int(np.searchsorted(self._sorted_ids, id_))
         return pos < len(self._sorted_ids) and int(self._sorted_ids[pos]) == id_
 
+    def _all_ids(self) -> np.ndarray:
+        return self._store._all_ids() if self._store is not None else self._item_ids.copy()
+
     def _count(self) -> int:
         return self._store._count() if self._store is not None else len(self._item_ids)
 

@@ -94,6 +94,9 @@ class ExactIndex(VectorIndex):
     def _contains(self, id_: int) -> bool:
         return id_ in self._slot
 
+    def _all_ids(self) -> np.ndarray:
+        return self._ids[self._live].copy()
+
     def _count(self) -> int:
         return len(self._slot)
 

@@ -100,6 +100,9 @@ class HnswIndex(VectorIndex):
     def _contains(self, id_: int) -> bool:
         return id_ in self._alive
 
+    def _all_ids(self) -> np.ndarray:
+        return np.fromiter(self._alive, dtype=np.int64, count=len(self._alive))
+
     def _count(self) -> int:
         return len(self._alive)
 

@@ -1,0 +1,175 @@
+"""Prediction cache in Redis, keyed by the audio's content hash and the model version.
+
+A repeated prediction of the same audio costs one Redis round trip instead of decoding,
+features and the model. Values are JSON (the embedding as base64 of little-endian float32,
+so it comes back bit for bit), never pickle.
+
+When Redis does not answer, the cache steps aside: lookups miss, stores are dropped, one
+warning is logged, ``degraded`` is true, and it tries Redis again after ``retry_s``. It
+reconnects by itself when Redis returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from embedding import Prediction
+
+log = logging.getLogger(__name__)
+
+
+def encode_prediction(p: Prediction) -> str:
+    return json.dumps({
+        "genre": p.genre, "probabilities": p.probabilities, "model_version": p.model_version,
+        "n_segments": p.n_segments, "duration_s": p.duration_s, "is_silent": p.is_silent,
+        "embedding_f32": base64.b64encode(np.asarray(p.embedding, "<f4").tobytes()).decode("ascii"),
+    }, separators=(",", ":"))
+
+
+def decode_prediction(raw: bytes | str) -> Prediction:
+    d = json.loads(raw)
+    return Prediction(
+        genre=d["genre"], probabilities={k: float(v) for k, v in d["probabilities"].items()},
+        embedding=np.frombuffer(base64.b64decode(d["embedding_f32"]), dtype="<f4").astype(np.float32),
+        model_version=d["model_version"], n_segments=int(d["n_segments"]),
+        duration_s=float(d["duration_s"]), is_silent=bool(d["is_silent"]),
+    )
+
+
+class PredictionCache:
+    """Redis-backed; ``url=None`` gives a disabled cache (always misses, never degraded)."""
+
+    def __init__(self, url: str | None, *, prefix: str = "sonicsort:", ttl_s: int = 30 * 86400,
+                 retry_s: float = 2.0, socket_timeout_s: float = 0.5) -> None:
+        self.url, self.prefix, self.ttl_s, self.retry_s = url, prefix, int(ttl_s), retry_s
+        self.hits = self.misses = self.errors = 0
+        self._retry_at = 0.0
+        self._degraded = False
+        self._lock = threading.Lock()
+        self._redis = None
+        if url:
+            import redis
+
+            self._redis = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
+                                               socket_connect_timeout=socket_timeout_s,
+                                               health_check_interval=30)
+
+    def key(self, sha256: str, model_version: str) -> str:
+        return f"{self.prefix}pred:{model_version}:{sha256}"
+
+    @property
+    def enabled(self) -> bool:
+        return self._redis is not None
+
+    @property
+    def degraded(self) -> bool:
+        return self._degraded
+
+    def state(self) -> str:
+        if self._redis is None:
+            return "disabled"
+        return "degraded" if self._degraded else "ok"
+
+    def _usable(self) -> bool:
+        return self._redis is not None and (not self._degraded or time.monotonic() >= self._retry_at)
+
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            self.errors += 1
+            if not self._degraded:
+                log.warning("Redis at %s is unreachable (%s); predictions are served uncached until it returns",
+                            self.url, exc)
+            self._degraded = True
+            self._retry_at = time.monotonic() + self.retry_s
+
+    def _ok(self) -> None:
+        if self._degraded:
+            with self._lock:
+                if self._degraded:
+                    log.warning("Redis at %s answers again; the prediction cache is back", self.url)
+                self._degraded = False
+
+    def _call(self, fn, *args, **kw) -> Any:
+        import redis
+
+        try:
+            out = fn(*args, **kw)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            self._failed(exc)
+            return _FAILED
+        self._ok()
+        return out
+
+    def ping(self) -> bool:
+        """Check Redis now (ignoring the retry delay); updates ``degraded``."""
+        if self._redis is None:
+            return False
+        return self._call(self._redis.ping) is True
+
+    def get(self, sha256: str, model_version: str) -> Prediction | None:
+        if not self._usable():
+            self.misses += 1
+            return None
+        raw = self._call(self._redis.get, self.key(sha256, model_version))
+        if raw is _FAILED or raw is None:
+            self.misses += 1
+            return None
+        try:
+            p = decode_prediction(raw)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring an unreadable cache entry for %s", sha256)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return p
+
+    def get_many(self, sha256s: list[str], model_version: str) -> dict[str, Prediction]:
+        """One round trip for many hashes; counts hits and misses like ``get``."""
+        if not sha256s:
+            return {}
+        if not self._usable():
+            self.misses += len(sha256s)
+            return {}
+        raws = self._call(self._redis.mget, [self.key(s, model_version) for s in sha256s])
+        if raws is _FAILED:
+            self.misses += len(sha256s)
+            return {}
+        out = {}
+        for s, raw in zip(sha256s, raws):
+            if raw is not None:
+                try:
+                    out[s] = decode_prediction(raw)
+                except (ValueError, KeyError, TypeError):
+                    pass
+        self.hits += len(out)
+        self.misses += len(sha256s) - len(out)
+        return out
+
+    def put(self, sha256: str, prediction: Prediction) -> bool:
+        if not self._usable():
+            return False
+        out = self._call(self._redis.set, self.key(sha256, prediction.model_version),
+                         encode_prediction(prediction), ex=self.ttl_s if self.ttl_s > 0 else None)
+        return out is not _FAILED
+
+    def put_many(self, items: list[tuple[str, Prediction]]) -> bool:
+        if not items or not self._usable():
+            return False
+        pipe = self._redis.pipeline(transaction=False)
+        for sha, p in items:
+            pipe.set(self.key(sha, p.model_version), encode_prediction(p), ex=self.ttl_s if self.ttl_s > 0 else None)
+        return self._call(pipe.execute) is not _FAILED
+
+    def stats(self) -> dict[str, Any]:
+        return {"state": self.state(), "url": self.url, "hits": self.hits, "misses": self.misses,
+                "errors": self.errors, "ttl_s": self.ttl_s, "prefix": self.prefix}
+
+
+_FAILED = object()

@@ -1,0 +1,381 @@
+"""The catalog: one embedded SQLite database holding every track and its embedding.
+
+Tracks are keyed by the sha256 of the file's bytes, so the same audio under two paths is
+one track and a moved file keeps its track. ``paths`` maps every file path seen to its
+track, with the size and modification time that let a second ingest skip unchanged files
+without reading them. Every write is one transaction (WAL journal): a process killed at
+any moment leaves the catalog as it was before or after that write, never in between.
+
+The ANN index is *derived* from this catalog (see ``recommender.library``); the catalog is
+the source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .errors import CatalogError, UnknownTrack
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tracks (
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    artist TEXT,
+    album TEXT,
+    duration_s REAL NOT NULL,
+    genre TEXT NOT NULL,
+    probabilities TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    model_version TEXT NOT NULL,
+    is_silent INTEGER NOT NULL DEFAULT 0,
+    added_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tracks_genre ON tracks (genre);
+CREATE TABLE IF NOT EXISTS paths (
+    path TEXT PRIMARY KEY,
+    track_id INTEGER NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    seen_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS paths_track ON paths (track_id);
+"""
+
+
+@dataclass
+class Track:
+    """One catalog track. ``path`` is its first known file; ``paths`` all of them."""
+
+    id: int
+    sha256: str
+    title: str
+    artist: str | None
+    album: str | None
+    duration_s: float
+    genre: str
+    probabilities: dict[str, float]
+    model_version: str
+    is_silent: bool
+    added_at: float
+    paths: list[str] = field(default_factory=list)
+    embedding: np.ndarray | None = None
+
+    @property
+    def path(self) -> str | None:
+        return self.paths[0] if self.paths else None
+
+    def to_dict(self, *, with_embedding: bool = False) -> dict[str, Any]:
+        d = {
+            "id": self.id, "title": self.title, "artist": self.artist, "album": self.album,
+            "duration_s": round(self.duration_s, 3), "genre": self.genre,
+            "probabilities": {g: round(p, 6) for g, p in self.probabilities.items()},
+            "sha256": self.sha256, "path": self.path, "paths": self.paths,
+            "model_version": self.model_version, "is_silent": self.is_silent, "added_at": self.added_at,
+        }
+        if with_embedding and self.embedding is not None:
+            d["embedding"] = [round(float(v), 6) for v in self.embedding]
+        return d
+
+
+@dataclass
+class NewTrack:
+    """What ingest hands the catalog for one new piece of audio."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    title: str
+    artist: str | None
+    album: str | None
+    duration_s: float
+    genre: str
+    probabilities: dict[str, float]
+    embedding: np.ndarray
+    model_version: str
+    is_silent: bool = False
+
+
+_COLS = "id, sha256, title, artist, album, duration_s, genre, probabilities, model_version, is_silent, added_at"
+
+
+class Catalog:
+    """The SQLite catalog at ``path`` (created with its folder when missing).
+
+    Safe to share between threads (one connection, serialised by a lock); several
+    processes may open the same file (SQLite's own locking, WAL mode).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._lock = threading.RLock()
+            with self._tx() as db:
+                for stmt in _SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) != SCHEMA_VERSION:
+                    raise CatalogError(f"{self.path}: catalog schema {row[0]} is not supported "
+                                       f"(this sonicsort reads {SCHEMA_VERSION})")
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(f"{self.path}: cannot open the catalog ({exc})") from None
+
+    # ---------------------------------------------------------------- plumbing
+    class _Tx:
+        def __init__(self, cat: "Catalog") -> None:
+            self.cat = cat
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.cat._lock.acquire()
+            self.cat._db.execute("BEGIN IMMEDIATE")
+            return self.cat._db
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            try:
+                self.cat._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.cat._lock.release()
+
+    def _tx(self) -> "Catalog._Tx":
+        return Catalog._Tx(self)
+
+    def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---------------------------------------------------------------- meta
+    def get_meta(self, key: str) -> str | None:
+        row = self._q("SELECT value FROM meta WHERE key=?", (key,))
+        return row[0][0] if row else None
+
+    def set_meta(self, **values: Any) -> None:
+        with self._tx() as db:
+            for k, v in values.items():
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, str(v)))
+
+    @property
+    def model_version(self) -> str | None:
+        """The model version of the catalog's embeddings (None while empty)."""
+        return self.get_meta("model_version")
+
+    @property
+    def generation(self) -> int:
+        """Bumped by every write that changes the set of tracks or their embeddings."""
+        return int(self.get_meta("generation") or 0)
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO meta VALUES ('generation', '1') ON CONFLICT(key) DO UPDATE "
+                   "SET value = CAST(value AS INTEGER) + 1")
+
+    # ---------------------------------------------------------------- reads
+    def __len__(self) -> int:
+        return int(self._q("SELECT COUNT(*) FROM tracks")[0][0])
+
+    def path_state(self, path: str) -> tuple[int, int, int] | None:
+        """(track_id, size, mtime_ns) recorded for a file path, or None."""
+        row = self._q("SELECT track_id, size, mtime_ns FROM paths WHERE path=?", (path,))
+        return tuple(row[0]) if row else None  # type: ignore[return-value]
+
+    def paths_under(self, root: str) -> dict[str, int]:
+        prefix = root.rstrip("/") + "/"
+        rows = self._q("SELECT path, track_id FROM paths WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
+        return dict(rows)
+
+    def ids_for_hashes(self, hashes: Iterable[str]) -> dict[str, int]:
+        hashes = list(hashes)
+        out: dict[str, int] = {}
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i:i + 500]
+            rows = self._q(f"SELECT sha256, id FROM tracks WHERE sha256 IN ({','.join('?' * len(chunk))})", chunk)
+            out.update(rows)
+        return out
+
+    def _row_to_track(self, row: tuple, paths: list[str], embedding: bytes | None = None) -> Track:
+        return Track(
+            id=row[0], sha256=row[1], title=row[2], artist=row[3], album=row[4], duration_s=row[5],
+            genre=row[6], probabilities=json.loads(row[7]), model_version=row[8], is_silent=bool(row[9]),
+            added_at=row[10], paths=paths,
+            embedding=None if embedding is None else np.frombuffer(embedding, dtype="<f4").copy(),
+        )
+
+    def get(self, track_id: int, *, with_embedding: bool = False) -> Track:
+        try:
+            track_id = int(track_id)
+        except (TypeError, ValueError):
+            raise UnknownTrack(f"unknown track {track_id!r}") from None
+        cols = _COLS + (", embedding" if with_embedding else "")
+        rows = self._q(f"SELECT {cols} FROM tracks WHERE id=?", (track_id,))
+        if not rows:
+            raise UnknownTrack(f"unknown track {track_id}")
+        paths = [p for (p,) in self._q("SELECT path FROM paths WHERE track_id=? ORDER BY rowid", (track_id,))]
+        return self._row_to_track(rows[0][:11], paths, rows[0][11] if with_embedding else None)
+
+    def get_many(self, track_ids: Iterable[int]) -> dict[int, Track]:
+        ids = [int(i) for i in track_ids]
+        out: dict[int, Track] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._q(f"SELECT {_COLS} FROM tracks WHERE id IN ({marks})", chunk)
+            paths: dict[int, list[str]] = {}
+            for p, t in self._q(f"SELECT path, track_id FROM paths WHERE track_id IN ({marks}) ORDER BY rowid", chunk):
+                paths.setdefault(t, []).append(p)
+            for r in rows:
+                out[r[0]] = self._row_to_track(r, paths.get(r[0], []))
+        return out
+
+    def ids(self) -> np.ndarray:
+        return np.array([r[0] for r in self._q("SELECT id FROM tracks ORDER BY id")], dtype=np.int64)
+
+    def embeddings(self, batch: int = 5000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) in batches, ordered by id; vectors shape (n, embedding_dim) float32."""
+        last = -1
+        while True:
+            rows = self._q("SELECT id, embedding FROM tracks WHERE id > ? ORDER BY id LIMIT ?", (last, batch))
+            if not rows:
+                return
+            ids = np.array([r[0] for r in rows], np.int64)
+            vecs = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows]).astype(np.float32)
+            yield ids, vecs
+            last = int(ids[-1])
+
+    def vectors(self, track_ids: Iterable[int]) -> dict[int, np.ndarray]:
+        ids = [int(i) for i in track_ids]
+        out = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for tid, blob in self._q(f"SELECT id, embedding FROM tracks WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                out[tid] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+        return out
+
+    def genre_of(self) -> dict[int, str]:
+        return dict(self._q("SELECT id, genre FROM tracks"))
+
+    def ids_with_genre(self, genre: str) -> np.ndarray:
+        return np.array([r[0] for r in self._q("SELECT id FROM tracks WHERE genre=?", (genre,))], np.int64)
+
+    def search(self, text: str | None = None, *, genre: str | None = None, after_id: int = 0,
+               limit: int = 50) -> list[Track]:
+        """Tracks whose title/artist/album contain ``text`` (case-insensitive), by id after ``after_id``."""
+        where, params = ["id > ?"], [int(after_id)]
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\' OR album LIKE ? ESCAPE '\\')")
+            params += [like, like, like]
+        if genre:
+            where.append("genre = ?")
+            params.append(genre)
+        rows = self._q(f"SELECT id FROM tracks WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", params + [int(limit)])
+        found = self.get_many(r[0] for r in rows)
+        return [found[r[0]] for r in rows]
+
+    def stats(self) -> dict[str, Any]:
+        per_genre = dict(self._q("SELECT genre, COUNT(*) FROM tracks GROUP BY genre ORDER BY COUNT(*) DESC"))
+        versions = dict(self._q("SELECT model_version, COUNT(*) FROM tracks GROUP BY model_version"))
+        n_paths = self._q("SELECT COUNT(*) FROM paths")[0][0]
+        dur = self._q("SELECT COALESCE(SUM(duration_s), 0) FROM tracks")[0][0]
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        return {"tracks": len(self), "paths": n_paths, "duration_s": round(float(dur), 1),
+                "per_genre": per_genre, "model_versions": versions, "catalog_path": str(self.path),
+                "catalog_bytes": size, "generation": self.generation}
+
+    # ---------------------------------------------------------------- writes
+    def add(self, new: list[NewTrack], links: list[tuple[str, int, int, int]] = ()) -> list[int]:
+        """Store new tracks and extra paths of known tracks in one transaction.
+
+        ``links``: (path, track_id, size, mtime_ns) for files whose audio is already here.
+        Returns the ids of ``new`` in order (an already stored hash gets its existing id and
+        the new path). All embeddings must come from the catalog's model version.
+        """
+        now = time.time()
+        ids: list[int] = []
+        with self._tx() as db:
+            current = db.execute("SELECT value FROM meta WHERE key='model_version'").fetchone()
+            versions = {t.model_version for t in new}
+            if len(versions) > 1 or (current and versions and versions != {current[0]}):
+                raise CatalogError(f"embeddings from model(s) {sorted(versions)} cannot join a catalog "
+                                   f"of model {current[0] if current else None}")
+            if versions and not current:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('model_version', ?)", (versions.pop(),))
+            for t in new:
+                row = db.execute("SELECT id FROM tracks WHERE sha256=?", (t.sha256,)).fetchone()
+                if row is None:
+                    cur = db.execute(
+                        "INSERT INTO tracks (sha256, title, artist, album, duration_s, genre, probabilities,"
+                        " embedding, model_version, is_silent, added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (t.sha256, t.title, t.artist, t.album, float(t.duration_s), t.genre,
+                         json.dumps(t.probabilities), np.asarray(t.embedding, "<f4").tobytes(),
+                         t.model_version, int(t.is_silent), now))
+                    tid = int(cur.lastrowid)
+                else:
+                    tid = int(row[0])
+                ids.append(tid)
+                db.execute("INSERT OR REPLACE INTO paths VALUES (?,?,?,?,?)", (t.path, tid, t.size, t.mtime_ns, now))
+            for path, tid, size, mtime_ns in links:
+                db.execute("INSERT OR REPLACE INTO paths VALUES (?,?,?,?,?)", (path, tid, size, mtime_ns, now))
+            if new:
+                self._bump(db)
+        return ids
+
+    def forget_paths(self, paths: Iterable[str]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM paths WHERE path=?", [(p,) for p in paths])
+
+    def remove(self, track_ids: Iterable[int]) -> int:
+        ids = [int(i) for i in track_ids]
+        with self._tx() as db:
+            n = 0
+            for i in ids:
+                n += db.execute("DELETE FROM tracks WHERE id=?", (i,)).rowcount
+            if n:
+                self._bump(db)
+        return n
+
+    def orphans(self) -> list[int]:
+        """Tracks with no file path left."""
+        return [r[0] for r in self._q("SELECT id FROM tracks WHERE id NOT IN (SELECT track_id FROM paths)")]
+
+    def replace_embeddings(self, updates: list[tuple[int, str, dict[str, float], np.ndarray, bool]],
+                           model_version: str, *, final: bool = False) -> None:
+        """Re-embedding: (track_id, genre, probabilities, embedding, is_silent) from ``model_version``.
+
+        The catalog's model version switches when ``final`` (after the last batch); until
+        then it holds a mix, which ``mixed_versions`` reports.
+        """
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE tracks SET genre=?, probabilities=?, embedding=?, model_version=?, is_silent=? WHERE id=?",
+                [(g, json.dumps(p), np.asarray(e, "<f4").tobytes(), model_version, int(s), tid)
+                 for tid, g, p, e, s in updates])
+            if final:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('model_version', ?)", (model_version,))
+            self._bump(db)
+
+    def ids_not_from(self, model_version: str) -> list[int]:
+        return [r[0] for r in self._q("SELECT id FROM tracks WHERE model_version != ?", (model_version,))]

@@ -1,0 +1,342 @@
+"""Ingest a music folder into the catalog: ``sonicsort ingest DIR...``.
+
+1. Scan: every file with an audio extension, recursively.
+2. Unchanged files (same path, size and modification time as recorded) are skipped
+   without being read.
+3. Changed or new files are hashed (sha256 of the bytes). Audio already in the catalog
+   under another path (a moved, renamed or duplicated file) is linked to its track: no
+   model work. Predictions cached in Redis for that audio and model are reused.
+4. The rest are decoded and turned into features in worker processes; the main process
+   runs the model on batches of tracks and commits each batch to the catalog in one
+   transaction, then adds it to the index.
+
+Killing ingest at any moment loses nothing and duplicates nothing: a batch is in the
+catalog entirely or not at all, tracks are unique by content hash, and the index is
+reconciled with the catalog when next opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from .catalog import NewTrack
+from .errors import BadRequest
+from .library import Library, sha256_file
+
+log = logging.getLogger(__name__)
+
+INGEST_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".au", ".aiff", ".aif", ".opus")
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class IngestReport:
+    added: int = 0  # new tracks
+    linked: int = 0  # new paths whose audio was already in the catalog (moved, renamed, duplicated)
+    unchanged: int = 0  # same path, size and mtime as last time: not read
+    from_cache: int = 0  # of the added: prediction taken from the Redis cache
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    missing: int = 0  # paths recorded under the scanned folders whose file is gone
+    pruned: int = 0  # tracks removed because none of their files is left (--prune)
+    audio_s: float = 0.0  # seconds of audio embedded by the model
+    seconds: float = 0.0
+
+    @property
+    def skipped(self) -> int:
+        """Files that needed no model work besides the unchanged ones (their audio was known)."""
+        return self.linked
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "skipped": self.skipped, "unchanged": self.unchanged,
+                "failed": len(self.failed), "failures": [{"path": p, "reason": r} for p, r in self.failed],
+                "from_cache": self.from_cache, "missing": self.missing, "pruned": self.pruned,
+                "audio_s": round(self.audio_s, 1), "seconds": round(self.seconds, 2),
+                "realtime_factor": round(self.audio_s / self.seconds, 1) if self.seconds > 0 and self.audio_s else None}
+
+
+# ---------------------------------------------------------------- scanning
+def scan(roots: Iterable[str | os.PathLike]) -> list[Path]:
+    """Audio files under ``roots`` (folders or single files), sorted, absolute paths."""
+    out: set[Path] = set()
+    for root in roots:
+        r = Path(root).expanduser()
+        if not r.exists():
+            raise BadRequest(f"{root}: no such file or folder")
+        r = r.resolve()
+        if r.is_file():
+            out.add(r)
+            continue
+        for dirpath, dirnames, filenames in os.walk(r, followlinks=False):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for f in filenames:
+                if not f.startswith(".") and f.lower().endswith(INGEST_EXTENSIONS):
+                    out.add(Path(dirpath) / f)
+    return sorted(out)
+
+
+def read_tags(path: str | Path) -> dict[str, str | None]:
+    """Title, artist and album from the file's tags (mutagen); the file name is the fallback title."""
+    tags: dict[str, str | None] = {"title": None, "artist": None, "album": None}
+    try:
+        import mutagen
+
+        f = mutagen.File(str(path), easy=True)
+        if f is not None and f.tags is not None:
+            for k in tags:
+                v = f.tags.get(k)
+                if v:
+                    tags[k] = str(v[0]).strip() or None
+    except Exception as exc:  # any tag parser error: tags are optional
+        log.debug("%s: unreadable tags (%s)", path, exc)
+    if not tags["title"]:
+        tags["title"] = Path(path).stem
+    return tags
+
+
+# ---------------------------------------------------------------- worker side
+_W: dict[str, Any] = {}
+
+
+def _init_worker(feature_config: dict[str, Any], normalizer: dict[str, Any], max_duration_s: float) -> None:
+    from embedding import FeatureConfig, Normalizer
+
+    _W["config"] = FeatureConfig.from_dict(feature_config)
+    _W["norm"] = Normalizer.from_dict(normalizer)
+    _W["max_duration_s"] = max_duration_s
+
+
+def _hash_job(path: str) -> tuple[str, str | None, str | None]:
+    try:
+        return path, sha256_file(path), None
+    except OSError as exc:
+        return path, None, f"cannot read ({exc.strerror or exc})"
+
+
+def extract(path: str, config, normalizer, max_duration_s: float) -> dict[str, Any]:
+    """Decode + features + tags of one file: what the model needs, computed anywhere."""
+    from embedding import AudioError, load_audio, segment_features
+
+    try:
+        audio = load_audio(path, sr=config.sr, max_duration_s=max_duration_s)
+    except AudioError as exc:
+        return {"path": path, "error": str(exc).replace(f"{path}: ", "")}
+    except OSError as exc:
+        return {"path": path, "error": f"cannot read ({exc.strerror or exc})"}
+    feats = normalizer(segment_features(audio, config))
+    return {"path": path, "features": feats, "duration_s": audio.duration_s, "is_silent": audio.is_silent,
+            "tags": read_tags(path)}
+
+
+def _extract_job(path: str) -> dict[str, Any]:
+    return extract(path, _W["config"], _W["norm"], _W["max_duration_s"])
+
+
+# ---------------------------------------------------------------- the pipeline
+class _Runner:
+    """Runs jobs in a spawn-started process pool, or inline when ``workers`` is 0."""
+
+    def __init__(self, workers: int, initargs: tuple) -> None:
+        self.workers = workers
+        self.initargs = initargs
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "_Runner":
+        if self.workers > 0:
+            # spawn: TensorFlow is loaded in this process, and forking it is unsafe
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                            initializer=_init_worker, initargs=self.initargs)
+        else:
+            _init_worker(*self.initargs)
+        return self
+
+    def map(self, fn, items: list, chunksize: int = 1) -> Iterator:
+        if self.pool is None:
+            return map(fn, items)
+        return self.pool.map(fn, items, chunksize=chunksize)
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _embed_local(runner: _Runner, bundle, paths: list[str], batch_tracks: int) -> Iterator[tuple[str, dict, Any]]:
+    """Decode + features in the runner's processes, the model on batches of tracks here.
+
+    Yields (path, item, prediction) per file; prediction None and ``item["error"]`` on failure.
+    """
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> Iterator[tuple[str, dict, Any]]:
+        preds = bundle.predict_features([b["features"] for b in batch], [b["duration_s"] for b in batch],
+                                        [b["is_silent"] for b in batch])
+        for b, p in zip(batch, preds):
+            b.pop("features")
+            yield b["path"], b, p
+        batch.clear()
+
+    for item in runner.map(_extract_job, paths, chunksize=2):
+        if "error" in item:
+            yield item["path"], item, None
+            continue
+        batch.append(item)
+        if len(batch) >= batch_tracks:
+            yield from flush()
+    if batch:
+        yield from flush()
+
+
+def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int | None = None,
+           batch_tracks: int = 32, prune: bool = False, progress: Progress | None = None,
+           save_every_s: float = 60.0, queue_url: str | None = None) -> IngestReport:
+    """Bring the catalog up to date with the audio files under ``roots``.
+
+    Parameters
+    ----------
+    workers : decoding/feature processes (default ``settings.ingest_workers``, 0 there
+        meaning one per core); 0 here runs everything in this process
+    batch_tracks : tracks per model batch and per catalog transaction
+    prune : remove tracks none of whose files is left under the scanned folders
+    progress : called with (done, total) over the files that need model work
+    queue_url : a Redis URL: the model's work goes to RQ jobs that ``sonicsort worker``
+        processes run (on any machine that sees the files); results land here
+    """
+    t0 = time.perf_counter()
+    report = IngestReport()
+    roots = list(roots)
+    files = scan(roots)
+    bundle = library.bundle
+    library.check_model()
+    cat = library.catalog
+    version = bundle.version
+    _ = library.index  # opened (and reconciled) before we add to it
+
+    # 1. unchanged files are not read at all
+    seen = {str(p) for p in files}
+    todo: list[tuple[str, int, int]] = []
+    replaced: set[int] = set()  # tracks whose file changed content under the same path
+    for p in files:
+        try:
+            st = p.stat()
+        except OSError as exc:
+            report.failed.append((str(p), f"cannot read ({exc.strerror or exc})"))
+            continue
+        state = cat.path_state(str(p))
+        if state is not None and state[1] == st.st_size and state[2] == st.st_mtime_ns:
+            report.unchanged += 1
+        else:
+            todo.append((str(p), st.st_size, st.st_mtime_ns))
+            if state is not None:
+                replaced.add(state[0])
+
+    # paths recorded under these folders whose file has gone (moved, deleted)
+    gone: list[str] = []
+    for root in roots:
+        r = Path(root).expanduser().resolve()
+        if r.is_dir():
+            gone += [p for p in cat.paths_under(str(r)) if p not in seen and not os.path.exists(p)]
+    if gone:
+        cat.forget_paths(gone)
+        report.missing = len(gone)
+
+    n_workers = workers if workers is not None else (library.settings.ingest_workers or (os.cpu_count() or 1))
+    if len(todo) < 4 or queue_url:
+        n_workers = 0  # starting processes costs more than it saves
+    initargs = (bundle.feature_config.to_dict(), bundle.normalizer.to_dict(), library.settings.max_duration_s)
+    stat_of = {p: (size, mtime) for p, size, mtime in todo}
+    last_save = time.monotonic()
+    with _Runner(n_workers, initargs) as runner:
+        # 2. hash what changed; link audio the catalog already holds
+        hashed: dict[str, list[str]] = {}
+        for path, sha, err in runner.map(_hash_job, [p for p, _, _ in todo], chunksize=16):
+            if err:
+                report.failed.append((path, err))
+            else:
+                hashed.setdefault(sha, []).append(path)
+        known = cat.ids_for_hashes(hashed)
+        links = [(p, known[sha], *stat_of[p]) for sha, ps in hashed.items() if sha in known for p in ps]
+        if links:
+            cat.add([], links)
+            report.linked += len(links)
+        new = {sha: ps for sha, ps in hashed.items() if sha not in known}
+
+        # 3. predictions the cache already holds for this model
+        cached = library.cache.get_many(list(new), version)
+
+        def commit(items: list[tuple[dict[str, Any], Any]]) -> None:
+            nonlocal last_save
+            records: list[NewTrack] = []
+            for item, pred in items:
+                sha = item["sha256"]
+                for p in new[sha]:
+                    tags = item["tags"]
+                    records.append(NewTrack(
+                        path=p, size=stat_of[p][0], mtime_ns=stat_of[p][1], sha256=sha, title=tags["title"] or Path(p).stem,
+                        artist=tags["artist"], album=tags["album"], duration_s=pred.duration_s, genre=pred.genre,
+                        probabilities=pred.probabilities, embedding=pred.embedding, model_version=version,
+                        is_silent=pred.is_silent))
+            library.add_tracks(records)
+            report.added += len(items)
+            report.linked += len(records) - len(items)
+            if time.monotonic() - last_save > save_every_s:
+                library.save_index()
+                last_save = time.monotonic()
+
+        hits = []
+        for sha, pred in cached.items():
+            hits.append(({"sha256": sha, "tags": read_tags(new[sha][0])}, pred))
+            report.from_cache += 1
+        for i in range(0, len(hits), batch_tracks):
+            commit(hits[i:i + batch_tracks])
+
+        # 4. the model's work: here (worker processes + batched model) or on an RQ queue
+        to_embed = {new[sha][0]: sha for sha in new if sha not in cached}
+        total, done = len(to_embed), 0
+        if progress:
+            progress(0, total)
+        if queue_url:
+            from .queue import embed_on_queue
+
+            results = embed_on_queue(queue_url, list(to_embed), version, library.settings.max_duration_s,
+                                     chunk=batch_tracks)
+        else:
+            results = _embed_local(runner, bundle, list(to_embed), batch_tracks)
+        ready: list[tuple[dict[str, Any], Any]] = []
+        for path, item, pred in results:
+            done += 1
+            if pred is None:
+                report.failed.append((path, item["error"]))
+            else:
+                item["sha256"] = to_embed[path]
+                ready.append((item, pred))
+                report.audio_s += pred.duration_s
+            if len(ready) >= batch_tracks or (done == total and ready):
+                library.cache.put_many([(it["sha256"], pr) for it, pr in ready])
+                commit(ready)
+                ready = []
+            if progress:
+                progress(done, total)
+        if ready:
+            library.cache.put_many([(it["sha256"], pr) for it, pr in ready])
+            commit(ready)
+
+    # a track whose only file now holds other audio is gone (the file became another track)
+    stale = sorted(set(cat.orphans()) & replaced)
+    if stale:
+        library.remove_tracks(stale)
+    if prune:
+        orphans = cat.orphans()
+        if orphans:
+            library.remove_tracks(orphans)
+            report.pruned = len(orphans)
+    library.save_index()
+    report.seconds = time.perf_counter() - t0
+    return report

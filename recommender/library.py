@@ -1,0 +1,286 @@
+"""The library: the catalog, the ANN index derived from it, the model and the prediction
+cache, kept in step. The CLI and the API both work through this object.
+
+The index is a copy of the catalog's embeddings, saved under ``SONICSORT_HOME/index/<backend>``
+with the model version as its tag. Opening it reconciles it with the catalog (ids added or
+removed since it was saved, e.g. by an ingest that was killed) and rebuilds it from the
+catalog when it is missing, unreadable or from another model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cache import PredictionCache
+from .catalog import Catalog
+from .config import Settings
+from .errors import BadRequest, ModelMismatch
+
+log = logging.getLogger(__name__)
+
+METRIC = "cosine"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Library:
+    """One user's catalog with its index, model and cache.
+
+    Parameters
+    ----------
+    settings : where things live and how they behave
+    bundle : a loaded ``ModelBundle`` (default: loaded on first use from ``settings.model_dir``)
+    cache : a ``PredictionCache`` (default: Redis at ``settings.redis_url``)
+    backend : index backend name (default ``settings.backend``)
+    """
+
+    def __init__(self, settings: Settings | None = None, *, bundle=None, cache: PredictionCache | None = None,
+                 backend: str | None = None) -> None:
+        from index import BACKENDS
+
+        self.settings = settings or Settings.from_env()
+        self.backend = backend or self.settings.backend
+        if self.backend not in BACKENDS:
+            raise BadRequest(f"unknown index backend {self.backend!r}; available: {', '.join(BACKENDS)}")
+        if self.settings.on_model_mismatch not in ("refuse", "reembed"):
+            raise BadRequest(f"on_model_mismatch must be 'refuse' or 'reembed', not {self.settings.on_model_mismatch!r}")
+        self.catalog = Catalog(self.settings.catalog_path)
+        self._bundle = bundle
+        self.cache = cache if cache is not None else PredictionCache(
+            self.settings.redis_url or None, prefix=self.settings.cache_prefix, ttl_s=self.settings.cache_ttl_s)
+        self._index = None
+        self._index_generation = -1
+        self._index_lock = threading.RLock()
+        self._bundle_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- model
+    @property
+    def bundle(self):
+        if self._bundle is None:
+            with self._bundle_lock:
+                if self._bundle is None:
+                    from embedding import ModelBundle
+
+                    self._bundle = ModelBundle.load(self.settings.model_dir)
+        return self._bundle
+
+    @property
+    def model_version(self) -> str:
+        return self.bundle.version
+
+    def check_model(self, *, progress=None) -> None:
+        """Make sure the catalog's embeddings come from the loaded model.
+
+        On a mismatch: ``refuse`` raises ``ModelMismatch`` with what to do; ``reembed``
+        recomputes every embedding from the audio files.
+        """
+        have = self.catalog.model_version
+        want = self.bundle.version
+        if have is None or have == want:
+            stale = self.catalog.ids_not_from(want) if have is not None else []
+            if not stale:
+                return
+        if self.settings.on_model_mismatch == "reembed":
+            self.reembed(progress=progress)
+            return
+        raise ModelMismatch(
+            f"the catalog's embeddings come from model {have}, the loaded model is {want}: run "
+            f"`sonicsort reembed` (or set SONICSORT_ON_MODEL_MISMATCH=reembed), or load model {have}")
+
+    def reembed(self, *, progress=None, batch: int = 32) -> int:
+        """Recompute every embedding not made by the loaded model, from the tracks' files."""
+        bundle = self.bundle
+        stale = self.catalog.ids_not_from(bundle.version)
+        tracks = self.catalog.get_many(stale)
+        missing = [t for t in tracks.values() if not any(Path(p).is_file() for p in t.paths)]
+        if missing:
+            raise ModelMismatch(f"cannot re-embed: {len(missing)} track(s) have no readable file "
+                                f"(e.g. {missing[0].path}); restore them or remove the tracks")
+        done, updates = 0, []
+        for i, tid in enumerate(stale):
+            t = tracks[tid]
+            path = next(p for p in t.paths if Path(p).is_file())
+            pred = bundle.predict(path, max_duration_s=self.settings.max_duration_s)
+            updates.append((tid, pred.genre, pred.probabilities, pred.embedding, pred.is_silent))
+            if len(updates) >= batch or i == len(stale) - 1:
+                self.catalog.replace_embeddings(updates, bundle.version, final=i == len(stale) - 1)
+                done += len(updates)
+                updates = []
+                if progress:
+                    progress(done, len(stale))
+        if not stale:
+            self.catalog.set_meta(model_version=bundle.version)
+        self.rebuild_index()
+        return done
+
+    # ---------------------------------------------------------------- index
+    @property
+    def index_path(self) -> Path:
+        return self.settings.index_dir(self.backend)
+
+    @property
+    def index(self):
+        """The live index, loaded (or rebuilt) on first use and kept in step with the catalog."""
+        with self._index_lock:
+            if self._index is None:
+                self._index = self._open_index()
+                self._index_generation = self.catalog.generation
+            elif self._index_generation != self.catalog.generation:
+                # another process (ingest, a second server worker) changed the catalog
+                self.reconcile()
+            return self._index
+
+    def _tag(self) -> str:
+        return self.catalog.model_version or self.bundle.version
+
+    def _open_index(self):
+        from index import IndexFileError, IndexMismatch, load_index
+
+        path = self.index_path
+        if (path / "header.json").is_file():
+            try:
+                idx = load_index(path, backend=self.backend, metric=METRIC, tag=self._tag())
+            except (IndexFileError, IndexMismatch) as exc:
+                log.warning("rebuilding the %s index from the catalog: %s", self.backend, exc)
+            else:
+                self._index = idx
+                self.reconcile(save=True)
+                return self._index
+        return self._build_index()
+
+    def _build_index(self):
+        from index import create_index
+
+        dim = None
+        idx = None
+        for ids, vecs in self.catalog.embeddings():
+            if idx is None:
+                dim = vecs.shape[1]
+                idx = create_index(self.backend, dim, METRIC)
+            idx.add(ids, vecs)
+        if idx is None:
+            idx = create_index(self.backend, self.bundle.embedding_dim, METRIC)
+        if hasattr(idx, "build"):
+            idx.build()
+        idx.save(self.index_path, tag=self._tag())
+        log.info("built the %s index from the catalog: %d tracks", self.backend, len(idx))
+        return idx
+
+    def rebuild_index(self):
+        """Rebuild the index from the catalog now (``sonicsort reindex``)."""
+        with self._index_lock:
+            self._index = self._build_index()
+            self._index_generation = self.catalog.generation
+            return self._index
+
+    def reconcile(self, *, save: bool = True) -> dict[str, int]:
+        """Make the index hold exactly the catalog's tracks. Returns what it changed."""
+        with self._index_lock:
+            idx = self._index
+            generation = self.catalog.generation
+            cat_ids = self.catalog.ids()
+            idx_ids = idx.ids()
+            missing = np.setdiff1d(cat_ids, idx_ids)
+            extra = np.setdiff1d(idx_ids, cat_ids)
+            if len(extra):
+                idx.remove(extra)
+            if len(missing):
+                vecs = self.catalog.vectors(missing.tolist())
+                have = [i for i in missing.tolist() if i in vecs]
+                idx.add(np.array(have, np.int64), np.stack([vecs[i] for i in have]))
+            if (len(missing) or len(extra)) and save:
+                idx.save(self.index_path, tag=self._tag())
+            self._index_generation = generation
+            if len(missing) or len(extra):
+                log.info("index reconciled with the catalog: +%d −%d", len(missing), len(extra))
+            return {"added": int(len(missing)), "removed": int(len(extra))}
+
+    def add_tracks(self, records: list, links: list = ()) -> list[int]:
+        """Store new tracks in the catalog (one transaction), then in the live index."""
+        with self._index_lock:
+            idx = self.index
+            in_step = self._index_generation == self.catalog.generation
+            ids = self.catalog.add(records, links)
+            first: dict[int, np.ndarray] = {}
+            for rec, tid in zip(records, ids):
+                first.setdefault(tid, rec.embedding)
+            if first:
+                idx.add(np.fromiter(first, np.int64, len(first)), np.stack(list(first.values())))
+            if in_step:
+                self._index_generation = self.catalog.generation
+            return ids
+
+    def remove_tracks(self, track_ids: list[int]) -> int:
+        """Remove tracks from the catalog, then from the live index."""
+        with self._index_lock:
+            idx = self.index
+            in_step = self._index_generation == self.catalog.generation
+            n = self.catalog.remove(track_ids)
+            idx.remove(np.asarray(track_ids, np.int64))
+            if in_step:
+                self._index_generation = self.catalog.generation
+            return n
+
+    def save_index(self) -> None:
+        with self._index_lock:
+            if self._index is not None:
+                self._index.save(self.index_path, tag=self._tag())
+
+    # ---------------------------------------------------------------- prediction
+    def predict_bytes(self, data: bytes, *, name: str = "upload") -> tuple[Any, str, bool]:
+        """Predict one piece of audio through the cache. Returns (prediction, sha256, from_cache)."""
+        sha = sha256_bytes(data)
+        version = self.bundle.version
+        cached = self.cache.get(sha, version)
+        if cached is not None:
+            return cached, sha, True
+        from embedding import load_audio
+
+        audio = load_audio(data, sr=self.bundle.feature_config.sr, max_duration_s=self.settings.max_duration_s)
+        pred = self.bundle.predict_audio(audio)
+        self.cache.put(sha, pred)
+        return pred, sha, False
+
+    def predict_file(self, path: str | Path) -> tuple[Any, str, bool]:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise BadRequest(f"{path}: cannot read ({exc.strerror or exc})") from None
+        return self.predict_bytes(data, name=str(path))
+
+    # ---------------------------------------------------------------- reporting
+    def stats(self) -> dict[str, Any]:
+        from index import IndexFileError, read_header
+
+        s = self.catalog.stats()
+        try:
+            header = read_header(self.index_path)
+            index_info = {k: header.get(k) for k in ("backend", "params", "metric", "dim", "count", "tag")}
+        except IndexFileError:
+            index_info = {"backend": self.backend, "count": None, "note": "not built yet"}
+        size = sum(p.stat().st_size for p in self.index_path.glob("*") if p.is_file()) if self.index_path.is_dir() else 0
+        index_info["bytes"] = size
+        index_info["path"] = str(self.index_path)
+        s["index"] = index_info
+        s["cache"] = self.cache.stats()
+        s["home"] = str(self.settings.home)
+        return s
+
+    def close(self) -> None:
+        self.catalog.close()
