@@ -230,7 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sonicsort", parents=[common],
         description="Genre-aware music recommendation: genre prediction, embeddings, ANN search.",
         epilog="Environment: SONICSORT_HOME (data folder, default ~/.sonicsort), SONICSORT_MODEL_DIR "
-               "(model bundle, default: the one shipped in the package).",
+               "(model bundle, default: the one shipped in the package), SONICSORT_BACKEND (hnsw|annoy|exact), "
+               "SONICSORT_REDIS_URL (prediction cache, default redis://127.0.0.1:6379/0), SONICSORT_CACHE_TTL_S, "
+               "SONICSORT_CACHE_PREFIX, SONICSORT_ON_MODEL_MISMATCH (refuse|reembed), SONICSORT_INGEST_WORKERS, "
+               "SONICSORT_MAX_DURATION_S.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
