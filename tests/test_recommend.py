@@ -117,16 +117,17 @@ def test_artist_cap_and_mmr_diversify(reco):
 
 def test_playlist_rules(reco, tmp_path):
     ids = reco.catalog.ids().tolist()
-    pl = reco.playlist([ids[0], ids[5]], 12, artist_cap=3)
+    pl = reco.playlist([ids[0], ids[5]], 12, artist_cap=4)  # 4 artists × 4: the rules can always be met
     got = [s.track.id for s in pl]
     assert got[:2] == [ids[0], ids[5]] and len(got) == 12 and len(set(got)) == 12
     artists = [s.track.artist for s in pl]
     assert all(a != b for a, b in zip(artists[1:], artists[2:]))  # no artist twice in a row after the seeds
-    assert max(artists.count(a) for a in set(artists)) <= 3
-    assert [s.track.id for s in reco.playlist([ids[0], ids[5]], 12, artist_cap=3)] == got  # deterministic
+    assert max(artists.count(a) for a in set(artists)) <= 4
+    assert [s.track.id for s in reco.playlist([ids[0], ids[5]], 12, artist_cap=4)] == got  # deterministic
     g = reco.catalog.get(ids[0]).genre
-    in_genre = reco.playlist([ids[0]], 4, genres=[g], artist_cap=4)
-    assert all(s.track.genre == g for s in in_genre)
+    n_g = sum(1 for gg in reco.catalog.genre_of().values() if gg == g)
+    in_genre = reco.playlist([ids[0]], min(3, n_g), genres=[g], artist_cap=4)
+    assert len(in_genre) == min(3, n_g) and all(s.track.genre == g for s in in_genre)
     # smoother than the same tracks in random orders
     vecs = reco.catalog.vectors(got)
     step = lambda order: np.mean([1 - float(np.dot(vecs[a], vecs[b])) for a, b in zip(order, order[1:])])
