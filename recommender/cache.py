@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import numpy as np
+import redis
 
 from embedding import Prediction
 
@@ -55,8 +56,6 @@ class PredictionCache:
         self._lock = threading.Lock()
         self._redis = None
         if url:
-            import redis
-
             self._redis = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
                                                socket_connect_timeout=socket_timeout_s,
                                                health_check_interval=30)
@@ -97,8 +96,6 @@ class PredictionCache:
                 self._degraded = False
 
     def _call(self, fn, *args, **kw) -> Any:
-        import redis
-
         try:
             out = fn(*args, **kw)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:

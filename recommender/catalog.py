@@ -16,6 +16,7 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -142,23 +143,17 @@ class Catalog:
             raise CatalogError(f"{self.path}: cannot open the catalog ({exc})") from None
 
     # ---------------------------------------------------------------- plumbing
-    class _Tx:
-        def __init__(self, cat: "Catalog") -> None:
-            self.cat = cat
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.cat._lock.acquire()
-            self.cat._db.execute("BEGIN IMMEDIATE")
-            return self.cat._db
-
-        def __exit__(self, exc_type, exc, tb) -> None:
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE … COMMIT, ROLLBACK on error)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self.cat._db.execute("ROLLBACK" if exc_type else "COMMIT")
-            finally:
-                self.cat._lock.release()
-
-    def _tx(self) -> "Catalog._Tx":
-        return Catalog._Tx(self)
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
@@ -202,10 +197,12 @@ class Catalog:
         row = self._q("SELECT track_id, size, mtime_ns FROM paths WHERE path=?", (path,))
         return tuple(row[0]) if row else None  # type: ignore[return-value]
 
-    def paths_under(self, root: str) -> dict[str, int]:
+    def path_states_under(self, root: str) -> dict[str, tuple[int, int, int]]:
+        """path → (track_id, size, mtime_ns) for every recorded path under folder ``root``, in one query."""
         prefix = root.rstrip("/") + "/"
-        rows = self._q("SELECT path, track_id FROM paths WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
-        return dict(rows)
+        rows = self._q("SELECT path, track_id, size, mtime_ns FROM paths WHERE substr(path, 1, ?) = ?",
+                       (len(prefix), prefix))
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def ids_for_hashes(self, hashes: Iterable[str]) -> dict[str, int]:
         hashes = list(hashes)

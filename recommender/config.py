@@ -37,27 +37,22 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        """Defaults, overridden by ``SONICSORT_<FIELD NAME>`` for every field set non-empty."""
         env = dict(os.environ if env is None else env)
         s = cls()
-        if env.get("SONICSORT_HOME"):
-            s.home = Path(env["SONICSORT_HOME"])
-        if env.get("SONICSORT_MODEL_DIR"):
-            s.model_dir = Path(env["SONICSORT_MODEL_DIR"])
-        if env.get("SONICSORT_BACKEND"):
-            s.backend = env["SONICSORT_BACKEND"]
-        if env.get("SONICSORT_REDIS_URL"):
-            s.redis_url = env["SONICSORT_REDIS_URL"]
-        if env.get("SONICSORT_MAX_DURATION_S"):
-            s.max_duration_s = float(env["SONICSORT_MAX_DURATION_S"])
-        if env.get("SONICSORT_CACHE_TTL_S"):
-            s.cache_ttl_s = int(env["SONICSORT_CACHE_TTL_S"])
-        if env.get("SONICSORT_CACHE_PREFIX"):
-            s.cache_prefix = env["SONICSORT_CACHE_PREFIX"]
-        if env.get("SONICSORT_ON_MODEL_MISMATCH"):
-            s.on_model_mismatch = env["SONICSORT_ON_MODEL_MISMATCH"]
-        if env.get("SONICSORT_INGEST_WORKERS"):
-            s.ingest_workers = int(env["SONICSORT_INGEST_WORKERS"])
+        for f in fields(cls):
+            value = env.get(f"SONICSORT_{f.name.upper()}")
+            if value:
+                convert = _FROM_ENV.get(f.name, str)
+                try:
+                    setattr(s, f.name, convert(value))
+                except ValueError:
+                    raise ValueError(f"SONICSORT_{f.name.upper()}={value!r} is not a valid {convert.__name__}") from None
         return s
 
     def to_dict(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+
+# how each non-string field is read from its environment variable
+_FROM_ENV = {"home": Path, "model_dir": Path, "max_duration_s": float, "cache_ttl_s": int, "ingest_workers": int}

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
+from embedding.data import sha256_of
 
 from .catalog import NewTrack
 from .errors import BadRequest
-from .library import Library, sha256_file
+from .library import Library
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _init_worker(feature_config: dict[str, Any], normalizer: dict[str, Any], max
 
 def _hash_job(path: str) -> tuple[str, str | None, str | None]:
     try:
-        return path, sha256_file(path), None
+        return path, sha256_of(path), None
     except OSError as exc:
         return path, None, f"cannot read ({exc.strerror or exc})"
 
@@ -134,6 +134,12 @@ def extract(path: str, config, normalizer, max_duration_s: float) -> dict[str, A
     feats = normalizer(segment_features(audio, config))
     return {"path": path, "features": feats, "duration_s": audio.duration_s, "is_silent": audio.is_silent,
             "tags": read_tags(path)}
+
+
+def predict_extracted(bundle, items: list[dict[str, Any]]) -> list[Any]:
+    """The model on a batch of ``extract`` results (their features are dropped once used)."""
+    return bundle.predict_features([i.pop("features") for i in items], [i["duration_s"] for i in items],
+                                   [i["is_silent"] for i in items])
 
 
 def _extract_job(path: str) -> dict[str, Any]:
@@ -176,10 +182,7 @@ def _embed_local(runner: _Runner, bundle, paths: list[str], batch_tracks: int) -
     batch: list[dict[str, Any]] = []
 
     def flush() -> Iterator[tuple[str, dict, Any]]:
-        preds = bundle.predict_features([b["features"] for b in batch], [b["duration_s"] for b in batch],
-                                        [b["is_silent"] for b in batch])
-        for b, p in zip(batch, preds):
-            b.pop("features")
+        for b, p in zip(batch, predict_extracted(bundle, batch)):
             yield b["path"], b, p
         batch.clear()
 
@@ -219,7 +222,14 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
     version = bundle.version
     _ = library.index  # opened (and reconciled) before we add to it
 
-    # 1. unchanged files are not read at all
+    # 1. unchanged files are not read at all; what the catalog knows comes in one query per folder
+    known_paths: dict[str, tuple[int, int, int]] = {}
+    for root in roots:
+        r = Path(root).expanduser().resolve()
+        if r.is_dir():
+            known_paths.update(cat.path_states_under(str(r)))
+        elif (state := cat.path_state(str(r))) is not None:  # a single file named on the command line
+            known_paths[str(r)] = state
     seen = {str(p) for p in files}
     todo: list[tuple[str, int, int]] = []
     replaced: set[int] = set()  # tracks whose file changed content under the same path
@@ -229,7 +239,7 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
         except OSError as exc:
             report.failed.append((str(p), f"cannot read ({exc.strerror or exc})"))
             continue
-        state = cat.path_state(str(p))
+        state = known_paths.get(str(p))
         if state is not None and state[1] == st.st_size and state[2] == st.st_mtime_ns:
             report.unchanged += 1
         else:
@@ -238,11 +248,7 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
                 replaced.add(state[0])
 
     # paths recorded under these folders whose file has gone (moved, deleted)
-    gone: list[str] = []
-    for root in roots:
-        r = Path(root).expanduser().resolve()
-        if r.is_dir():
-            gone += [p for p in cat.paths_under(str(r)) if p not in seen and not os.path.exists(p)]
+    gone = [p for p in known_paths if p not in seen and not os.path.exists(p)]
     if gone:
         cat.forget_paths(gone)
         report.missing = len(gone)

@@ -31,14 +31,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Library:
     """One user's catalog with its index, model and cache.
 
@@ -92,10 +84,8 @@ class Library:
         """
         have = self.catalog.model_version
         want = self.bundle.version
-        if have is None or have == want:
-            stale = self.catalog.ids_not_from(want) if have is not None else []
-            if not stale:
-                return
+        if have is None or (have == want and not self.catalog.ids_not_from(want)):
+            return  # empty, or every embedding from this model (none left over from a stopped reembed)
         if self.settings.on_model_mismatch == "reembed":
             self.reembed(progress=progress)
             return
@@ -167,12 +157,10 @@ class Library:
     def _build_index(self):
         from index import create_index
 
-        dim = None
         idx = None
         for ids, vecs in self.catalog.embeddings():
             if idx is None:
-                dim = vecs.shape[1]
-                idx = create_index(self.backend, dim, METRIC)
+                idx = create_index(self.backend, vecs.shape[1], METRIC)
             idx.add(ids, vecs)
         if idx is None:
             idx = create_index(self.backend, self.bundle.embedding_dim, METRIC)
@@ -243,7 +231,7 @@ class Library:
                 self._index.save(self.index_path, tag=self._tag())
 
     # ---------------------------------------------------------------- prediction
-    def predict_bytes(self, data: bytes, *, name: str = "upload") -> tuple[Any, str, bool]:
+    def predict_bytes(self, data: bytes) -> tuple[Any, str, bool]:
         """Predict one piece of audio through the cache. Returns (prediction, sha256, from_cache)."""
         sha = sha256_bytes(data)
         version = self.bundle.version
@@ -256,13 +244,6 @@ class Library:
         pred = self.bundle.predict_audio(audio)
         self.cache.put(sha, pred)
         return pred, sha, False
-
-    def predict_file(self, path: str | Path) -> tuple[Any, str, bool]:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise BadRequest(f"{path}: cannot read ({exc.strerror or exc})") from None
-        return self.predict_bytes(data, name=str(path))
 
     # ---------------------------------------------------------------- reporting
     def stats(self) -> dict[str, Any]:

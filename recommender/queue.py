@@ -55,18 +55,12 @@ def embed_paths(paths: list[str], model_version: str, max_duration_s: float) -> 
     if bundle.version != model_version:
         return [{"path": p, "error": f"worker has model {bundle.version}, ingest expects {model_version}"}
                 for p in paths]
-    from .ingest import extract
+    from .ingest import extract, predict_extracted
 
-    out, ok = [], []
-    for p in paths:
-        item = extract(p, bundle.feature_config, bundle.normalizer, max_duration_s)
-        if "error" in item:
-            out.append(item)
-        else:
-            ok.append(item)
-    preds = bundle.predict_features([i["features"] for i in ok], [i["duration_s"] for i in ok],
-                                    [i["is_silent"] for i in ok])
-    for item, pred in zip(ok, preds):
+    items = [extract(p, bundle.feature_config, bundle.normalizer, max_duration_s) for p in paths]
+    out = [i for i in items if "error" in i]
+    ok = [i for i in items if "error" not in i]
+    for item, pred in zip(ok, predict_extracted(bundle, ok)):
         out.append({"path": item["path"], "tags": item["tags"], "prediction": encode_prediction(pred)})
     return out
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .catalog import Track
-from .errors import BadRequest, UnknownTrack
+from .errors import BadRequest
 from .library import Library
 
 GENRE_MODES = ("any", "same", "boost")
@@ -207,6 +207,9 @@ class Recommender:
                 per_artist[a] = per_artist.get(a, 0) + 1
         prev = seed_tracks[-1]
         index = self.library.index
+        # candidates recur from step to step: read each one's row and vector once
+        tracks: dict[int, Track] = {}
+        vecs: dict[int, np.ndarray] = {}
         while len(out) < length:
             pick = None
             want = min(len(index), 4 * (length + 10))
@@ -215,10 +218,14 @@ class Recommender:
                 for v in (prev.embedding, centre):
                     ids, _ = index.search(v, want, allowed=allowed)
                     cand.update((int(i), None) for i in ids if int(i) not in used)
-                tracks = self.catalog.get_many(cand)
-                vecs = self.catalog.vectors(tracks)
+                unseen = [i for i in cand if i not in tracks]
+                tracks.update(self.catalog.get_many(unseen))
+                vecs.update(self.catalog.vectors(unseen))
                 best = None
-                for tid, t in tracks.items():
+                for tid in cand:
+                    t = tracks.get(tid)
+                    if t is None:  # removed from the catalog a moment ago
+                        continue
                     a = (t.artist or "").casefold()
                     if a and (a == (prev.artist or "").casefold() or per_artist.get(a, 0) >= artist_cap):
                         continue
@@ -297,5 +304,4 @@ def to_json(items: Sequence[Scored]) -> list[dict[str, Any]]:
     return [dict(position=i + 1, **s.to_dict()) for i, s in enumerate(items)]
 
 
-__all__ = ["GENRE_MODES", "Query", "Recommender", "Scored", "UnknownTrack", "genre_agreement", "slerp",
-           "to_json", "to_m3u8"]
+__all__ = ["GENRE_MODES", "Query", "Recommender", "Scored", "genre_agreement", "slerp", "to_json", "to_m3u8"]

@@ -7,7 +7,6 @@ import sys
 
 import h5py
 import numpy as np
-import pytest
 
 from .conftest import write_clip
 

@@ -1,15 +1,14 @@
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from embedding import FeatureConfig, ModelBundle, ModelConfig, ModelError, build_model
-from embedding.data import load_dataset, stratified_split
+from embedding import ModelBundle, ModelConfig, ModelError, build_model
+from embedding.data import load_dataset
 from embedding.errors import DatasetError
 from embedding.train import evaluate_bundle, track_metrics
 
-from .conftest import GENRES, SR, synth, write_clip
+from .conftest import GENRES, SR, write_clip
 
 
 def test_embedding_is_the_penultimate_layer():
