@@ -1,1 +1,68 @@
-"""HTTP front of sonicsort (Flask app factory, routes, OpenAPI). Built in the API issue."""
+"""The HTTP front of sonicsort: ``create_app(config)`` builds the Flask app.
+
+Routes live in blueprints (``v1`` for the JSON API, ``ops`` for health, metrics and the
+OpenAPI document); all behaviour is in ``recommender.service.Service``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from flask import Flask, redirect
+
+log = logging.getLogger("sonicsort.api")
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app.
+
+    ``config`` (all optional) holds Flask settings plus:
+
+    - ``SETTINGS``: a ``recommender.config.Settings`` (default: from ``SONICSORT_*``)
+    - ``SERVICE``: a ``Service`` to use as it is (tests share one between apps)
+    - ``BUNDLE`` / ``CACHE``: a loaded model bundle / prediction cache for a new Service
+    - ``START``: ``"background"`` (default: load the model and index in a thread, answer
+      ``/readyz`` with 503 until done), ``"now"`` (before returning) or ``"no"``
+    - ``PERSIST_INDEX``: save the reconciled index when opening it (default True)
+    """
+    from recommender.config import Settings
+    from recommender.service import Service
+
+    from . import errors, ops, v1
+    from .metrics import Metrics
+
+    config = dict(config or {})
+    app = Flask(__name__)
+    service = config.pop("SERVICE", None)
+    settings = config.pop("SETTINGS", None) or (service.settings if service else Settings.from_env())
+    app.config.update(MAX_CONTENT_LENGTH=int(settings.max_upload_mb * 1_000_000), JSON_SORT_KEYS=False)
+    start = config.pop("START", "background")
+    bundle, cache = config.pop("BUNDLE", None), config.pop("CACHE", None)
+    persist = config.pop("PERSIST_INDEX", True)
+    app.config.update(config)
+    app.json.sort_keys = False
+
+    if service is None:
+        service = Service(settings, bundle=bundle, cache=cache, persist_index=persist)
+        if start != "no":
+            service.start(background=start != "now")
+    app.extensions["sonicsort"] = service
+
+    Metrics().init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(v1.bp)
+    app.register_blueprint(ops.bp)
+
+    @app.get("/")
+    def home():
+        return redirect("/docs", code=302)
+
+    return app
+
+
+__all__ = ["create_app"]

@@ -44,8 +44,63 @@ def decode_prediction(raw: bytes | str) -> Prediction:
     )
 
 
+class MemoryStore:
+    """The few Redis commands the cache uses, in this process's memory (LRU, TTL honoured).
+
+    For ``memory://`` (the demo when no Redis answers): not shared between processes and
+    lost at exit, so a real service uses Redis.
+    """
+
+    def __init__(self, max_items: int = 10_000) -> None:
+        from collections import OrderedDict
+
+        self.max_items = max_items
+        self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def ping(self) -> bool:
+        return True
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            if item[0] and item[0] < time.monotonic():
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return item[1]
+
+    def mget(self, keys: list[str]) -> list[str | None]:
+        return [self.get(k) for k in keys]
+
+    def set(self, key: str, value: str, ex: int | None = None) -> bool:
+        with self._lock:
+            self._items[key] = (time.monotonic() + ex if ex else 0.0, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return True
+
+    def pipeline(self, transaction: bool = False) -> "_MemoryPipeline":
+        return _MemoryPipeline(self)
+
+
+class _MemoryPipeline:
+    def __init__(self, store: MemoryStore) -> None:
+        self.store, self.calls = store, []
+
+    def set(self, *args, **kw) -> None:
+        self.calls.append((args, kw))
+
+    def execute(self) -> list[bool]:
+        return [self.store.set(*a, **kw) for a, kw in self.calls]
+
+
 class PredictionCache:
-    """Redis-backed; ``url=None`` gives a disabled cache (always misses, never degraded)."""
+    """Redis-backed; ``url=None`` gives a disabled cache (always misses, never degraded);
+    ``url="memory://"`` keeps predictions in this process (see ``MemoryStore``)."""
 
     def __init__(self, url: str | None, *, prefix: str = "sonicsort:", ttl_s: int = 30 * 86400,
                  retry_s: float = 2.0, socket_timeout_s: float = 0.5) -> None:
@@ -55,7 +110,9 @@ class PredictionCache:
         self._degraded = False
         self._lock = threading.Lock()
         self._redis = None
-        if url:
+        if url and url.startswith("memory://"):
+            self._redis = MemoryStore()
+        elif url:
             self._redis = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
                                                socket_connect_timeout=socket_timeout_s,
                                                health_check_interval=30)
@@ -74,6 +131,8 @@ class PredictionCache:
     def state(self) -> str:
         if self._redis is None:
             return "disabled"
+        if isinstance(self._redis, MemoryStore):
+            return "memory"
         return "degraded" if self._degraded else "ok"
 
     def _usable(self) -> bool:

@@ -100,26 +100,102 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from .demo import write_demo_clips
+    """Build a demo library (the user's folder, else generated clips), ingest it, serve it."""
+    from .cache import PredictionCache
+    from .demo import write_demo_library
 
-    bundle = _load_bundle(args.model, settings)
-    bundle.warm_up()
-    clips = write_demo_clips(settings.home / "demo-clips")
-    results = []
-    for c in clips:
-        p = bundle.predict(c, max_duration_s=settings.max_duration_s)
-        results.append({"file": str(c), **p.to_dict(with_embedding=False)})
-    ev = bundle.evaluation
-    header = (f"sonicsort demo: model {bundle.version}, {len(bundle.genres)} genres "
-              f"({', '.join(bundle.genres)}), {bundle.embedding_dim}-dim embeddings")
-    lines = [header, f"generated clips in {settings.home / 'demo-clips'} (synthetic, not music):"]
-    for r in results:
-        top = ", ".join(f"{t['genre']} {t['probability']:.2f}" for t in r["top"])
-        lines.append(f"  {Path(r['file']).name:<20} → {r['genre']:<10} ({top})")
-    lines.append("try it on your own music:  .venv/bin/sonicsort predict PATH/TO/SONG.mp3")
-    _emit(args, {"model_version": bundle.version, "genres": bundle.genres, "predictions": results,
-                 "evaluation": {k: ev[k] for k in ("split", "balanced_accuracy") if k in ev}}, "\n".join(lines))
-    return EXIT_OK
+    settings.home = settings.home / "demo"  # never mixed into the user's own catalog
+    if args.model:
+        settings.model_dir = Path(args.model)
+    if args.music:
+        roots = [Path(m).expanduser() for m in args.music]
+        for r in roots:
+            if not r.exists():
+                raise CliError(f"{r}: no such folder")
+        source = ", ".join(str(r) for r in roots)
+    else:
+        folder = settings.home / "generated"
+        write_demo_library(folder, per_style=args.per_style)
+        roots, source = [folder], f"{folder} (generated clips, not music)"
+    if settings.redis_url and not settings.redis_url.startswith("memory://"):
+        if not PredictionCache(settings.redis_url).ping():
+            log.warning("no Redis answers at %s: predictions are cached in each server process's memory "
+                        "instead (lost at exit, not shared); start redis-server for the real cache",
+                        settings.redis_url)
+            settings.redis_url = "memory://"
+    # ingest in a child process: TensorFlow must not be loaded in the process gunicorn forks from
+    import subprocess
+
+    env = dict(os.environ, SONICSORT_HOME=str(settings.home), SONICSORT_REDIS_URL=settings.redis_url)
+    if settings.model_dir:
+        env["SONICSORT_MODEL_DIR"] = str(settings.model_dir)
+    cmd = [sys.executable, "-m", "recommender.cli", "ingest", *map(str, roots), "--json"]
+    done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        raise CliError("the demo's ingest failed (its error is above)") from None
+    from .catalog import Catalog
+
+    catalog = Catalog(settings.catalog_path)
+    try:
+        n, per_genre = len(catalog), catalog.stats()["per_genre"]
+    finally:
+        catalog.close()
+    summary = {"home": str(settings.home), "source": source, "tracks": n, "per_genre": per_genre, "ingest": report}
+    lines = [f"sonicsort demo: {n} tracks from {source}",
+             "  predicted genres: " + ", ".join(f"{g} {c}" for g, c in per_genre.items()),
+             f"  catalog and index in {settings.home}"]
+    for f in report["failures"][:5]:
+        lines.append(f"  could not read {f['path']}: {f['reason']}")
+    if args.no_serve:
+        _emit(args, summary, "\n".join(lines))
+        return EXIT_OK
+    if n == 0:
+        raise CliError(f"no audio found in {source}")
+    print("\n".join(lines), file=sys.stderr)
+    from api.serve import check_port_free, serve
+
+    if args.port is None:  # the default port taken: the next free one
+        for port in range(settings.port, settings.port + 20):
+            try:
+                check_port_free(settings.host, port)
+                settings.port = port
+                break
+            except Exception:
+                continue
+    else:
+        settings.port = args.port
+    example = next((str(p) for r in roots for p in sorted(Path(r).rglob("*.flac"))[:1]), "song.mp3")
+
+    def banner(url: str) -> str:
+        return "\n".join([
+            f"sonicsort is ready at {url}   (API docs: {url}/docs, metrics: {url}/metrics)",
+            "try:",
+            f"  curl -s {url}/v1/genres",
+            f"  curl -s '{url}/v1/tracks?q=no.%201&limit=3'",
+            f"  curl -s '{url}/v1/tracks/1/similar?k=5&genre_mode=boost'",
+            f"  curl -s -F file=@{example} '{url}/v1/predict?k=5'      # again: \"cached\": true",
+            f"  curl -s -H 'Content-Type: application/json' -d '{{\"seeds\": [1], \"length\": 8}}' {url}/v1/playlists",
+            f"  curl -s -OJ -H 'Content-Type: application/json' -d '{{\"from\": 1, \"to\": 2, \"length\": 6}}' "
+            f"'{url}/v1/paths?format=m3u8'",
+            "Ctrl-C stops it."])
+
+    return serve(settings, workers=args.workers, banner=banner)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from api.serve import serve
+
+    for name in ("host", "port", "backend"):
+        if getattr(args, name, None) is not None:
+            setattr(settings, name, getattr(args, name))
+    if args.model:
+        settings.model_dir = Path(args.model)
+    if args.workers is not None and args.workers < 1 or args.threads is not None and args.threads < 1:
+        raise CliError("--workers and --threads must be at least 1")
+    return serve(settings, workers=args.workers, threads=args.threads, access_log=args.access_log,
+                 banner=lambda url: f"sonicsort is ready at {url} (API docs: {url}/docs)")
 
 
 # ---------------------------------------------------------------- train / evaluate
@@ -233,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                "(model bundle, default: the one shipped in the package), SONICSORT_BACKEND (hnsw|annoy|exact), "
                "SONICSORT_REDIS_URL (prediction cache, default redis://127.0.0.1:6379/0), SONICSORT_CACHE_TTL_S, "
                "SONICSORT_CACHE_PREFIX, SONICSORT_ON_MODEL_MISMATCH (refuse|reembed), SONICSORT_INGEST_WORKERS, "
-               "SONICSORT_MAX_DURATION_S.",
+               "SONICSORT_MAX_DURATION_S; for serve: SONICSORT_HOST, SONICSORT_PORT, SONICSORT_WEB_WORKERS, "
+               "SONICSORT_WEB_THREADS, SONICSORT_API_KEY (needed by changes through the API), "
+               "SONICSORT_MAX_UPLOAD_MB (default 50).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -244,10 +322,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model bundle folder (default: SONICSORT_MODEL_DIR or the shipped model)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("demo", parents=[common], help="predict genres of a few generated clips with the shipped model",
-                       description="Generate a few clips under SONICSORT_HOME/demo-clips and predict their genres.")
+    p = sub.add_parser("demo", parents=[common], help="ingest a demo library and serve it (what `make demo` runs)",
+                       description="Build a demo library in SONICSORT_HOME/demo: your own music folder (--music), "
+                                   "else generated clips (not music). Ingest it, then serve the API under gunicorn "
+                                   "and print the URL and example curl calls. Uses Redis when one answers, else "
+                                   "an in-process cache (with a warning).")
+    p.add_argument("--music", nargs="+", metavar="DIR", help="music folder(s) to ingest instead of generated clips")
+    p.add_argument("--per-style", type=int, default=6, help="generated clips per style (default 6; 6 styles)")
+    p.add_argument("--port", type=int, default=None, help="port (default SONICSORT_PORT or 8000, else the next free one)")
+    p.add_argument("--workers", type=int, default=None, help="gunicorn workers (default SONICSORT_WEB_WORKERS or 2)")
+    p.add_argument("--no-serve", action="store_true", help="build and ingest the library, print a summary, exit")
     p.add_argument("--model", help="model bundle folder (default: SONICSORT_MODEL_DIR or the shipped model)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", parents=[common], help="serve the HTTP API under gunicorn",
+                       description="Serve the catalog in SONICSORT_HOME over HTTP (JSON API under /v1, /healthz, "
+                                   "/readyz, /metrics, /openapi.json, docs at /docs). Each worker loads the model "
+                                   "once; every worker follows catalog changes (ingest, uploads) before its next "
+                                   "query.")
+    p.add_argument("--host", default=None, help="address to listen on (default SONICSORT_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default SONICSORT_PORT or 8000)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default SONICSORT_WEB_WORKERS or 2)")
+    p.add_argument("--threads", type=int, default=None, help="threads per worker (default SONICSORT_WEB_THREADS or 4)")
+    p.add_argument("--backend", choices=["hnsw", "annoy", "exact"], default=None,
+                   help="default index backend (default SONICSORT_BACKEND or hnsw)")
+    p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    p.add_argument("--model", help="model bundle folder (default: SONICSORT_MODEL_DIR or the shipped model)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("train", parents=[common], help="train a genre model bundle",
                        description="Train the BiLSTM on train, early-stop on valid, score test (or valid) at track level.")

@@ -27,10 +27,22 @@ class Settings:
     # "refuse" (a clear error) or "reembed" (recompute them from the audio files)
     on_model_mismatch: str = "refuse"
     ingest_workers: int = 0  # 0: one per CPU core
+    # the HTTP API
+    api_key: str = ""  # when set, POST/DELETE /v1/tracks need it (X-API-Key or Authorization: Bearer)
+    max_upload_mb: float = 50.0  # larger uploads get 413
+    host: str = "127.0.0.1"
+    port: int = 8000
+    web_workers: int = 2  # gunicorn worker processes (each loads the model once)
+    web_threads: int = 4  # threads per worker
 
     @property
     def catalog_path(self) -> Path:
         return self.home / "catalog.sqlite3"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Where tracks added through the API keep their audio (the service owns these files)."""
+        return self.home / "uploads"
 
     def index_dir(self, backend: str | None = None) -> Path:
         return self.home / "index" / (backend or self.backend)
@@ -55,4 +67,5 @@ class Settings:
 
 
 # how each non-string field is read from its environment variable
-_FROM_ENV = {"home": Path, "model_dir": Path, "max_duration_s": float, "cache_ttl_s": int, "ingest_workers": int}
+_FROM_ENV = {"home": Path, "model_dir": Path, "max_duration_s": float, "cache_ttl_s": int, "ingest_workers": int,
+             "max_upload_mb": float, "port": int, "web_workers": int, "web_threads": int}

@@ -27,3 +27,9 @@ class ModelMismatch(RecommenderError):
     """The catalog's embeddings come from another model than the one loaded."""
 
     http_status = 409
+
+
+class NotReady(RecommenderError):
+    """The service is still loading its model and index, or failed to (the message says which)."""
+
+    http_status = 503

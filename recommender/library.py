@@ -57,6 +57,8 @@ class Library:
         self.cache = cache if cache is not None else PredictionCache(
             self.settings.redis_url or None, prefix=self.settings.cache_prefix, ttl_s=self.settings.cache_ttl_s)
         self._index = None
+        # save the index after reconciling it on open; server workers leave that to `serve`
+        self.persist_index = True
         self._index_generation = -1
         self._index_lock = threading.RLock()
         self._bundle_lock = threading.Lock()
@@ -150,7 +152,7 @@ class Library:
                 log.warning("rebuilding the %s index from the catalog: %s", self.backend, exc)
             else:
                 self._index = idx
-                self.reconcile(save=True)
+                self.reconcile(save=self.persist_index)
                 return self._index
         return self._build_index()
 
@@ -166,7 +168,10 @@ class Library:
             idx = create_index(self.backend, self.bundle.embedding_dim, METRIC)
         if hasattr(idx, "build"):
             idx.build()
-        idx.save(self.index_path, tag=self._tag())
+        if self.persist_index:
+            idx.save(self.index_path, tag=self._tag())
+        else:
+            idx.tag = self._tag()
         log.info("built the %s index from the catalog: %d tracks", self.backend, len(idx))
         return idx
 

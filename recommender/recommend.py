@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -282,14 +282,16 @@ class Recommender:
 
 
 # ---------------------------------------------------------------- export
-def to_m3u8(items: Sequence[Scored], *, relative_to: str | Path | None = None, title: str = "sonicsort") -> str:
-    """Extended M3U (UTF-8). Paths are relative to ``relative_to`` (the playlist's folder) when possible."""
+def to_m3u8(items: Sequence[Scored], *, relative_to: str | Path | None = None, title: str = "sonicsort",
+            locate: Callable[[Track], str] | None = None) -> str:
+    """Extended M3U (UTF-8). Paths are relative to ``relative_to`` (the playlist's folder) when
+    possible; ``locate`` gives each track's entry instead (e.g. its URL on the server)."""
     lines = ["#EXTM3U", f"#PLAYLIST:{title}"]
     base = Path(relative_to).resolve() if relative_to else None
     for s in items:
         t = s.track
-        path = t.path or ""
-        if base is not None and path:
+        path = locate(t) if locate is not None else (t.path or "")
+        if base is not None and path and locate is None:
             try:
                 path = os.path.relpath(path, base)
             except ValueError:  # another drive

@@ -1,0 +1,81 @@
+"""Operations: liveness, readiness, Prometheus metrics, the OpenAPI document and its docs page."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, jsonify, redirect, send_from_directory
+
+bp = Blueprint("ops", __name__)
+
+OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
+
+
+@functools.lru_cache(maxsize=1)
+def openapi_document() -> dict:
+    import yaml
+
+    from recommender import __version__
+
+    doc = yaml.safe_load(OPENAPI_FILE.read_text())
+    doc["info"]["version"] = __version__
+    return doc
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "alive"})
+
+
+@bp.get("/readyz")
+def readyz():
+    report = current_app.extensions["sonicsort"].readiness()
+    resp = jsonify(report)
+    if report["status"] not in ("ready", "degraded"):
+        resp.status_code = 503
+        resp.headers["Retry-After"] = "2"
+    return resp
+
+
+@bp.get("/metrics")
+def metrics():
+    body, ctype = current_app.extensions["sonicsort_metrics"].exposition(current_app.extensions["sonicsort"])
+    return Response(body, content_type=ctype)
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    import copy
+
+    doc = openapi_document()
+    service = current_app.extensions["sonicsort"]
+    if service.state == "ready":  # the loaded model's genres, so clients (and fuzzers) know them
+        doc = copy.deepcopy(doc)
+        doc["components"]["parameters"]["genre"]["schema"]["enum"] = list(service.bundle.genres)
+    return jsonify(doc)
+
+
+_DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>sonicsort API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/docs/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/docs/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui", deepLinking: true});</script>
+</body></html>
+"""
+
+
+@bp.get("/docs")
+@bp.get("/docs/")
+def docs():
+    # Swagger UI from the swagger-ui-bundle package: served by us, no CDN, works offline
+    return Response(_DOCS_PAGE, mimetype="text/html")
+
+
+@bp.get("/docs/<path:filename>")
+def docs_asset(filename: str):
+    from swagger_ui_bundle import swagger_ui_path
+
+    return send_from_directory(swagger_ui_path, filename, max_age=86400)

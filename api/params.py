@@ -1,0 +1,155 @@
+"""Parsing and validating request parameters: one clear 400 message per bad value.
+
+The limits here are the ones the OpenAPI document states (``api/openapi.yaml``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from flask import request
+
+from .errors import ApiError
+
+AUDIO_TYPES = ("application/octet-stream", "application/ogg")  # besides audio/*
+MAX_K = 100
+MAX_LIMIT = 200
+MAX_TEXT = 200
+
+
+def _bad(detail: str) -> ApiError:
+    return ApiError(400, detail)
+
+
+def int_value(name: str, value: Any, *, lo: int, hi: int) -> int:
+    if isinstance(value, bool):
+        raise _bad(f"{name} must be an integer, not {value!r}")
+    if isinstance(value, str):
+        try:
+            value = int(value.strip(), 10)
+        except ValueError:
+            raise _bad(f"{name} must be an integer, not {value!r}") from None
+    if not isinstance(value, int):
+        raise _bad(f"{name} must be an integer, not {value!r}")
+    if not lo <= value <= hi:
+        raise _bad(f"{name} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def float_value(name: str, value: Any, *, lo: float, hi: float) -> float:
+    if isinstance(value, bool):
+        raise _bad(f"{name} must be a number, not {value!r}")
+    try:
+        v = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise _bad(f"{name} must be a number, not {value!r}") from None
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise _bad(f"{name} must be between {lo:g} and {hi:g}, not {value!r}")
+    return v
+
+
+def choice_value(name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise _bad(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def text_value(name: str, value: Any, *, max_len: int = MAX_TEXT) -> str:
+    if not isinstance(value, str):
+        raise _bad(f"{name} must be a string, not {value!r}")
+    if len(value) > max_len:
+        raise _bad(f"{name} is longer than {max_len} characters")
+    if "\x00" in value:
+        raise _bad(f"{name} must not contain NUL characters")
+    return value
+
+
+def arg(name: str, kind: str = "str", default: Any = None, **limits: Any) -> Any:
+    """A query parameter, validated; ``default`` when absent or empty."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    return _convert(name, raw, kind, **limits)
+
+
+def field(body: Mapping[str, Any], name: str, kind: str = "str", default: Any = None, required: bool = False,
+          **limits: Any) -> Any:
+    """A JSON body field, validated."""
+    if name not in body or body[name] is None:
+        if required:
+            raise _bad(f"the body needs {name!r}")
+        return default
+    return _convert(name, body[name], kind, **limits)
+
+
+def _convert(name: str, value: Any, kind: str, **limits: Any) -> Any:
+    if kind == "int":
+        return int_value(name, value, **limits)
+    if kind == "float":
+        return float_value(name, value, **limits)
+    if kind == "choice":
+        return choice_value(name, value, limits["choices"])
+    return text_value(name, value, **limits)
+
+
+def similar_options(k_min: int = 1) -> dict[str, Any]:
+    """The ranking controls shared by /v1/predict and /v1/tracks/{id}/similar."""
+    from index import BACKENDS
+    from recommender.recommend import GENRE_MODES
+
+    return {
+        "k": arg("k", "int", 10, lo=k_min, hi=MAX_K),
+        "genre": arg("genre", max_len=100),
+        "genre_mode": arg("genre_mode", "choice", "any", choices=GENRE_MODES),
+        "backend": arg("backend", "choice", None, choices=tuple(BACKENDS)),
+        "boost_weight": arg("boost_weight", "float", 0.3, lo=0.0, hi=1.0),
+        "artist_cap": arg("artist_cap", "int", None, lo=1, hi=MAX_K),
+        "mmr_lambda": arg("mmr_lambda", "float", None, lo=0.0, hi=1.0),
+    }
+
+
+def json_body() -> dict[str, Any]:
+    if not request.is_json:
+        raise ApiError(415, "send a JSON object with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    return body
+
+
+def int_list(body: Mapping[str, Any], name: str, *, max_items: int = 50) -> list[int]:
+    value = body.get(name)
+    if not isinstance(value, list) or not value:
+        raise _bad(f"{name} must be a non-empty list of track ids")
+    if len(value) > max_items:
+        raise _bad(f"{name} holds more than {max_items} items")
+    return [int_value(f"{name}[{i}]", v, lo=1, hi=2**62) for i, v in enumerate(value)]
+
+
+def is_audio_type(mimetype: str | None) -> bool:
+    return bool(mimetype) and (mimetype.startswith("audio/") or mimetype in AUDIO_TYPES)
+
+
+def audio_upload() -> tuple[bytes, str | None]:
+    """The uploaded audio and its file name: a multipart field ``file``, or the raw body with
+    an audio content type. Other content types get 415; a missing or empty upload 400."""
+    ctype = request.mimetype
+    if ctype == "multipart/form-data":
+        f = request.files.get("file")
+        if f is None:
+            raise _bad("the multipart upload needs a field named 'file' holding the audio")
+        part = (f.mimetype or "").lower()
+        if part and not is_audio_type(part):
+            raise ApiError(415, f"{f.filename or 'the file'} is {part}, not audio; "
+                                f"send wav, flac, ogg, mp3 or au")
+        data, name = f.read(), f.filename or None
+    elif is_audio_type(ctype):
+        data, name = request.get_data(cache=False), None
+    else:
+        what = ctype or "no Content-Type"
+        raise ApiError(415, f"{what} is not audio: send the file as multipart field 'file', or the raw "
+                            f"bytes with an audio Content-Type (audio/mpeg, audio/wav, audio/flac, ...)")
+    if not data:
+        raise _bad("the upload is empty")
+    return data, name

@@ -1,0 +1,128 @@
+"""``sonicsort serve``: the app under gunicorn.
+
+The master process prepares the index once (opens it, reconciles it with the catalog,
+saves it) without loading TensorFlow, then forks the workers. Each worker builds its own
+app, so TensorFlow and the model load once per worker, after the fork; Annoy indexes are
+loaded with mmap, so the workers share their pages. Every worker notices catalog changes
+(an ingest, an upload answered by another worker) through the catalog's generation and
+brings its index in step before its next query.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from typing import Any, Callable
+
+from recommender.config import Settings
+
+log = logging.getLogger("sonicsort.serve")
+
+
+def prepare_index(settings: Settings) -> int:
+    """Open, reconcile and save the index in this process (no model needed unless the catalog is empty)."""
+    from recommender.library import Library
+
+    lib = Library(settings)
+    try:
+        n = len(lib.catalog)
+        if n:
+            lib.index  # noqa: B018 - loads or rebuilds, reconciles, saves
+        return n
+    finally:
+        lib.close()
+
+
+def check_port_free(host: str, port: int) -> None:
+    from recommender.errors import BadRequest
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise BadRequest(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port") from None
+
+
+def _announce_when_ready(url: str, banner: Callable[[], str], timeout_s: float = 300.0) -> None:
+    def poll() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        print(banner(), file=sys.stderr, flush=True)
+                        return
+            except Exception:
+                pass
+            time.sleep(0.5)
+        print(f"sonicsort: not ready after {timeout_s:.0f} s; see {url}/readyz", file=sys.stderr, flush=True)
+
+    threading.Thread(target=poll, daemon=True, name="sonicsort-announce").start()
+
+
+def serve(settings: Settings, *, workers: int | None = None, threads: int | None = None,
+          banner: Callable[[str], str] | None = None, access_log: bool = False) -> int:
+    """Run gunicorn in the foreground until it is stopped (Ctrl-C, SIGTERM)."""
+    from gunicorn.app.base import BaseApplication
+
+    host, port = settings.host, settings.port
+    check_port_free(host, port)
+    n = prepare_index(settings)
+    log.info("catalog: %d tracks; index %s ready on disk", n, settings.backend)
+
+    # metrics from every worker, summed on /metrics (prometheus_client's multiprocess mode)
+    metrics_dir = tempfile.mkdtemp(prefix="sonicsort-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    for f, v in settings.to_dict().items():  # workers build their Settings from the environment
+        if v not in ("None", ""):
+            os.environ[f"SONICSORT_{f.upper()}"] = v
+
+    url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
+    if banner is not None:
+        _announce_when_ready(url, lambda: banner(url))
+
+    def child_exit(server, worker) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+    options: dict[str, Any] = {
+        "bind": f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
+        "workers": workers or settings.web_workers,
+        "threads": threads or settings.web_threads,
+        "worker_class": "gthread",
+        "timeout": 120,  # a worker loads TensorFlow in the background; requests stay short
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "accesslog": "-" if access_log else None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "child_exit": child_exit,
+        "proc_name": "sonicsort",
+    }
+
+    class App(BaseApplication):
+        def load_config(self) -> None:
+            for k, v in options.items():
+                if v is not None:
+                    self.cfg.set(k, v)
+
+        def load(self):
+            from . import create_app
+
+            return create_app({"PERSIST_INDEX": False})
+
+    try:
+        App().run()
+    finally:
+        import shutil
+
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0

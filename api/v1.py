@@ -1,0 +1,177 @@
+"""The ``/v1`` JSON API: parse and validate, call the ``Service`` facade, serialise."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+
+from . import params as P
+from .errors import ApiError
+
+bp = Blueprint("v1", __name__, url_prefix="/v1")
+
+
+def service():
+    return current_app.extensions["sonicsort"]
+
+
+# ---------------------------------------------------------------- serialising
+def track_json(t) -> dict[str, Any]:
+    d = t.to_dict()
+    d.pop("path", None)
+    d.pop("paths", None)  # server file paths are the server's business; players use audio_url
+    d["audio_url"] = url_for("v1.track_audio", track_id=t.id)
+    return d
+
+
+def scored_json(items) -> list[dict[str, Any]]:
+    out = []
+    for i, s in enumerate(items):
+        d = track_json(s.track)
+        d.pop("probabilities", None)
+        d.update(position=i + 1, similarity=round(s.similarity, 6), genre_agreement=round(s.genre_agreement, 6),
+                 score=round(s.score, 6))
+        out.append(d)
+    return out
+
+
+def m3u8_response(items, name: str) -> Response:
+    from recommender.recommend import to_m3u8
+
+    base = request.host_url.rstrip("/")
+    text = to_m3u8(items, title=name, locate=lambda t: base + url_for("v1.track_audio", track_id=t.id))
+    resp = Response(text, mimetype="audio/x-mpegurl")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{name}.m3u8"'
+    return resp
+
+
+def wants_m3u8() -> bool:
+    fmt = P.arg("format", "choice", None, choices=("json", "m3u8"))
+    if fmt:
+        return fmt == "m3u8"
+    best = request.accept_mimetypes.best_match(["application/json", "audio/x-mpegurl", "application/vnd.apple.mpegurl"])
+    return best in ("audio/x-mpegurl", "application/vnd.apple.mpegurl")
+
+
+def require_key() -> None:
+    """Writes need ``SONICSORT_API_KEY`` when one is set: 401 without a key, 403 with a wrong one."""
+    key = service().settings.api_key
+    if not key:
+        return
+    given = request.headers.get("X-API-Key")
+    auth = request.headers.get("Authorization", "")
+    if given is None and auth[:7].lower() == "bearer ":
+        given = auth[7:].strip()
+    if not given:
+        raise ApiError(401, "this server needs an API key for changes: send X-API-Key or Authorization: Bearer",
+                       {"WWW-Authenticate": 'Bearer realm="sonicsort"'})
+    if not hmac.compare_digest(given.encode(), key.encode()):
+        raise ApiError(403, "the API key is wrong")
+
+
+# ---------------------------------------------------------------- predict
+@bp.post("/predict")
+def predict():
+    opts = P.similar_options(k_min=0)
+    data, _ = P.audio_upload()
+    out = service().predict(data, **opts)
+    pred = out["prediction"]
+    current_app.extensions["sonicsort_metrics"].predictions.labels("hit" if out["cached"] else "miss").inc()
+    body = pred.to_dict(with_embedding=False)
+    body.update(sha256=out["sha256"], cached=out["cached"], track_id=out["track_id"], backend=out["backend"],
+                similar=scored_json(out["similar"]))
+    return jsonify(body)
+
+
+# ---------------------------------------------------------------- tracks
+@bp.get("/tracks")
+def list_tracks():
+    text = P.arg("q", max_len=P.MAX_TEXT)
+    genre = P.arg("genre", max_len=100)
+    limit = P.arg("limit", "int", 50, lo=1, hi=P.MAX_LIMIT)
+    after = P.arg("cursor", "int", 0, lo=0, hi=2**62)
+    tracks, next_after = service().search(text, genre=genre, after_id=after, limit=limit)
+    nxt = str(next_after) if next_after is not None else None
+    return jsonify({"items": [track_json(t) for t in tracks], "next_cursor": nxt,
+                    "next": url_for("v1.list_tracks", **{**request.args, "cursor": nxt}) if nxt else None})
+
+
+@bp.get("/tracks/<int:track_id>")
+def get_track(track_id: int):
+    return jsonify(track_json(service().track(track_id)))
+
+
+@bp.get("/tracks/<int:track_id>/similar")
+def similar(track_id: int):
+    opts = P.similar_options()
+    items = service().similar_to_track(track_id, **opts)
+    return jsonify({"track_id": track_id, "items": scored_json(items)})
+
+
+@bp.get("/tracks/<int:track_id>/audio")
+def track_audio(track_id: int):
+    import mimetypes
+
+    path = service().audio_file(track_id)
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    # conditional: ETag/Last-Modified and HTTP range requests (206), which players use to seek
+    return send_file(path, mimetype=mime, conditional=True, etag=True, max_age=3600)
+
+
+@bp.post("/tracks")
+def add_track():
+    require_key()
+    form = request.form if request.mimetype == "multipart/form-data" else request.args
+    tags = {k: P.text_value(k, form[k], max_len=500) for k in ("title", "artist", "album") if form.get(k)}
+    data, filename = P.audio_upload()
+    track, created = service().add_track(data, filename=filename, **tags)
+    resp = jsonify(track_json(track))
+    resp.status_code = 201 if created else 200
+    resp.headers["Location"] = url_for("v1.get_track", track_id=track.id)
+    return resp
+
+
+@bp.delete("/tracks/<int:track_id>")
+def delete_track(track_id: int):
+    require_key()
+    service().delete_track(track_id)
+    return "", 204
+
+
+# ---------------------------------------------------------------- playlists and paths
+@bp.post("/playlists")
+def playlist():
+    m3u = wants_m3u8()
+    body = P.json_body()
+    seeds = P.int_list(body, "seeds")
+    length = P.field(body, "length", "int", required=True, lo=1, hi=1000)
+    genres = body.get("genres")
+    if genres is not None and (not isinstance(genres, list) or not all(isinstance(g, str) for g in genres)):
+        raise ApiError(400, "genres must be a list of genre names")
+    artist_cap = P.field(body, "artist_cap", "int", 2, lo=1, hi=1000)
+    centre_weight = P.field(body, "centre_weight", "float", 0.5, lo=0.0, hi=1.0)
+    items = service().playlist(seeds, length, genres=genres or None, artist_cap=artist_cap, centre_weight=centre_weight)
+    if m3u:
+        return m3u8_response(items, "sonicsort-playlist")
+    return jsonify({"seeds": seeds, "length": len(items), "items": scored_json(items)})
+
+
+@bp.post("/paths")
+def path():
+    m3u = wants_m3u8()
+    body = P.json_body()
+    start = P.field(body, "from", "int", required=True, lo=1, hi=2**62)
+    end = P.field(body, "to", "int", required=True, lo=1, hi=2**62)
+    length = P.field(body, "length", "int", required=True, lo=2, hi=1000)
+    items = service().path(start, end, length)
+    if m3u:
+        return m3u8_response(items, "sonicsort-path")
+    return jsonify({"from": start, "to": end, "length": len(items), "items": scored_json(items)})
+
+
+@bp.get("/genres")
+def genres():
+    svc = service()
+    return jsonify({"model_version": svc.bundle.version, "genres": svc.genres()})
