@@ -52,7 +52,10 @@ def openapi_json():
     service = current_app.extensions["sonicsort"]
     if service.state == "ready":  # the loaded model's genres, so clients (and fuzzers) know them
         doc = copy.deepcopy(doc)
-        doc["components"]["parameters"]["genre"]["schema"]["enum"] = list(service.bundle.genres)
+        genres = list(service.bundle.genres)
+        doc["components"]["parameters"]["genre"]["schema"]["enum"] = genres
+        body = doc["paths"]["/v1/playlists"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        body["properties"]["genres"]["items"]["enum"] = genres
     return jsonify(doc)
 
 

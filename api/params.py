@@ -6,6 +6,7 @@ The limits here are the ones the OpenAPI document states (``api/openapi.yaml``).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Mapping, Sequence
 
 from flask import request
@@ -16,6 +17,8 @@ AUDIO_TYPES = ("application/octet-stream", "application/ogg")  # besides audio/*
 MAX_K = 100
 MAX_LIMIT = 200
 MAX_TEXT = 200
+_INT = re.compile(r"-?[0-9]{1,19}")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def _bad(detail: str) -> ApiError:
@@ -26,10 +29,9 @@ def int_value(name: str, value: Any, *, lo: int, hi: int) -> int:
     if isinstance(value, bool):
         raise _bad(f"{name} must be an integer, not {value!r}")
     if isinstance(value, str):
-        try:
-            value = int(value.strip(), 10)
-        except ValueError:
-            raise _bad(f"{name} must be an integer, not {value!r}") from None
+        if not _INT.fullmatch(value):  # strict: no spaces, signs, underscores or exponents
+            raise _bad(f"{name} must be an integer, not {value!r}")
+        value = int(value, 10)
     if not isinstance(value, int):
         raise _bad(f"{name} must be an integer, not {value!r}")
     if not lo <= value <= hi:
@@ -40,10 +42,11 @@ def int_value(name: str, value: Any, *, lo: int, hi: int) -> int:
 def float_value(name: str, value: Any, *, lo: float, hi: float) -> float:
     if isinstance(value, bool):
         raise _bad(f"{name} must be a number, not {value!r}")
-    try:
-        v = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        raise _bad(f"{name} must be a number, not {value!r}") from None
+    if isinstance(value, str) and not _FLOAT.fullmatch(value):
+        raise _bad(f"{name} must be a number, not {value!r}")
+    if not isinstance(value, (str, int, float)):
+        raise _bad(f"{name} must be a number, not {value!r}")
+    v = float(value)
     if not math.isfinite(v) or not lo <= v <= hi:
         raise _bad(f"{name} must be between {lo:g} and {hi:g}, not {value!r}")
     return v
@@ -65,12 +68,18 @@ def text_value(name: str, value: Any, *, max_len: int = MAX_TEXT) -> str:
     return value
 
 
-def arg(name: str, kind: str = "str", default: Any = None, **limits: Any) -> Any:
-    """A query parameter, validated; ``default`` when absent or empty."""
-    raw = request.args.get(name)
-    if raw is None or raw == "":
+def arg(name: str, kind: str = "str", default: Any = None, *, empty_ok: bool = True, **limits: Any) -> Any:
+    """A query parameter, validated; ``default`` when absent (and, for text, when empty if ``empty_ok``)."""
+    values = request.args.getlist(name)
+    if not values:
         return default
-    return _convert(name, raw, kind, **limits)
+    if len(values) > 1:
+        raise _bad(f"{name} is given {len(values)} times; give it once")
+    if values[0] == "" and kind == "str":
+        if empty_ok:
+            return default
+        raise _bad(f"{name} is empty")
+    return _convert(name, values[0], kind, **limits)
 
 
 def field(body: Mapping[str, Any], name: str, kind: str = "str", default: Any = None, required: bool = False,
@@ -100,7 +109,7 @@ def similar_options(k_min: int = 1) -> dict[str, Any]:
 
     return {
         "k": arg("k", "int", 10, lo=k_min, hi=MAX_K),
-        "genre": arg("genre", max_len=100),
+        "genre": arg("genre", max_len=100, empty_ok=False),
         "genre_mode": arg("genre_mode", "choice", "any", choices=GENRE_MODES),
         "backend": arg("backend", "choice", None, choices=tuple(BACKENDS)),
         "boost_weight": arg("boost_weight", "float", 0.3, lo=0.0, hi=1.0),

@@ -89,9 +89,9 @@ def predict():
 @bp.get("/tracks")
 def list_tracks():
     text = P.arg("q", max_len=P.MAX_TEXT)
-    genre = P.arg("genre", max_len=100)
+    genre = P.arg("genre", max_len=100, empty_ok=False)
     limit = P.arg("limit", "int", 50, lo=1, hi=P.MAX_LIMIT)
-    after = P.arg("cursor", "int", 0, lo=0, hi=2**62)
+    after = P.arg("cursor", "int", 0, lo=0, hi=10**18 - 1)
     tracks, next_after = service().search(text, genre=genre, after_id=after, limit=limit)
     nxt = str(next_after) if next_after is not None else None
     return jsonify({"items": [track_json(t) for t in tracks], "next_cursor": nxt,
@@ -123,7 +123,7 @@ def track_audio(track_id: int):
 @bp.post("/tracks")
 def add_track():
     require_key()
-    form = request.form if request.mimetype == "multipart/form-data" else request.args
+    form = request.form if request.mimetype == "multipart/form-data" else {}
     tags = {k: P.text_value(k, form[k], max_len=500) for k in ("title", "artist", "album") if form.get(k)}
     data, filename = P.audio_upload()
     track, created = service().add_track(data, filename=filename, **tags)

@@ -226,6 +226,8 @@ class Catalog:
             track_id = int(track_id)
         except (TypeError, ValueError):
             raise UnknownTrack(f"unknown track {track_id!r}") from None
+        if not 0 < track_id < 2**63:  # SQLite's integers are 64-bit
+            raise UnknownTrack(f"unknown track {track_id}")
         cols = _COLS + (", embedding" if with_embedding else "")
         rows = self._q(f"SELECT {cols} FROM tracks WHERE id=?", (track_id,))
         if not rows:
@@ -234,7 +236,7 @@ class Catalog:
         return self._row_to_track(rows[0][:11], paths, rows[0][11] if with_embedding else None)
 
     def get_many(self, track_ids: Iterable[int]) -> dict[int, Track]:
-        ids = [int(i) for i in track_ids]
+        ids = [i for i in map(int, track_ids) if 0 < i < 2**63]
         out: dict[int, Track] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
