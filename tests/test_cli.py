@@ -85,9 +85,16 @@ def test_train_then_evaluate_from_the_command_line(toy_dataset, tmp_path):
     assert "balanced accuracy" in p.stdout and "baseline logistic_regression" in p.stdout
 
 
-def test_demo(tmp_path):
-    p = run("demo", home=tmp_path)
-    assert "sonicsort demo: model" in p.stdout and (tmp_path / "demo-clips").is_dir()
+def test_demo_builds_and_ingests_a_library(tmp_path):
+    p = run("demo", "--no-serve", "--per-style", "2", home=tmp_path)
+    assert "sonicsort demo: 12 tracks from" in p.stdout and "predicted genres:" in p.stdout
+    assert len(list((tmp_path / "demo" / "generated").rglob("*.flac"))) == 12
+    assert (tmp_path / "demo" / "catalog.sqlite3").is_file() and (tmp_path / "demo" / "index" / "hnsw").is_dir()
+    p = run("demo", "--no-serve", "--per-style", "2", "--json", home=tmp_path)  # again: nothing new to do
+    d = json.loads(p.stdout)
+    assert d["tracks"] == 12 and d["ingest"]["unchanged"] == 12 and d["ingest"]["added"] == 0
+    p = run("demo", "--no-serve", "--music", tmp_path / "nowhere", home=tmp_path, check=False)
+    assert one_line_error(p)
 
 
 def test_bench_ann_on_tiny_datasets(tmp_path):

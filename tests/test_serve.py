@@ -1,0 +1,108 @@
+"""`sonicsort serve`: gunicorn with two worker processes over a real catalog, through HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import GENRES, write_clip
+from recommender.cache import PredictionCache
+from recommender.config import Settings
+from recommender.ingest import ingest
+from recommender.library import Library
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_get(url: str, **kw):
+    """A new connection each time, so gunicorn may hand it to either worker."""
+    with requests.Session() as s:
+        s.headers["Connection"] = "close"
+        return s.get(url, timeout=30, **kw)
+
+
+@pytest.fixture
+def served(tmp_path, tiny_bundle, redis_url, cache_prefix):
+    music = tmp_path / "music"
+    for i in range(12):
+        write_clip(music / f"t{i:02d}.wav", GENRES[i % 3], seconds=2.0, seed=900 + i)
+    home = tmp_path / "home"
+    lib = Library(Settings(home=home), bundle=tiny_bundle, cache=PredictionCache(None))
+    assert ingest(lib, [music], workers=0).added == 12
+    lib.close()
+    port = free_port()
+    env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_MODEL_DIR": str(tiny_bundle.directory),
+           "SONICSORT_REDIS_URL": redis_url, "SONICSORT_CACHE_PREFIX": cache_prefix, "SONICSORT_API_KEY": "k",
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "recommender.cli", "serve", "--port", str(port), "--workers", "2",
+                             "--threads", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    ready = 0
+    while ready < 6 and time.monotonic() < deadline:  # several fresh connections: both workers ready
+        try:
+            ready = ready + 1 if fresh_get(url + "/readyz").status_code == 200 else 0
+        except requests.ConnectionError:
+            assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    assert ready >= 6, "gunicorn did not get ready"
+    yield url, proc, env, tmp_path
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_serve_two_workers_follow_catalog_changes(served):
+    url, proc, env, tmp = served
+    for _ in range(20):
+        body = fresh_get(url + "/readyz").json()
+        assert body["status"] == "ready"
+    # an upload answered by one worker is in every worker's index before its next query
+    data = write_clip(tmp / "new.wav", "chirp", seconds=2.0, seed=4040).read_bytes()
+    r = requests.post(url + "/v1/tracks", data=data, headers={"Content-Type": "audio/wav", "X-API-Key": "k"}, timeout=30)
+    assert r.status_code == 201, r.text
+    new_id = r.json()["id"]
+    for _ in range(12):
+        items = fresh_get(url + "/v1/tracks/1/similar?k=12").json()["items"]
+        assert new_id in [s["id"] for s in items]
+    # so is a track ingested by another process while the server runs
+    extra = write_clip(tmp / "more" / "late.wav", "drone", seconds=2.0, seed=5050)
+    p = subprocess.run([sys.executable, "-m", "recommender.cli", "ingest", str(extra.parent), "--workers", "0", "--json"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    late = fresh_get(url + "/v1/tracks?q=late").json()["items"]
+    assert len(late) == 1
+    for _ in range(12):
+        items = fresh_get(url + "/v1/tracks/1/similar?k=13").json()["items"]
+        assert late[0]["id"] in [s["id"] for s in items]
+    # /metrics sums over both workers
+    for _ in range(6):
+        m = fresh_get(url + "/metrics").text
+        total = sum(float(line.rsplit(" ", 1)[1]) for line in m.splitlines()
+                    if line.startswith('sonicsort_http_requests_total{') and '/similar' in line)
+        assert total >= 24
+        assert "pid=" not in [l for l in m.splitlines() if l.startswith("sonicsort_http_requests_total")][0]
+    # SIGTERM: a clean stop
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def test_serve_refuses_a_busy_port(served):
+    url, proc, env, tmp = served
+    port = url.rsplit(":", 1)[1]
+    p = subprocess.run([sys.executable, "-m", "recommender.cli", "serve", "--port", port], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in p.stderr
