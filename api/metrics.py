@@ -49,8 +49,11 @@ class Metrics:
         def _observe(resp: Response):
             t0 = g.pop("_t0", None)
             if t0 is not None:
+                elapsed = time.perf_counter() - t0
+                # the time spent in the app, for clients and benchmarks (W3C Server-Timing)
+                resp.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.3f}"
                 route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-                self.latency.labels(request.method, route).observe(time.perf_counter() - t0)
+                self.latency.labels(request.method, route).observe(elapsed)
                 self.requests.labels(request.method, route, str(resp.status_code)).inc()
                 if t0 - self._states_at > 1.0:  # every worker reports its own state, once a second at most
                     self._states_at = t0

@@ -18,30 +18,33 @@ def service():
 
 
 # ---------------------------------------------------------------- serialising
+def audio_url(track_id: int) -> str:
+    # what url_for("v1.track_audio") gives, without its cost on every item of every answer
+    return f"{request.script_root}/v1/tracks/{track_id}/audio"
+
+
 def track_json(t) -> dict[str, Any]:
     d = t.to_dict()
     d.pop("path", None)
     d.pop("paths", None)  # server file paths are the server's business; players use audio_url
-    d["audio_url"] = url_for("v1.track_audio", track_id=t.id)
+    d["audio_url"] = audio_url(t.id)
     return d
 
 
 def scored_json(items) -> list[dict[str, Any]]:
-    out = []
-    for i, s in enumerate(items):
-        d = track_json(s.track)
-        d.pop("probabilities", None)
-        d.update(position=i + 1, similarity=round(s.similarity, 6), genre_agreement=round(s.genre_agreement, 6),
-                 score=round(s.score, 6))
-        out.append(d)
-    return out
+    """Ranked tracks: the track's tags and why it is here (similarity, genre agreement, score)."""
+    return [{"position": i + 1, "id": s.track.id, "title": s.track.title, "artist": s.track.artist,
+             "album": s.track.album, "genre": s.track.genre, "duration_s": round(s.track.duration_s, 3),
+             "similarity": round(s.similarity, 6), "genre_agreement": round(s.genre_agreement, 6),
+             "score": round(s.score, 6), "audio_url": audio_url(s.track.id)}
+            for i, s in enumerate(items)]
 
 
 def m3u8_response(items, name: str) -> Response:
     from recommender.recommend import to_m3u8
 
     base = request.host_url.rstrip("/")
-    text = to_m3u8(items, title=name, locate=lambda t: base + url_for("v1.track_audio", track_id=t.id))
+    text = to_m3u8(items, title=name, locate=lambda t: base + audio_url(t.id))
     resp = Response(text, mimetype="audio/x-mpegurl")
     resp.headers["Content-Disposition"] = f'attachment; filename="{name}.m3u8"'
     return resp

@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -103,13 +104,19 @@ class PredictionCache:
     ``url="memory://"`` keeps predictions in this process (see ``MemoryStore``)."""
 
     def __init__(self, url: str | None, *, prefix: str = "sonicsort:", ttl_s: int = 30 * 86400,
-                 retry_s: float = 2.0, socket_timeout_s: float = 0.5) -> None:
+                 retry_s: float = 2.0, socket_timeout_s: float = 0.5, local_items: int = 1024) -> None:
+        if url and url.strip().lower() in ("none", "off", "disabled"):
+            url = None  # SONICSORT_REDIS_URL=none: no cache at all
         self.url, self.prefix, self.ttl_s, self.retry_s = url, prefix, int(ttl_s), retry_s
         self.hits = self.misses = self.errors = 0
         self._retry_at = 0.0
         self._degraded = False
         self._lock = threading.Lock()
         self._redis = None
+        # a small first level in this process: a prediction of the same bytes by the same model
+        # never changes, so it needs no invalidation, and a repeat skips the Redis round trip
+        self._local: "OrderedDict[str, Prediction]" = OrderedDict()
+        self._local_items = local_items if url else 0
         if url and url.startswith("memory://"):
             self._redis = MemoryStore()
         elif url:
@@ -169,11 +176,24 @@ class PredictionCache:
             return False
         return self._call(self._redis.ping) is True
 
+    def _remember(self, key: str, p: Prediction) -> None:
+        if self._local_items:
+            with self._lock:
+                self._local[key] = p
+                self._local.move_to_end(key)
+                while len(self._local) > self._local_items:
+                    self._local.popitem(last=False)
+
     def get(self, sha256: str, model_version: str) -> Prediction | None:
+        key = self.key(sha256, model_version)
+        p = self._local.get(key)
+        if p is not None:
+            self.hits += 1
+            return p
         if not self._usable():
             self.misses += 1
             return None
-        raw = self._call(self._redis.get, self.key(sha256, model_version))
+        raw = self._call(self._redis.get, key)
         if raw is _FAILED or raw is None:
             self.misses += 1
             return None
@@ -183,6 +203,7 @@ class PredictionCache:
             log.warning("ignoring an unreadable cache entry for %s", sha256)
             self.misses += 1
             return None
+        self._remember(key, p)
         self.hits += 1
         return p
 
@@ -209,6 +230,7 @@ class PredictionCache:
         return out
 
     def put(self, sha256: str, prediction: Prediction) -> bool:
+        self._remember(self.key(sha256, prediction.model_version), prediction)
         if not self._usable():
             return False
         out = self._call(self._redis.set, self.key(sha256, prediction.model_version),

@@ -118,7 +118,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         write_demo_library(folder, per_style=args.per_style)
         roots, source = [folder], f"{folder} (generated clips, not music)"
     if settings.redis_url and not settings.redis_url.startswith("memory://"):
-        if not PredictionCache(settings.redis_url).ping():
+        probe = PredictionCache(settings.redis_url)
+        if probe.enabled and not probe.ping():
             log.warning("no Redis answers at %s: predictions are cached in each server process's memory "
                         "instead (lost at exit, not shared); start redis-server for the real cache",
                         settings.redis_url)

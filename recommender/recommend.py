@@ -49,7 +49,12 @@ class Scored:
 
 
 def genre_agreement(p: dict[str, float], q: dict[str, float]) -> float:
-    return float(sum(math.sqrt(max(p.get(g, 0.0), 0.0) * max(v, 0.0)) for g, v in q.items()))
+    total = 0.0
+    for g, v in q.items():
+        pv = p.get(g)
+        if pv is not None and pv > 0.0 and v > 0.0:
+            total += math.sqrt(pv * v)
+    return total
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -267,7 +267,7 @@ def test_cache_hit_is_exact_and_counted(tmp_path, make_library, redis_url, cache
 def test_cache_survives_redis_stopping_and_reconnects(tmp_path, tiny_bundle, private_redis, caplog):
     clip = write_clip(tmp_path / "c.wav", "drone", seconds=2.0).read_bytes()
     other = write_clip(tmp_path / "d.wav", "clicks", seconds=2.0).read_bytes()
-    cache = PredictionCache(private_redis.url, prefix="t:", retry_s=0.3)
+    cache = PredictionCache(private_redis.url, prefix="t:", retry_s=0.3, local_items=0)  # the Redis level alone
     lib = Library(Settings(home=tmp_path / "home"), bundle=tiny_bundle, cache=cache)
     lib.predict_bytes(clip)
     assert lib.predict_bytes(clip)[2] is True

@@ -1,0 +1,278 @@
+"""Load benchmark of the HTTP API under gunicorn (`sonicsort serve`) on this machine.
+
+    python benchmarks/api_load.py [--data ../shared/data] [--pad 10000] [--clients 32] [--seconds 20]
+                                  [--workers 2 --threads 8] [--client auto|wrk|python]
+                                  [--out benchmarks/results/api-load.json]
+
+1. Builds a catalog in a temporary home: the data folder's real tracks (ingested, cache off),
+   plus ``--pad`` synthetic tracks (random unit embeddings) so the index has a realistic size.
+2. Starts ``sonicsort serve`` and waits until ``/readyz`` answers 200 on every worker.
+3. ``/v1/tracks/{id}/similar?k=10`` with ``--clients`` concurrent keep-alive clients for
+   ``--seconds`` (random catalog ids): requests/s, p50/p90/p99 latency, errors. With wrk
+   installed (Debian's ``wrk``) it drives the load, else a Python thread pool does.
+4. ``/v1/predict?k=10``, one client: each real file once (a cache miss: decode, features,
+   model, search) and again (a Redis hit: search only): median and p99 of each, and the
+   ratio of the medians.
+
+Targets (issue 6): /similar p99 under 50 ms at 32 clients; a /predict hit at least 50× faster
+than a miss. The machine is shared and noisy: figures from one run are compared with each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+AUDIO = (".ogg", ".wav", ".flac", ".mp3", ".au")
+
+
+def pct(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_catalog(home: Path, data: str | None, pad: int, env: dict) -> tuple[list[int], list[Path]]:
+    import numpy as np
+
+    files: list[Path] = []
+    if data:
+        files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in AUDIO)
+        p = subprocess.run([sys.executable, "-m", "recommender.cli", "ingest", data, "--json"],
+                           env={**env, "SONICSORT_REDIS_URL": "none"}, capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"ingest failed: {p.stderr[-2000:]}")
+    from recommender.catalog import Catalog, NewTrack
+
+    cat = Catalog(home / "catalog.sqlite3")
+    version = cat.model_version
+    if version is None:
+        from embedding import ModelBundle
+
+        version = ModelBundle.load(None).version
+    dim = next(iter(cat.vectors(cat.ids()[:1].tolist()).values())).shape[0] if len(cat) else 128
+    genres = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
+    rng = np.random.default_rng(0)
+    batch = []
+    for i in range(pad):
+        v = rng.normal(size=dim).astype(np.float32)
+        v /= np.linalg.norm(v)
+        probs = rng.dirichlet(np.ones(len(genres)))
+        g = genres[int(np.argmax(probs))]
+        batch.append(NewTrack(path=f"/synthetic/{i}.wav", size=0, mtime_ns=0, sha256=f"synthetic-{i:08d}",
+                              title=f"Synthetic {i}", artist=f"Artist {i % 997}", album=None, duration_s=30.0,
+                              genre=g, probabilities={k: float(p) for k, p in zip(genres, probs)}, embedding=v,
+                              model_version=version))
+        if len(batch) == 2000 or i == pad - 1:
+            cat.add(batch)
+            batch = []
+    ids = cat.ids().tolist()
+    cat.close()
+    return ids, files
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    import urllib.request
+
+    deadline, ok = time.monotonic() + timeout_s, 0
+    while ok < 8:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit("the server did not get ready")
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+                ok = ok + 1 if r.status == 200 else 0
+        except Exception:
+            ok = 0
+        time.sleep(0.25)
+
+
+def load_python(host: str, port: int, ids: list[int], clients: int, seconds: float) -> dict:
+    lat: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(n: int) -> None:
+        rnd = random.Random(n)
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        while time.monotonic() < stop:
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", f"/v1/tracks/{rnd.choice(ids)}/similar?k=10")
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    errors[n] += 1
+            except Exception:
+                errors[n] += 1
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=30)
+                continue
+            lat[n].append((time.perf_counter() - t0) * 1000)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    all_lat = [x for lst in lat for x in lst]
+    return {"client": "python threads", "requests": len(all_lat), "errors": sum(errors),
+            "requests_per_s": round(len(all_lat) / wall, 1), "p50_ms": round(pct(all_lat, 50), 2),
+            "p90_ms": round(pct(all_lat, 90), 2), "p99_ms": round(pct(all_lat, 99), 2),
+            "max_ms": round(max(all_lat), 2)}
+
+
+WRK_SCRIPT = """
+local ids = {%s}
+math.randomseed(7)
+request = function()
+  return wrk.format("GET", "/v1/tracks/" .. ids[math.random(#ids)] .. "/similar?k=10")
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {\\"requests\\": %%d, \\"errors\\": %%d, \\"non2xx\\": %%d, \\"p50_us\\": %%d, \\"p90_us\\": %%d, \\"p99_us\\": %%d, \\"max_us\\": %%d, \\"duration_us\\": %%d}\\n",
+    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    summary.duration))
+end
+"""
+
+
+def load_wrk(url: str, ids: list[int], clients: int, seconds: float, tmp: Path) -> dict:
+    script = tmp / "similar.lua"
+    script.write_text(WRK_SCRIPT % ",".join(map(str, ids)))
+    p = subprocess.run(["wrk", "-t", "2", "-c", str(clients), "-d", f"{int(seconds)}s", "-s", str(script), url],
+                       capture_output=True, text=True)
+    line = next((l for l in p.stdout.splitlines() if l.startswith("JSON ")), None)
+    if line is None:
+        sys.exit(f"wrk failed: {p.stdout}\n{p.stderr}")
+    d = json.loads(line[5:])
+    return {"client": "wrk (2 threads)", "requests": d["requests"], "errors": d["errors"] + d["non2xx"],
+            "requests_per_s": round(d["requests"] / (d["duration_us"] / 1e6), 1),
+            "p50_ms": round(d["p50_us"] / 1000, 2), "p90_ms": round(d["p90_us"] / 1000, 2),
+            "p99_ms": round(d["p99_us"] / 1000, 2), "max_ms": round(d["max_us"] / 1000, 2)}
+
+
+def predict_hit_miss(host: str, port: int, files: list[Path], k: int = 10) -> dict:
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    miss, hit, errors = [], [], 0
+    server = {"miss": [], "hit": []}  # the app's own time (Server-Timing), without HTTP and upload
+    for f in files:
+        data = f.read_bytes()
+        for kind in ("miss", "hit"):
+            t0 = time.perf_counter()
+            conn.request("POST", f"/v1/predict?k={k}", body=data, headers={"Content-Type": "application/octet-stream"})
+            r = conn.getresponse()
+            body = r.read()
+            ms = (time.perf_counter() - t0) * 1000
+            if r.status != 200:
+                errors += 1
+                continue
+            cached = json.loads(body)["cached"]
+            if cached != (kind == "hit"):
+                errors += 1
+                continue
+            (hit if cached else miss).append(ms)
+            timing = r.getheader("Server-Timing", "")
+            if "dur=" in timing:
+                server["hit" if cached else "miss"].append(float(timing.split("dur=")[1].split(",")[0]))
+    return {"files": len(files), "errors": errors,
+            "miss_p50_ms": round(statistics.median(miss), 2), "miss_p99_ms": round(pct(miss, 99), 2),
+            "hit_p50_ms": round(statistics.median(hit), 2), "hit_p99_ms": round(pct(hit, 99), 2),
+            "hit_speedup": round(statistics.median(miss) / statistics.median(hit), 1),
+            "server_miss_p50_ms": round(statistics.median(server["miss"]), 3),
+            "server_hit_p50_ms": round(statistics.median(server["hit"]), 3),
+            "server_hit_speedup": round(statistics.median(server["miss"]) / statistics.median(server["hit"]), 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="a folder of real audio (e.g. ../shared/data); default: generated clips")
+    ap.add_argument("--pad", type=int, default=10_000, help="synthetic catalog tracks added (default 10000)")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--predict-files", type=int, default=60, help="real files for the /predict hit/miss run")
+    ap.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
+    ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="sonicsort-load-"))
+    home = tmp / "home"
+    data = args.data
+    if not data:
+        from recommender.demo import write_demo_library
+
+        data = str(tmp / "clips")
+        write_demo_library(Path(data), per_style=10, seconds=30.0)
+    env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_CACHE_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
+           "SONICSORT_REDIS_URL": args.redis}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = None
+    try:
+        t0 = time.perf_counter()
+        ids, files = build_catalog(home, data, args.pad, env)
+        print(f"catalog: {len(ids)} tracks ({len(files)} real, {args.pad} synthetic) in {time.perf_counter() - t0:.1f} s",
+              file=sys.stderr)
+        proc = subprocess.Popen([sys.executable, "-m", "recommender.cli", "serve", "--port", str(port),
+                                 "--workers", str(args.workers), "--threads", str(args.threads)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_ready(url, proc)
+        use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+        # warm both workers' caches of catalog rows and index pages, not measured
+        load_python("127.0.0.1", port, ids, 4, 2.0)
+        similar = (load_wrk(url, ids, args.clients, args.seconds, tmp) if use_wrk
+                   else load_python("127.0.0.1", port, ids, args.clients, args.seconds))
+        similar["clients"] = args.clients
+        similar["seconds"] = args.seconds
+        print(f"/similar: {similar}", file=sys.stderr)
+        pred = predict_hit_miss("127.0.0.1", port, files[: args.predict_files])
+        print(f"/predict: {pred}", file=sys.stderr)
+        # the prediction alone (k=0, no recommendations), on files not asked before
+        pred0 = predict_hit_miss("127.0.0.1", port, files[args.predict_files: 2 * args.predict_files], k=0)
+        print(f"/predict?k=0: {pred0}", file=sys.stderr)
+        result = {
+            "machine": {"cpus": os.cpu_count()}, "server": {"workers": args.workers, "threads": args.threads,
+                                                           "backend": "hnsw"},
+            "catalog_tracks": len(ids), "real_tracks": len(files),
+            "similar": similar, "predict": pred, "predict_k0": pred0,
+            "targets": {"similar_p99_under_50ms": similar["p99_ms"] < 50 and similar["errors"] == 0,
+                        "predict_hit_50x_faster": pred["hit_speedup"] >= 50 and pred["errors"] == 0,
+                        "predict_hit_50x_faster_in_the_app": pred["server_hit_speedup"] >= 50},
+        }
+        text = json.dumps(result, indent=1)
+        print(text)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text + "\n")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
