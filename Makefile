@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test venv dev redis bench-ann clean
+.PHONY: demo test venv dev redis bench-ann bench-api clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +19,18 @@ $(BIN)/.installed-dev: $(BIN)/.installed
 venv: $(BIN)/.installed
 dev: $(BIN)/.installed-dev
 
+# make demo MUSIC=~/Music serves your own folder instead of generated clips
 demo: venv
-	$(BIN)/sonicsort demo
+	$(BIN)/sonicsort demo $(if $(MUSIC),--music "$(MUSIC)")
 
 redis:
 	@bash scripts/ensure-redis.sh
 
 test: dev redis
 	$(BIN)/python -m pytest
+
+bench-api: venv
+	$(BIN)/python benchmarks/api_load.py --data ../shared/data --out benchmarks/results/api-load.json
 
 bench-ann: venv
 	$(BIN)/sonicsort bench ann --dataset synthetic:100000:128 --out bench-results/100k
