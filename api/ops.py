@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, send_from_directory
+from flask import Blueprint, Response, current_app, jsonify, send_from_directory
 
 bp = Blueprint("ops", __name__)
 

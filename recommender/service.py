@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from .cache import PredictionCache
 from .catalog import NewTrack, Track
 from .config import Settings
-from .errors import BadRequest, NotReady, RecommenderError, UnknownTrack
+from .errors import NotReady, RecommenderError, UnknownTrack
 from .library import Library, sha256_bytes
 from .recommend import Recommender, Scored
 

@@ -44,6 +44,29 @@ def write_clip(path: Path, genre: str, seconds: float = 2.0, seed: int = 0, **kw
     return path
 
 
+def ingest_tagged_library(root: Path, bundle, n: int, *, seed: int, title: str, artists: list[str]) -> Path:
+    """``n`` tagged FLAC clips (genres in turn, artists in turn) under ``root/music``, ingested
+    into a catalog at ``root/home`` with ``bundle``. Returns the home folder."""
+    import mutagen
+
+    from recommender.cache import PredictionCache
+    from recommender.config import Settings
+    from recommender.ingest import ingest
+    from recommender.library import Library
+
+    music = root / "music"
+    for i in range(n):
+        g = GENRES[i % 3]
+        p = write_clip(music / g / f"{g}-{i:02d}.flac", g, seconds=2.0, seed=seed + i)
+        f = mutagen.File(p, easy=True)
+        f["title"], f["artist"], f["album"] = f"{title} {i}", artists[i % len(artists)], f"Album {g}"
+        f.save()
+    lib = Library(Settings(home=root / "home"), bundle=bundle, cache=PredictionCache(None))
+    assert ingest(lib, [music], workers=0).added == n
+    lib.close()
+    return root / "home"
+
+
 @pytest.fixture(scope="session")
 def toy_dataset(tmp_path_factory) -> Path:
     """<genre>/<clip>.wav: 8 clips per genre, 2 s each, plus a manifest with artists."""

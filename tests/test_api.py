@@ -3,20 +3,15 @@ a real catalog built by ingest, the tiny model on generated audio, real Redis.""
 
 from __future__ import annotations
 
-import io
 import threading
 from pathlib import Path
 
-import mutagen
 import numpy as np
 import pytest
 import requests
 
-from .conftest import GENRES, PrivateRedis, write_clip
-from recommender.cache import PredictionCache
+from .conftest import GENRES, PrivateRedis, ingest_tagged_library, write_clip
 from recommender.config import Settings
-from recommender.ingest import ingest
-from recommender.library import Library
 
 ARTISTS = ["Ada", "Ben", "Cy", "Dee"]
 N_TRACKS = 24
@@ -30,17 +25,7 @@ def clip_bytes(tmp: Path, genre: str, seed: int, fmt: str = "wav") -> bytes:
 def api_home(tmp_path_factory, tiny_bundle):
     """24 tagged clips ingested into a catalog; its home folder."""
     root = tmp_path_factory.mktemp("api")
-    music = root / "music"
-    for i in range(N_TRACKS):
-        g = GENRES[i % 3]
-        p = write_clip(music / g / f"{g}-{i:02d}.flac", g, seconds=2.0, seed=700 + i)
-        f = mutagen.File(p, easy=True)
-        f["title"], f["artist"], f["album"] = f"Tune {i}", ARTISTS[i % 4], f"Album {g}"
-        f.save()
-    lib = Library(Settings(home=root / "home"), bundle=tiny_bundle, cache=PredictionCache(None))
-    assert ingest(lib, [music], workers=0).added == N_TRACKS
-    lib.close()
-    return root / "home"
+    return ingest_tagged_library(root, tiny_bundle, N_TRACKS, seed=700, title="Tune", artists=ARTISTS)
 
 
 class Server:

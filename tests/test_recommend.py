@@ -9,15 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mutagen
 import numpy as np
 import pytest
 
-from .conftest import GENRES, write_clip
+from .conftest import ingest_tagged_library, write_clip
 from recommender.cache import PredictionCache
 from recommender.config import Settings
 from recommender.errors import BadRequest, UnknownTrack
-from recommender.ingest import ingest
 from recommender.library import Library
 from recommender.recommend import Recommender, genre_agreement, slerp, to_json, to_m3u8
 
@@ -28,17 +26,7 @@ ARTISTS = ["Ada", "Ben", "Cy", "Dee"]
 def catalog_home(tmp_path_factory, tiny_bundle):
     """30 tagged clips (3 synthetic genres, 4 artists) ingested once for the module."""
     root = tmp_path_factory.mktemp("reco")
-    music = root / "music"
-    for i in range(30):
-        g = GENRES[i % 3]
-        p = write_clip(music / g / f"{g}-{i:02d}.flac", g, seconds=2.0, seed=300 + i)
-        f = mutagen.File(p, easy=True)
-        f["title"], f["artist"], f["album"] = f"Song {i}", ARTISTS[i % 4], f"Album {g}"
-        f.save()
-    lib = Library(Settings(home=root / "home"), bundle=tiny_bundle, cache=PredictionCache(None))
-    rep = ingest(lib, [music], workers=0)
-    assert rep.added == 30
-    lib.close()
+    ingest_tagged_library(root, tiny_bundle, 30, seed=300, title="Song", artists=ARTISTS)
     return root
 
 
