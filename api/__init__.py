@@ -6,7 +6,6 @@ OpenAPI document); all behaviour is in ``recommender.service.Service``.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, Mapping
 
@@ -14,8 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from flask import Flask, redirect
-
-log = logging.getLogger("sonicsort.api")
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

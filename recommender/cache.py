@@ -53,8 +53,6 @@ class MemoryStore:
     """
 
     def __init__(self, max_items: int = 10_000) -> None:
-        from collections import OrderedDict
-
         self.max_items = max_items
         self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._lock = threading.Lock()
@@ -123,6 +121,11 @@ class PredictionCache:
             self._redis = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
                                                socket_connect_timeout=socket_timeout_s,
                                                health_check_interval=30)
+
+    @classmethod
+    def from_settings(cls, settings) -> "PredictionCache":
+        """The cache ``settings`` describe (``redis_url``, ``cache_prefix``, ``cache_ttl_s``)."""
+        return cls(settings.redis_url or None, prefix=settings.cache_prefix, ttl_s=settings.cache_ttl_s)
 
     def key(self, sha256: str, model_version: str) -> str:
         return f"{self.prefix}pred:{model_version}:{sha256}"
@@ -230,10 +233,11 @@ class PredictionCache:
         return out
 
     def put(self, sha256: str, prediction: Prediction) -> bool:
-        self._remember(self.key(sha256, prediction.model_version), prediction)
+        key = self.key(sha256, prediction.model_version)
+        self._remember(key, prediction)
         if not self._usable():
             return False
-        out = self._call(self._redis.set, self.key(sha256, prediction.model_version),
+        out = self._call(self._redis.set, key,
                          encode_prediction(prediction), ex=self.ttl_s if self.ttl_s > 0 else None)
         return out is not _FAILED
 

@@ -157,13 +157,15 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print("\n".join(lines), file=sys.stderr)
     from api.serve import check_port_free, serve
 
+    from .errors import BadRequest
+
     if args.port is None:  # the default port taken: the next free one
         for port in range(settings.port, settings.port + 20):
             try:
                 check_port_free(settings.host, port)
                 settings.port = port
                 break
-            except Exception:
+            except BadRequest:
                 continue
     else:
         settings.port = args.port

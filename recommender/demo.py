@@ -37,21 +37,7 @@ def _clip(kind: str, seconds: float, seed: int, variant: int = 0) -> np.ndarray:
     return (0.5 * y / np.max(np.abs(y))).astype(np.float32)
 
 
-DEMO_CLIPS = ("kick-and-bass", "sine-chords", "noise-bursts", "arpeggio")
-DEMO_STYLES = DEMO_CLIPS + ("slow-pad", "hihat-groove")
-
-
-def write_demo_clips(folder: Path, *, seconds: float = 10.0) -> list[Path]:
-    import soundfile as sf
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, kind in enumerate(DEMO_CLIPS):
-        p = folder / f"{kind}.flac"
-        if not p.exists():
-            sf.write(p, _clip(kind, seconds, i), SR)
-        paths.append(p)
-    return paths
+DEMO_STYLES = ("kick-and-bass", "sine-chords", "noise-bursts", "arpeggio", "slow-pad", "hihat-groove")
 
 
 def write_demo_library(folder: Path, *, per_style: int = 6, seconds: float = 12.0) -> list[Path]:

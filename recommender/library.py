@@ -40,10 +40,12 @@ class Library:
     bundle : a loaded ``ModelBundle`` (default: loaded on first use from ``settings.model_dir``)
     cache : a ``PredictionCache`` (default: Redis at ``settings.redis_url``)
     backend : index backend name (default ``settings.backend``)
+    persist_index : save the index after reconciling or rebuilding it when opened (server
+        workers leave that to ``sonicsort serve``, which prepares it once)
     """
 
     def __init__(self, settings: Settings | None = None, *, bundle=None, cache: PredictionCache | None = None,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, persist_index: bool = True) -> None:
         from index import BACKENDS
 
         self.settings = settings or Settings.from_env()
@@ -54,11 +56,10 @@ class Library:
             raise BadRequest(f"on_model_mismatch must be 'refuse' or 'reembed', not {self.settings.on_model_mismatch!r}")
         self.catalog = Catalog(self.settings.catalog_path)
         self._bundle = bundle
-        self.cache = cache if cache is not None else PredictionCache(
-            self.settings.redis_url or None, prefix=self.settings.cache_prefix, ttl_s=self.settings.cache_ttl_s)
+        self.cache = cache if cache is not None else PredictionCache.from_settings(self.settings)
         self._index = None
         # save the index after reconciling it on open; server workers leave that to `serve`
-        self.persist_index = True
+        self.persist_index = persist_index
         self._index_generation = -1
         self._index_lock = threading.RLock()
         self._bundle_lock = threading.Lock()
@@ -236,9 +237,11 @@ class Library:
                 self._index.save(self.index_path, tag=self._tag())
 
     # ---------------------------------------------------------------- prediction
-    def predict_bytes(self, data: bytes) -> tuple[Any, str, bool]:
-        """Predict one piece of audio through the cache. Returns (prediction, sha256, from_cache)."""
-        sha = sha256_bytes(data)
+    def predict_bytes(self, data: bytes, *, sha256: str | None = None) -> tuple[Any, str, bool]:
+        """Predict one piece of audio through the cache. Returns (prediction, sha256, from_cache).
+
+        ``sha256``: the data's hash when the caller has it already."""
+        sha = sha256 or sha256_bytes(data)
         version = self.bundle.version
         cached = self.cache.get(sha, version)
         if cached is not None:

@@ -50,8 +50,7 @@ class Service:
     def __init__(self, settings: Settings | None = None, *, bundle=None, cache: PredictionCache | None = None,
                  persist_index: bool = True) -> None:
         self.settings = settings or Settings.from_env()
-        self.cache = cache if cache is not None else PredictionCache(
-            self.settings.redis_url or None, prefix=self.settings.cache_prefix, ttl_s=self.settings.cache_ttl_s)
+        self.cache = cache if cache is not None else PredictionCache.from_settings(self.settings)
         self.persist_index = persist_index
         self._bundle = bundle
         self._libraries: dict[str, Library] = {}
@@ -80,12 +79,9 @@ class Service:
     def _start(self) -> None:
         t0 = time.perf_counter()
         try:
-            if self._bundle is None:
-                from embedding import ModelBundle
-
-                self._bundle = ModelBundle.load(self.settings.model_dir)
-            self._bundle.warm_up()  # tf.function tracing and librosa's numba kernels, not on a request
             library = self.library()
+            self._bundle = library.bundle  # loaded from settings.model_dir unless one was given; shared
+            self._bundle.warm_up()  # tf.function tracing and librosa's numba kernels, not on a request
             library.check_model()
             library.index  # noqa: B018 - load (or rebuild) and reconcile now, not on the first request
             self.cache.ping()
@@ -151,8 +147,8 @@ class Service:
             with self._lock:
                 lib = self._libraries.get(backend)
                 if lib is None:
-                    lib = Library(self.settings, bundle=self._bundle, cache=self.cache, backend=backend)
-                    lib.persist_index = self.persist_index
+                    lib = Library(self.settings, bundle=self._bundle, cache=self.cache, backend=backend,
+                                  persist_index=self.persist_index)
                     self._libraries[backend] = lib
         return lib
 
@@ -218,7 +214,7 @@ class Service:
         known = lib.catalog.ids_for_hashes([sha]).get(sha)
         if known is not None:
             return lib.catalog.get(known), False
-        pred, sha, _ = lib.predict_bytes(data)  # AudioError here: nothing written yet
+        pred, _, _ = lib.predict_bytes(data, sha256=sha)  # AudioError here: nothing written yet
         folder = self.settings.uploads_dir / sha[:2]
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".upload.", dir=folder)
