@@ -12,7 +12,7 @@ from typing import Any, Mapping
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from flask import Flask, redirect
+from flask import Flask
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -30,7 +30,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from recommender.config import Settings
     from recommender.service import Service
 
-    from . import errors, ops, v1
+    from . import errors, ops, page, v1
     from .metrics import Metrics
 
     config = dict(config or {})
@@ -54,10 +54,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     app.register_blueprint(v1.bp)
     app.register_blueprint(ops.bp)
-
-    @app.get("/")
-    def home():
-        return redirect("/docs", code=302)
+    app.register_blueprint(page.bp)  # the web page at /
 
     return app
 

@@ -174,6 +174,12 @@ def path():
     return jsonify({"from": start, "to": end, "length": len(items), "items": scored_json(items)})
 
 
+@bp.get("/map")
+def catalog_map():
+    limit = P.arg("limit", "int", 5000, lo=1, hi=50_000)
+    return jsonify(service().map(limit))
+
+
 @bp.get("/genres")
 def genres():
     svc = service()

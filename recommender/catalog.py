@@ -273,6 +273,10 @@ class Catalog:
                 out[tid] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
         return out
 
+    def labels(self) -> list[tuple[int, str, str | None, str]]:
+        """(id, title, artist, genre) of every track, by id: what a map of the catalog shows."""
+        return self._q("SELECT id, title, artist, genre FROM tracks ORDER BY id")
+
     def genre_of(self) -> dict[int, str]:
         return dict(self._q("SELECT id, genre FROM tracks"))
 

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from .cache import PredictionCache
 from .catalog import NewTrack, Track
 from .config import Settings
@@ -61,6 +63,7 @@ class Service:
         self.started_at = time.time()
         self.ready_after_s: float | None = None
         self._on_started: list = []
+        self._map: tuple | None = None
 
     def on_started(self, fn) -> None:
         """Call ``fn()`` when start-up has finished (at once if it already has)."""
@@ -273,6 +276,31 @@ class Service:
             reco.check_genre(opts["genre"])
         return reco.similar(reco.query_for_track(track_id), k, **opts)
 
+    # ---------------------------------------------------------------- the map
+    def map(self, limit: int = 5000) -> dict[str, Any]:
+        """The catalog projected to 2-D for a music map: PCA of the (L2-normalised) embeddings.
+
+        The projection is fitted on every track (or a fixed sample of 50,000) and kept until
+        the catalog changes (its generation). At most ``limit`` points come back: an even
+        spread by id when the catalog is larger, each with its id, title, artist and genre.
+        """
+        self.require_ready()
+        lib = self.library()
+        key = (lib.catalog.generation, self._bundle.version)
+        with self._lock:
+            cached = self._map if self._map is not None and self._map[0] == key else None
+        if cached is None:
+            cached = (key, *_project(lib.catalog))
+            with self._lock:
+                self._map = cached
+        _, ids, xy, labels, explained = cached
+        n = len(ids)
+        pick = np.arange(n) if n <= limit else np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+        points = [{"id": int(ids[i]), "x": round(float(xy[i, 0]), 5), "y": round(float(xy[i, 1]), 5),
+                   "genre": labels[i][2], "title": labels[i][0], "artist": labels[i][1]} for i in pick]
+        return {"method": "pca", "total": n, "explained_variance": [round(float(v), 5) for v in explained],
+                "generation": key[0], "points": points}
+
     # ---------------------------------------------------------------- reporting
     def stats(self) -> dict[str, Any]:
         return self.library().stats()
@@ -280,6 +308,38 @@ class Service:
     def close(self) -> None:
         for lib in self._libraries.values():
             lib.close()
+
+
+_MAP_FIT_MAX = 50_000
+
+
+def _project(catalog) -> tuple[np.ndarray, np.ndarray, list[tuple], list[float]]:
+    """(ids, 2-D coordinates scaled into [-1, 1], (title, artist, genre) per id, explained variance)."""
+    from sklearn.decomposition import PCA
+
+    labels = catalog.labels()
+    ids = np.array([r[0] for r in labels], np.int64)
+    if len(ids) == 0:
+        return ids, np.zeros((0, 2), np.float32), [], [0.0, 0.0]
+    parts = [(i, v) for i, v in catalog.embeddings()]
+    got = np.concatenate([i for i, _ in parts])
+    vecs = np.concatenate([v for _, v in parts]).astype(np.float64)
+    if not np.array_equal(got, ids):  # changed between the two reads: keep the tracks both saw
+        keep = np.isin(ids, got)
+        ids, labels = ids[keep], [lab for lab, k in zip(labels, keep) if k]
+        vecs = vecs[np.isin(got, ids)]
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)  # cosine geometry
+    if len(ids) < 3:
+        xy = np.zeros((len(ids), 2))
+        explained = [0.0, 0.0]
+    else:
+        rng = np.random.default_rng(0)
+        fit = vecs if len(vecs) <= _MAP_FIT_MAX else vecs[rng.choice(len(vecs), _MAP_FIT_MAX, replace=False)]
+        pca = PCA(n_components=2, svd_solver="full" if len(fit) <= 5000 else "randomized", random_state=0).fit(fit)
+        xy = pca.transform(vecs)
+        xy /= max(float(np.abs(xy).max()), 1e-12)
+        explained = list(pca.explained_variance_ratio_)
+    return ids, xy.astype(np.float32), [(r[1], r[2], r[3]) for r in labels], explained
 
 
 def _extension(path: str, filename: str | None) -> str:

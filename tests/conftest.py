@@ -8,6 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import csv
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,48 @@ def cache_prefix(redis_url):
     r = redis.Redis.from_url(redis_url)
     for k in r.scan_iter(prefix + "*"):
         r.delete(k)
+
+
+# ---------------------------------------------------------------- a real HTTP server around the app
+class Server:
+    """A real HTTP server (werkzeug, threaded) around an app, on a free port."""
+
+    def __init__(self, app) -> None:
+        from werkzeug.serving import make_server as werkzeug_server
+
+        self.app = app
+        self.httpd = werkzeug_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        import requests
+
+        self.http = requests.Session()
+
+    @property
+    def service(self):
+        return self.app.extensions["sonicsort"]
+
+    def get(self, path, **kw):
+        return self.http.get(self.url + path, timeout=30, **kw)
+
+    def post(self, path, **kw):
+        return self.http.post(self.url + path, timeout=30, **kw)
+
+    def delete(self, path, **kw):
+        return self.http.delete(self.url + path, timeout=30, **kw)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.service.close()
+
+
+def make_server(home: Path, bundle, redis_url: str | None, prefix: str = "sonicsort-test:", *, start: str = "now",
+                **settings) -> Server:
+    """The app on ``home``'s catalog with ``bundle``, behind a real HTTP server (``start`` as
+    create_app's START)."""
+    from api import create_app
+    from recommender.config import Settings
+
+    s = Settings(home=home, redis_url=redis_url or "", cache_prefix=prefix, **settings)
+    return Server(create_app({"SETTINGS": s, "BUNDLE": bundle, "START": start}))

@@ -3,14 +3,13 @@ a real catalog built by ingest, the tiny model on generated audio, real Redis.""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
-from .conftest import GENRES, PrivateRedis, ingest_tagged_library, write_clip
+from .conftest import GENRES, PrivateRedis, Server, ingest_tagged_library, make_server, write_clip
 from recommender.config import Settings
 
 ARTISTS = ["Ada", "Ben", "Cy", "Dee"]
@@ -26,44 +25,6 @@ def api_home(tmp_path_factory, tiny_bundle):
     """24 tagged clips ingested into a catalog; its home folder."""
     root = tmp_path_factory.mktemp("api")
     return ingest_tagged_library(root, tiny_bundle, N_TRACKS, seed=700, title="Tune", artists=ARTISTS)
-
-
-class Server:
-    """A real HTTP server (werkzeug, threaded) around an app, on a free port."""
-
-    def __init__(self, app) -> None:
-        from werkzeug.serving import make_server
-
-        self.app = app
-        self.httpd = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.http = requests.Session()
-
-    @property
-    def service(self):
-        return self.app.extensions["sonicsort"]
-
-    def get(self, path, **kw):
-        return self.http.get(self.url + path, timeout=30, **kw)
-
-    def post(self, path, **kw):
-        return self.http.post(self.url + path, timeout=30, **kw)
-
-    def delete(self, path, **kw):
-        return self.http.delete(self.url + path, timeout=30, **kw)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.service.close()
-
-
-def make_server(home: Path, bundle, redis_url: str | None, prefix: str = "sonicsort-test:", **settings) -> Server:
-    from api import create_app
-
-    s = Settings(home=home, redis_url=redis_url or "", cache_prefix=prefix, **settings)
-    return Server(create_app({"SETTINGS": s, "BUNDLE": bundle, "START": "now"}))
 
 
 @pytest.fixture(scope="module")
@@ -378,6 +339,34 @@ def test_genres_with_counts(server):
     assert sum(g["tracks"] for g in body["genres"]) == len(server.service.catalog)
 
 
+def test_catalog_map(server):
+    """/v1/map: every track once, in [-1, 1], PCA of the embeddings (same-genre tracks nearer)."""
+    body = server.get("/v1/map").json()
+    cat = server.service.catalog
+    assert body["method"] == "pca" and body["total"] == len(cat) == N_TRACKS
+    pts = body["points"]
+    assert sorted(p["id"] for p in pts) == sorted(int(i) for i in cat.ids())
+    xy = np.array([[p["x"], p["y"]] for p in pts])
+    assert np.abs(xy).max() == pytest.approx(1.0, abs=1e-4) and np.abs(xy).max() <= 1.0
+    for p in pts[:5]:
+        t = server.get(f"/v1/tracks/{p['id']}").json()
+        assert (p["genre"], p["title"], p["artist"]) == (t["genre"], t["title"], t["artist"])
+    ev = body["explained_variance"]
+    assert 0 < ev[1] <= ev[0] <= 1
+    # the projection is the embeddings' own: tracks of one genre lie nearer each other than to others
+    g = np.array([p["genre"] for p in pts])
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    same, other = g[:, None] == g[None], g[:, None] != g[None]
+    np.fill_diagonal(same, False)
+    assert d[same].mean() < 0.7 * d[other].mean()
+    assert server.get("/v1/map").json() == body  # kept until the catalog changes
+    few = server.get("/v1/map", params={"limit": 5}).json()
+    assert len(few["points"]) == 5 and few["total"] == N_TRACKS
+    assert {p["id"] for p in few["points"]} <= {p["id"] for p in pts}
+    assert_problem(server.get("/v1/map", params={"limit": 0}), 400, "limit")
+    assert_problem(server.get("/v1/map", params={"limit": "x"}), 400, "limit")
+
+
 # ---------------------------------------------------------------- operations
 def test_health_ready_metrics(server, tmp_path):
     assert server.get("/healthz").json() == {"status": "alive"}
@@ -498,6 +487,8 @@ def test_fuzz_the_api_against_its_openapi_document(api_home, tiny_bundle, tmp_pa
                             "--no-color"],
                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-2000:]
-        assert "13/13" in p.stdout and " passed" in p.stdout
+        doc = srv.get("/openapi.json").json()
+        n_ops = sum(1 for ops in doc["paths"].values() for m in ops if m != "parameters")
+        assert f"{n_ops}/{n_ops}" in p.stdout and " passed" in p.stdout
     finally:
         srv.close()

@@ -1,0 +1,26 @@
+"""The web page at ``/``: static HTML, CSS and JavaScript (``api/web/``) on the ``/v1`` API.
+
+Everything it loads comes from this app (no CDN, no web fonts), and its Content-Security-Policy
+says so to the browser: a page that tried to reach elsewhere would be stopped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, send_from_directory
+
+WEB_DIR = Path(__file__).with_name("web")
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+       "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+       "form-action 'self'; frame-ancestors 'none'")
+
+bp = Blueprint("page", __name__, static_folder="web", static_url_path="/ui")
+
+
+@bp.get("/")
+def home():
+    resp = send_from_directory(WEB_DIR, "index.html", max_age=0)
+    resp.headers["Content-Security-Policy"] = CSP
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
