@@ -487,8 +487,10 @@ def test_fuzz_the_api_against_its_openapi_document(api_home, tiny_bundle, tmp_pa
                             "--no-color"],
                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-2000:]
-        doc = srv.get("/openapi.json").json()
-        n_ops = sum(1 for ops in doc["paths"].values() for m in ops if m != "parameters")
-        assert f"{n_ops}/{n_ops}" in p.stdout and " passed" in p.stdout
+        import re
+
+        ops = re.search(r"Operations:\s+(\d+) selected / (\d+) total", p.stdout)
+        assert ops and ops[1] == ops[2] and int(ops[1]) >= 14, p.stdout[-3000:]
+        assert p.stdout.count(f"{ops[1]} passed") >= 2, p.stdout[-3000:]  # coverage and fuzzing phases
     finally:
         srv.close()
