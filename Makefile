@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test venv dev redis bench-ann bench-api clean
+.PHONY: demo test venv dev redis browser bench-ann bench-api clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ demo: venv
 redis:
 	@bash scripts/ensure-redis.sh
 
-test: dev redis
+# Chromium for the browser tests (Debian's package; Playwright drives it, downloads nothing)
+browser:
+	@bash scripts/ensure-chromium.sh
+
+test: dev redis browser
 	$(BIN)/python -m pytest
 
 bench-api: venv
