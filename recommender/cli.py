@@ -173,7 +173,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     def banner(url: str) -> str:
         return "\n".join([
-            f"sonicsort is ready at {url}   (API docs: {url}/docs, metrics: {url}/metrics)",
+            f"sonicsort is ready: open {url} in a browser   (API docs: {url}/docs, metrics: {url}/metrics)",
             "try:",
             f"  curl -s {url}/v1/genres",
             f"  curl -s '{url}/v1/tracks?q=no.%201&limit=3'",
@@ -198,7 +198,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers is not None and args.workers < 1 or args.threads is not None and args.threads < 1:
         raise CliError("--workers and --threads must be at least 1")
     return serve(settings, workers=args.workers, threads=args.threads, access_log=args.access_log,
-                 banner=lambda url: f"sonicsort is ready at {url} (API docs: {url}/docs)")
+                 banner=lambda url: f"sonicsort is ready: open {url} in a browser (API docs: {url}/docs)")
 
 
 # ---------------------------------------------------------------- train / evaluate

@@ -29,12 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900}, device_scale_factor=1)
+        page = browser.new_page(viewport={"width": 1280, "height": 960}, device_scale_factor=1)
         page.goto(args.url + "/#/identify")
         page.wait_for_selector("body[data-ready]")
         page.set_input_files("#file", str(args.clip))
         page.wait_for_selector("#identify-similar li")
-        page.screenshot(path=str(args.out / "identify.png"), full_page=True)
+        page.screenshot(path=str(args.out / "identify.png"))
 
         page.goto(args.url + "/#/browse")
         if args.search:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         page.select_option("#sim-mode", "boost")
         page.select_option("#sim-cap", "1")
         page.wait_for_load_state("networkidle")
-        page.screenshot(path=str(args.out / "track.png"), full_page=True)
+        page.screenshot(path=str(args.out / "track.png"))
 
         ids = page.eval_on_selector_all("#similar-list li", "els => els.map(e => e.dataset.id)")
         page.click("#track-seed")
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         page.fill("#pl-length", "8")
         page.click("#pl-build")
         page.wait_for_selector("#playlist-list li")
-        page.screenshot(path=str(args.out / "playlist.png"), full_page=True)
+        page.screenshot(path=str(args.out / "playlist.png"))
 
         page.goto(args.url + "/#/map")
         page.wait_for_selector("#map-legend li")
