@@ -67,6 +67,20 @@ def _announce_when_ready(url: str, banner: Callable[[], str], timeout_s: float =
     threading.Thread(target=poll, daemon=True, name="sonicsort-announce").start()
 
 
+def freeze_gc() -> None:
+    """Once the worker has loaded TensorFlow, the model and the index: collect, then move every
+    object alive to the collector's permanent generation (``gc.freeze``).
+
+    TensorFlow and Keras leave about half a million objects, and one full collection over them
+    takes ~0.2 s here, a stall of every request of the worker that shows in the p99 latency.
+    Frozen, they are never scanned again; later collections only see what requests create."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    log.info("froze %d start-up objects out of the garbage collector's way", gc.get_freeze_count())
+
+
 def serve(settings: Settings, *, workers: int | None = None, threads: int | None = None,
           banner: Callable[[str], str] | None = None, access_log: bool = False) -> int:
     """Run gunicorn in the foreground until it is stopped (Ctrl-C, SIGTERM)."""
@@ -117,7 +131,9 @@ def serve(settings: Settings, *, workers: int | None = None, threads: int | None
         def load(self):
             from . import create_app
 
-            return create_app({"PERSIST_INDEX": False})
+            app = create_app({"PERSIST_INDEX": False})
+            app.extensions["sonicsort"].on_started(freeze_gc)
+            return app
 
     try:
         App().run()

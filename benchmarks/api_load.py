@@ -1,18 +1,22 @@
 """Load benchmark of the HTTP API under gunicorn (`sonicsort serve`) on this machine.
 
     python benchmarks/api_load.py [--data ../shared/data] [--pad 10000] [--clients 32] [--seconds 20]
-                                  [--workers 2 --threads 8] [--client auto|wrk|python]
+                                  [--servers 2x4,2x8] [--client auto|wrk|python]
                                   [--out benchmarks/results/api-load.json]
 
 1. Builds a catalog in a temporary home: the data folder's real tracks (ingested, cache off),
    plus ``--pad`` synthetic tracks (random unit embeddings) so the index has a realistic size.
-2. Starts ``sonicsort serve`` and waits until ``/readyz`` answers 200 on every worker.
+2. For each server shape (``--servers``: workers x threads), starts ``sonicsort serve`` and
+   waits until ``/readyz`` answers 200 on every worker; then 3 and 4 against it.
 3. ``/v1/tracks/{id}/similar?k=10`` with ``--clients`` concurrent keep-alive clients for
    ``--seconds`` (random catalog ids): requests/s, p50/p90/p99 latency, errors. With wrk
    installed (Debian's ``wrk``) it drives the load, else a Python thread pool does.
 4. ``/v1/predict?k=10``, one client: each real file once (a cache miss: decode, features,
    model, search) and again (a Redis hit: search only): median and p99 of each, and the
    ratio of the medians.
+
+5. The HTTP floor: a WSGI app that only reads the body, under the same gunicorn settings: a GET
+   and a POST of each file. No hit can be faster than that POST.
 
 Targets (issue 6): /similar p99 under 50 ms at 32 clients; a /predict hit at least 50× faster
 than a miss. The machine is shared and noisy: figures from one run are compared with each other.
@@ -204,14 +208,56 @@ def predict_hit_miss(host: str, port: int, files: list[Path], k: int = 10) -> di
             "server_hit_speedup": round(statistics.median(server["miss"]) / statistics.median(server["hit"]), 1)}
 
 
+def floor_app(environ, start_response):
+    """The least a WSGI app can do with a request: read the body, answer a small JSON."""
+    n = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(n) if n else b""
+    out = json.dumps({"bytes": len(body)}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
+    return [out]
+
+
+def http_floor(files: list[Path], env: dict) -> dict:
+    """What HTTP and gunicorn cost on this machine, without sonicsort: ``floor_app`` under the
+    same gunicorn settings (gthread, keep-alive), one client, a GET and a POST of each file."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--chdir", str(Path(__file__).parent),
+                             "--worker-class", "gthread", "--workers", "1", "--threads", "4", "--keep-alive", "5",
+                             "--bind", f"127.0.0.1:{port}", "api_load:floor_app"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        get, post = [], []
+        for f in files * 3:
+            data = f.read_bytes()
+            for kind, out in (("GET", get), ("POST", post)):
+                t0 = time.perf_counter()
+                conn.request(kind, "/", body=data if kind == "POST" else None,
+                             headers={"Content-Type": "application/octet-stream"} if kind == "POST" else {})
+                conn.getresponse().read()
+                out.append((time.perf_counter() - t0) * 1000)
+        return {"get_p50_ms": round(statistics.median(get), 3), "post_file_p50_ms": round(statistics.median(post), 3),
+                "mean_file_kb": round(sum(f.stat().st_size for f in files) / len(files) / 1000, 1)}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="a folder of real audio (e.g. ../shared/data); default: generated clips")
     ap.add_argument("--pad", type=int, default=10_000, help="synthetic catalog tracks added (default 10000)")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--servers", default="2x4,2x8",
+                    help="server shapes to measure in turn, WORKERSxTHREADS, comma-separated (default 2x4,2x8; "
+                         "2x4 is sonicsort serve's default)")
     ap.add_argument("--predict-files", type=int, default=60, help="real files for the /predict hit/miss run")
     ap.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
@@ -228,40 +274,48 @@ def main() -> None:
         write_demo_library(Path(data), per_style=10, seconds=30.0)
     env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_CACHE_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
            "SONICSORT_REDIS_URL": args.redis}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     proc = None
     try:
         t0 = time.perf_counter()
         ids, files = build_catalog(home, data, args.pad, env)
         print(f"catalog: {len(ids)} tracks ({len(files)} real, {args.pad} synthetic) in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr)
-        proc = subprocess.Popen([sys.executable, "-m", "recommender.cli", "serve", "--port", str(port),
-                                 "--workers", str(args.workers), "--threads", str(args.threads)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_ready(url, proc)
         use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
-        # warm both workers' caches of catalog rows and index pages, not measured
-        load_python("127.0.0.1", port, ids, 4, 2.0)
-        similar = (load_wrk(url, ids, args.clients, args.seconds, tmp) if use_wrk
-                   else load_python("127.0.0.1", port, ids, args.clients, args.seconds))
-        similar["clients"] = args.clients
-        similar["seconds"] = args.seconds
-        print(f"/similar: {similar}", file=sys.stderr)
-        pred = predict_hit_miss("127.0.0.1", port, files[: args.predict_files])
-        print(f"/predict: {pred}", file=sys.stderr)
-        # the prediction alone (k=0, no recommendations), on files not asked before
-        pred0 = predict_hit_miss("127.0.0.1", port, files[args.predict_files: 2 * args.predict_files], k=0)
-        print(f"/predict?k=0: {pred0}", file=sys.stderr)
-        result = {
-            "machine": {"cpus": os.cpu_count()}, "server": {"workers": args.workers, "threads": args.threads,
-                                                           "backend": "hnsw"},
-            "catalog_tracks": len(ids), "real_tracks": len(files),
-            "similar": similar, "predict": pred, "predict_k0": pred0,
-            "targets": {"similar_p99_under_50ms": similar["p99_ms"] < 50 and similar["errors"] == 0,
-                        "predict_hit_50x_faster": pred["hit_speedup"] >= 50 and pred["errors"] == 0,
-                        "predict_hit_50x_faster_in_the_app": pred["server_hit_speedup"] >= 50},
-        }
+        runs = []
+        for shape in args.servers.split(","):
+            workers, threads = (int(x) for x in shape.lower().split("x"))
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            proc = subprocess.Popen([sys.executable, "-m", "recommender.cli", "serve", "--port", str(port),
+                                     "--workers", str(workers), "--threads", str(threads)],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_ready(url, proc)
+            # warm both workers' caches of catalog rows and index pages, not measured
+            load_python("127.0.0.1", port, ids, 4, 2.0)
+            similar = (load_wrk(url, ids, args.clients, args.seconds, tmp) if use_wrk
+                       else load_python("127.0.0.1", port, ids, args.clients, args.seconds))
+            similar["clients"] = args.clients
+            similar["seconds"] = args.seconds
+            print(f"{shape} /similar: {similar}", file=sys.stderr)
+            pred = predict_hit_miss("127.0.0.1", port, files[: args.predict_files])
+            print(f"{shape} /predict: {pred}", file=sys.stderr)
+            # the prediction alone (k=0, no recommendations), on files not asked before
+            pred0 = predict_hit_miss("127.0.0.1", port, files[args.predict_files: 2 * args.predict_files], k=0)
+            print(f"{shape} /predict?k=0: {pred0}", file=sys.stderr)
+            proc.terminate()
+            proc.wait(30)
+            proc = None
+            env["SONICSORT_CACHE_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}:"  # the next server starts cold
+            runs.append({"server": {"workers": workers, "threads": threads, "backend": "hnsw"},
+                         "similar": similar, "predict": pred, "predict_k0": pred0,
+                         "targets": {"similar_p99_under_50ms": similar["p99_ms"] < 50 and similar["errors"] == 0,
+                                     "predict_hit_50x_faster": pred["hit_speedup"] >= 50 and pred["errors"] == 0,
+                                     "predict_hit_50x_faster_in_the_app": pred["server_hit_speedup"] >= 50}})
+        floor = http_floor(files[: args.predict_files], env)
+        floor["best_hit_speedup_over_http"] = round(runs[0]["predict"]["miss_p50_ms"] / floor["post_file_p50_ms"], 1)
+        print(f"HTTP floor (gunicorn, no sonicsort): {floor}", file=sys.stderr)
+        result = {"machine": {"cpus": os.cpu_count()}, "catalog_tracks": len(ids), "real_tracks": len(files),
+                  "runs": runs, "http_floor": floor}
         text = json.dumps(result, indent=1)
         print(text)
         if args.out:

@@ -119,8 +119,17 @@ class Catalog:
     processes may open the same file (SQLite's own locking, WAL mode).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, row_cache: int = 20_000) -> None:
         self.path = Path(path)
+        # Rows and vectors already read, kept while nothing was written: by this connection
+        # (``_writes``) or by any other (SQLite's ``PRAGMA data_version``). A server answers
+        # most requests from here instead of parsing the same rows again.
+        self._row_cache = int(row_cache)
+        self._rows: dict[int, Track] = {}
+        self._vecs: dict[int, np.ndarray] = {}
+        self._gen: int | None = None
+        self._writes = 0
+        self._seen: tuple[int, int] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False,
@@ -153,11 +162,28 @@ class Catalog:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._writes += 1  # what was read before may have changed
             self._db.execute("COMMIT")
 
     def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, tuple(params)).fetchall()
+
+    def _fresh(self) -> None:
+        """Drop the cached rows, vectors and generation if anything was written since they were read."""
+        with self._lock:
+            seen = (self._db.execute("PRAGMA data_version").fetchone()[0], self._writes)
+            if seen != self._seen:
+                self._rows.clear()
+                self._vecs.clear()
+                self._gen = None
+                self._seen = seen
+
+    def _remember(self, store: dict, key: int, value: Any) -> None:
+        if len(store) >= self._row_cache:
+            store.pop(next(iter(store)))  # the oldest first
+        store[key] = value
 
     def close(self) -> None:
         with self._lock:
@@ -181,7 +207,11 @@ class Catalog:
     @property
     def generation(self) -> int:
         """Bumped by every write that changes the set of tracks or their embeddings."""
-        return int(self.get_meta("generation") or 0)
+        with self._lock:
+            self._fresh()
+            if self._gen is None:
+                self._gen = int(self.get_meta("generation") or 0)
+            return self._gen
 
     @staticmethod
     def _bump(db: sqlite3.Connection) -> None:
@@ -228,25 +258,37 @@ class Catalog:
             raise UnknownTrack(f"unknown track {track_id!r}") from None
         if not 0 < track_id < 2**63:  # SQLite's integers are 64-bit
             raise UnknownTrack(f"unknown track {track_id}")
-        cols = _COLS + (", embedding" if with_embedding else "")
-        rows = self._q(f"SELECT {cols} FROM tracks WHERE id=?", (track_id,))
-        if not rows:
+        found = self.get_many([track_id], with_embedding=with_embedding)
+        if track_id not in found:
             raise UnknownTrack(f"unknown track {track_id}")
-        paths = [p for (p,) in self._q("SELECT path FROM paths WHERE track_id=? ORDER BY rowid", (track_id,))]
-        return self._row_to_track(rows[0][:11], paths, rows[0][11] if with_embedding else None)
+        return found[track_id]
 
-    def get_many(self, track_ids: Iterable[int]) -> dict[int, Track]:
+    def get_many(self, track_ids: Iterable[int], *, with_embedding: bool = False) -> dict[int, Track]:
+        """id → Track for the ids that exist (each a copy: callers may change it)."""
         ids = [i for i in map(int, track_ids) if 0 < i < 2**63]
+        with self._lock:
+            self._fresh()
+            found = {i: self._rows[i] for i in ids if i in self._rows}
+            missing = [i for i in ids if i not in found]
+            for i in range(0, len(missing), 500):
+                chunk = missing[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._q(f"SELECT {_COLS} FROM tracks WHERE id IN ({marks})", chunk)
+                paths: dict[int, list[str]] = {}
+                for p, t in self._q(f"SELECT path, track_id FROM paths WHERE track_id IN ({marks}) ORDER BY rowid", chunk):
+                    paths.setdefault(t, []).append(p)
+                for r in rows:
+                    found[r[0]] = self._row_to_track(r, paths.get(r[0], []))
+                    self._remember(self._rows, r[0], found[r[0]])
+            vecs = self._vectors(ids) if with_embedding else {}
         out: dict[int, Track] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._q(f"SELECT {_COLS} FROM tracks WHERE id IN ({marks})", chunk)
-            paths: dict[int, list[str]] = {}
-            for p, t in self._q(f"SELECT path, track_id FROM paths WHERE track_id IN ({marks}) ORDER BY rowid", chunk):
-                paths.setdefault(t, []).append(p)
-            for r in rows:
-                out[r[0]] = self._row_to_track(r, paths.get(r[0], []))
+        for i in ids:
+            t = found.get(i)
+            if t is not None:
+                out[i] = c = Track.__new__(Track)  # a shallow copy, without copy.copy's cost
+                c.__dict__.update(t.__dict__)
+                if with_embedding:
+                    out[i].embedding = vecs[i].copy()
         return out
 
     def ids(self) -> np.ndarray:
@@ -265,12 +307,21 @@ class Catalog:
             last = int(ids[-1])
 
     def vectors(self, track_ids: Iterable[int]) -> dict[int, np.ndarray]:
-        ids = [int(i) for i in track_ids]
-        out = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        """id → embedding (read-only float32) for the ids that exist."""
+        with self._lock:
+            self._fresh()
+            return self._vectors([int(i) for i in track_ids])
+
+    def _vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+        out = {i: self._vecs[i] for i in ids if i in self._vecs}
+        missing = [i for i in ids if i not in out]
+        for i in range(0, len(missing), 500):
+            chunk = missing[i:i + 500]
             for tid, blob in self._q(f"SELECT id, embedding FROM tracks WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-                out[tid] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+                v = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+                v.flags.writeable = False
+                out[tid] = v
+                self._remember(self._vecs, tid, v)
         return out
 
     def labels(self) -> list[tuple[int, str, str | None, str]]:

@@ -316,3 +316,45 @@ def test_queue_ingest_with_two_workers(tmp_path, cli_env, private_redis):
             w.wait(30)
     r = run_cli(["stats", "--json"], env)
     assert json.loads(r.stdout)["tracks"] == 200
+
+
+def test_row_cache_follows_every_write_of_any_connection(tmp_path):
+    """Catalog keeps rows and vectors it has read; a write by itself or by another connection
+    (another process, say) is seen on the next read."""
+    from recommender.catalog import Catalog, NewTrack
+    from recommender.errors import UnknownTrack
+
+    def rec(i: int) -> NewTrack:
+        v = np.random.default_rng(i).normal(size=8).astype(np.float32)
+        return NewTrack(path=f"/m/{i}.wav", size=1, mtime_ns=1, sha256=f"h{i}", title=f"T{i}", artist="A",
+                        album=None, duration_s=1.0, genre="drone", probabilities={"drone": 1.0}, embedding=v,
+                        model_version="m1")
+
+    a, b = Catalog(tmp_path / "c.sqlite3"), Catalog(tmp_path / "c.sqlite3")
+    t1, t2 = a.add([rec(1), rec(2)])
+    assert a.get(t1).title == "T1" and a.generation == 1
+    v1 = a.vectors([t1])[t1]
+    assert not v1.flags.writeable  # shared between callers: nobody may change it in place
+    got = a.get(t1, with_embedding=True)
+    got.title = "changed by a caller"
+    got.embedding[:] = 0
+    assert a.get(t1).title == "T1" and np.array_equal(a.vectors([t1])[t1], v1)  # callers get copies
+    # writes through the other connection
+    b.replace_embeddings([(t1, "clicks", {"clicks": 1.0}, np.ones(8, np.float32), False)], "m1")
+    assert a.get(t1).genre == "clicks" and np.array_equal(a.vectors([t1])[t1], np.ones(8)) and a.generation == 2
+    b.add([], links=[("/m/1-copy.wav", t1, 1, 1)])
+    assert a.get(t1).paths == ["/m/1.wav", "/m/1-copy.wav"]
+    b.forget_paths(["/m/1.wav"])
+    assert a.get(t1).paths == ["/m/1-copy.wav"]
+    b.remove([t2])
+    with pytest.raises(UnknownTrack):
+        a.get(t2)
+    assert set(a.get_many([t1, t2])) == {t1} and a.generation == 3
+    # and through its own
+    a.remove([t1])
+    assert a.get_many([t1]) == {} and a.vectors([t1]) == {} and a.generation == 4
+    # a small cache still answers every id of a large request
+    c = Catalog(tmp_path / "d.sqlite3", row_cache=2)
+    ids = c.add([rec(i) for i in range(5)])
+    assert sorted(c.get_many(ids)) == sorted(ids) and sorted(c.vectors(ids)) == sorted(ids)
+    a.close(), b.close(), c.close()
