@@ -220,3 +220,22 @@ def make_server(home: Path, bundle, redis_url: str | None, prefix: str = "sonics
 
     s = Settings(home=home, redis_url=redis_url or "", cache_prefix=prefix, **settings)
     return Server(create_app({"SETTINGS": s, "BUNDLE": bundle, "START": start}))
+
+
+def serve_catalog(home: Path, bundle, redis_url: str):
+    """For module fixtures (``yield from``): a ready server on ``home``'s catalog with Redis keys
+    under a prefix of its own, removed afterwards."""
+    import uuid
+
+    import redis
+
+    prefix = f"sonicsort-test-{uuid.uuid4().hex[:10]}:"
+    srv = make_server(home, bundle, redis_url, prefix)
+    assert srv.service.state == "ready", srv.service.error
+    try:
+        yield srv
+    finally:
+        srv.close()
+        r = redis.Redis.from_url(redis_url)
+        for k in r.scan_iter(prefix + "*"):
+            r.delete(k)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from .conftest import GENRES, PrivateRedis, Server, ingest_tagged_library, make_server, write_clip
+from .conftest import GENRES, PrivateRedis, Server, ingest_tagged_library, make_server, serve_catalog, write_clip
 from recommender.config import Settings
 
 ARTISTS = ["Ada", "Ben", "Cy", "Dee"]
@@ -29,18 +29,7 @@ def api_home(tmp_path_factory, tiny_bundle):
 
 @pytest.fixture(scope="module")
 def server(api_home, tiny_bundle, redis_url):
-    import uuid
-
-    import redis
-
-    prefix = f"sonicsort-test-{uuid.uuid4().hex[:10]}:"
-    srv = make_server(api_home, tiny_bundle, redis_url, prefix)
-    assert srv.service.state == "ready", srv.service.error
-    yield srv
-    srv.close()
-    r = redis.Redis.from_url(redis_url)
-    for k in r.scan_iter(prefix + "*"):
-        r.delete(k)
+    yield from serve_catalog(api_home, tiny_bundle, redis_url)
 
 
 def assert_problem(r, status: int, *words: str) -> dict:

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from .conftest import GENRES, ingest_tagged_library, make_server, write_clip
+from .conftest import GENRES, ingest_tagged_library, make_server, serve_catalog, write_clip
 
 ARTISTS = ["Ada", "Ben", "Cy", "Dee"]
 N_TRACKS = 24
@@ -32,20 +32,9 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory, tiny_bundle, redis_url):
-    import uuid
-
-    import redis
-
     root = tmp_path_factory.mktemp("web")
     home = ingest_tagged_library(root, tiny_bundle, N_TRACKS, seed=900, title="Song", artists=ARTISTS)
-    prefix = f"sonicsort-test-{uuid.uuid4().hex[:10]}:"
-    srv = make_server(home, tiny_bundle, redis_url, prefix)
-    assert srv.service.state == "ready", srv.service.error
-    yield srv
-    srv.close()
-    r = redis.Redis.from_url(redis_url)
-    for k in r.scan_iter(prefix + "*"):
-        r.delete(k)
+    yield from serve_catalog(home, tiny_bundle, redis_url)
 
 
 @pytest.fixture(scope="module")
