@@ -15,6 +15,6 @@ fi
 echo "chromium: installing Debian's chromium for the browser tests"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 command -v chromium >/dev/null 2>&1 || { echo "chromium: could not install Debian's chromium" >&2; exit 1; }
 echo "chromium: $(command -v chromium)"
