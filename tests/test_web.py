@@ -142,6 +142,23 @@ def test_upload_shows_the_genre_chart_and_recommendations_with_players(web, page
     assert genres and set(genres) == {genre}
 
 
+def test_dropping_a_file_works_too(web, page):
+    """Drag and drop: the file of a catalog track, dropped on the page, gets that track's genre,
+    and the track itself is not among its recommendations."""
+    track = requests.get(web.url + "/v1/tracks", params={"limit": 1}).json()["items"][0]
+    pg = page.open()
+    pg.evaluate("""async (url) => {
+        const blob = await (await fetch(url)).blob();
+        const dt = new DataTransfer();
+        dt.items.add(new File([blob], 'dropped.flac', {type: 'audio/flac'}));
+        document.querySelector('#drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }""", track["audio_url"])
+    pg.wait_for_selector("#identify-similar > li")
+    assert pg.text_content("#pred-file") == "dropped.flac"
+    assert pg.text_content("#pred-genre") == track["genre"]
+    assert track["id"] not in ids_of(pg, "#identify-similar")
+
+
 def test_a_text_file_gets_a_clear_error(page, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not music at all\n" * 20)
