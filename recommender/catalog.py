@@ -243,12 +243,11 @@ class Catalog:
             out.update(rows)
         return out
 
-    def _row_to_track(self, row: tuple, paths: list[str], embedding: bytes | None = None) -> Track:
+    def _row_to_track(self, row: tuple, paths: list[str]) -> Track:
         return Track(
             id=row[0], sha256=row[1], title=row[2], artist=row[3], album=row[4], duration_s=row[5],
             genre=row[6], probabilities=json.loads(row[7]), model_version=row[8], is_silent=bool(row[9]),
             added_at=row[10], paths=paths,
-            embedding=None if embedding is None else np.frombuffer(embedding, dtype="<f4").copy(),
         )
 
     def get(self, track_id: int, *, with_embedding: bool = False) -> Track:
@@ -284,11 +283,12 @@ class Catalog:
         out: dict[int, Track] = {}
         for i in ids:
             t = found.get(i)
-            if t is not None:
-                out[i] = c = Track.__new__(Track)  # a shallow copy, without copy.copy's cost
-                c.__dict__.update(t.__dict__)
-                if with_embedding:
-                    out[i].embedding = vecs[i].copy()
+            if t is None or (with_embedding and i not in vecs):  # or removed by another process meanwhile
+                continue
+            out[i] = c = Track.__new__(Track)  # a shallow copy, without copy.copy's cost
+            c.__dict__.update(t.__dict__)
+            if with_embedding:
+                c.embedding = vecs[i].copy()
         return out
 
     def ids(self) -> np.ndarray:

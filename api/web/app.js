@@ -3,7 +3,6 @@
 
 const $ = (sel) => document.querySelector(sel);
 const state = {
-  genres: [],          // [{genre, tracks}] from /v1/genres
   colours: {},         // genre → colour
   seeds: [],           // [{id, title, artist}]
   from: null, to: null, // path ends
@@ -489,7 +488,6 @@ async function waitReady() {
 async function loadGenres() {
   const out = await api("/v1/genres").catch(() => null);
   if (!out) return;
-  state.genres = out.genres;
   for (const g of out.genres) colourOf(g.genre);
   const opts = (withCounts) => out.genres.map((g) => h("option", { value: g.genre }, withCounts ? `${g.genre} (${g.tracks})` : g.genre));
   $("#search-genre").replaceChildren(h("option", { value: "" }, "all genres"), ...opts(true));
