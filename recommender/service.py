@@ -321,7 +321,7 @@ def _project(catalog) -> tuple[np.ndarray, np.ndarray, list[tuple], list[float]]
     ids = np.array([r[0] for r in labels], np.int64)
     if len(ids) == 0:
         return ids, np.zeros((0, 2), np.float32), [], [0.0, 0.0]
-    parts = [(i, v) for i, v in catalog.embeddings()]
+    parts = list(catalog.embeddings())
     got = np.concatenate([i for i, _ in parts])
     vecs = np.concatenate([v for _, v in parts]).astype(np.float64)
     if not np.array_equal(got, ids):  # changed between the two reads: keep the tracks both saw
