@@ -31,6 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from recommender.service import Service
 
     from . import errors, ops, page, v1
+    from .fastpath import PredictFastPath
     from .metrics import Metrics
 
     config = dict(config or {})
@@ -55,6 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(v1.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(page.bp)  # the web page at /
+    app.wsgi_app = PredictFastPath(app)  # repeated /v1/predict uploads, before Flask
 
     return app
 

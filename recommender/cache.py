@@ -255,3 +255,50 @@ class PredictionCache:
 
 
 _FAILED = object()
+
+
+class AnswerCache:
+    """Whole serialised answers of repeated requests, in this process, least recently used out.
+
+    A key names the request (the upload's content hash and its parameters); each entry also
+    holds the ``token`` of the state it was computed from (model and catalog generation), and a
+    lookup with another token misses, so an answer never outlives a catalog change. Bounded
+    by the bytes it holds; ``max_bytes=0`` disables it. Thread-safe.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max(0, int(max_bytes))
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._items: "OrderedDict[Any, tuple[Any, bytes]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    def get(self, key: Any, token: Any) -> bytes | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None or item[0] != token:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return item[1]
+
+    def put(self, key: Any, token: Any, body: bytes) -> None:
+        if len(body) > self.max_bytes // 16:  # no one answer crowds out the rest
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.bytes -= len(old[1])
+            self._items[key] = (token, body)
+            self.bytes += len(body)
+            while self.bytes > self.max_bytes:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self.bytes -= len(dropped)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                "SONICSORT_CACHE_PREFIX, SONICSORT_ON_MODEL_MISMATCH (refuse|reembed), SONICSORT_INGEST_WORKERS, "
                "SONICSORT_MAX_DURATION_S; for serve: SONICSORT_HOST, SONICSORT_PORT, SONICSORT_WEB_WORKERS, "
                "SONICSORT_WEB_THREADS, SONICSORT_API_KEY (needed by changes through the API), "
-               "SONICSORT_MAX_UPLOAD_MB (default 50).",
+               "SONICSORT_MAX_UPLOAD_MB (default 50), SONICSORT_ANSWER_CACHE_MB (whole /v1/predict answers "
+               "kept per worker, default 32, 0: off).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -34,6 +34,8 @@ class Settings:
     port: int = 8000
     web_workers: int = 2  # gunicorn worker processes (each loads the model once)
     web_threads: int = 4  # threads per worker
+    # whole /v1/predict answers kept in each worker for repeated uploads (0: off)
+    answer_cache_mb: float = 32.0
 
     @property
     def catalog_path(self) -> Path:
@@ -68,4 +70,5 @@ class Settings:
 
 # how each non-string field is read from its environment variable
 _FROM_ENV = {"home": Path, "model_dir": Path, "max_duration_s": float, "cache_ttl_s": int, "ingest_workers": int,
-             "max_upload_mb": float, "port": int, "web_workers": int, "web_threads": int}
+             "max_upload_mb": float, "port": int, "web_workers": int, "web_threads": int,
+             "answer_cache_mb": float}

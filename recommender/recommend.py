@@ -87,8 +87,8 @@ class Recommender:
         t = self.catalog.get(track_id, with_embedding=True)
         return Query(vector=t.embedding, probabilities=t.probabilities, genre=t.genre, track_id=t.id, sha256=t.sha256)
 
-    def query_for_audio(self, data: bytes) -> tuple[Query, Any, bool]:
-        pred, sha, cached = self.library.predict_bytes(data)
+    def query_for_audio(self, data: bytes, *, sha256: str | None = None) -> tuple[Query, Any, bool]:
+        pred, sha, cached = self.library.predict_bytes(data, sha256=sha256)
         known = self.catalog.ids_for_hashes([sha]).get(sha)
         return Query(vector=pred.embedding, probabilities=pred.probabilities, genre=pred.genre, track_id=known,
                      sha256=sha), pred, cached

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .cache import PredictionCache
+from .cache import AnswerCache, PredictionCache
 from .catalog import NewTrack, Track
 from .config import Settings
 from .errors import NotReady, RecommenderError, UnknownTrack
@@ -64,6 +64,7 @@ class Service:
         self.ready_after_s: float | None = None
         self._on_started: list = []
         self._map: tuple | None = None
+        self.answers = AnswerCache(int(self.settings.answer_cache_mb * 1_000_000))
 
     def on_started(self, fn) -> None:
         """Call ``fn()`` when start-up has finished (at once if it already has)."""
@@ -164,13 +165,22 @@ class Service:
         return self.library().catalog
 
     # ---------------------------------------------------------------- prediction
+    def answer_token(self) -> tuple[str, int] | None:
+        """What a stored answer depends on besides its request: the model and the catalog's
+        generation (None while not ready or with the answer cache off: store nothing)."""
+        if self.state != "ready" or not self.answers.enabled:
+            return None
+        return self._bundle.version, self.catalog.generation
+
     def predict(self, data: bytes, *, k: int = 10, genre: str | None = None, genre_mode: str = "any",
-                backend: str | None = None, **similar_opts: Any) -> dict[str, Any]:
-        """Genre of uploaded audio (through the cache) and its ``k`` nearest catalog tracks."""
+                backend: str | None = None, sha256: str | None = None, **similar_opts: Any) -> dict[str, Any]:
+        """Genre of uploaded audio (through the cache) and its ``k`` nearest catalog tracks.
+
+        ``sha256``: the data's hash when the caller has it already."""
         reco = self.recommender(backend)
         if genre:
             reco.check_genre(genre)  # a bad genre costs nothing: refused before decoding
-        query, pred, cached = reco.query_for_audio(data)
+        query, pred, cached = reco.query_for_audio(data, sha256=sha256)
         similar: list[Scored] = []
         if k > 0 and len(reco.catalog):
             similar = reco.similar(query, k, genre=genre, genre_mode=genre_mode, **similar_opts)

@@ -235,6 +235,57 @@ def test_add_and_delete_tracks_with_api_key(api_home, tiny_bundle, redis_url, ca
         srv.close()
 
 
+def test_repeated_predict_is_answered_whole_until_the_catalog_changes(api_home, tiny_bundle, redis_url,
+                                                                      cache_prefix, tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    srv = make_server(api_home, tiny_bundle, redis_url, cache_prefix)
+    answers = srv.service.answers
+    wav = {"Content-Type": "audio/wav"}
+    try:
+        data = clip_bytes(tmp_path, "chirp", 5150)
+        k = N_TRACKS + 5  # more than the catalog holds: every track, so an added one must show
+        first = srv.post(f"/v1/predict?k={k}", data=data, headers=wav)
+        assert first.status_code == 200 and first.json()["cached"] is False
+        assert len(first.json()["similar"]) == N_TRACKS and (answers.hits, len(answers)) == (0, 1)
+        # the same raw upload again: the stored answer, before Flask (api.fastpath)
+        again = srv.post(f"/v1/predict?k={k}", data=data, headers=wav)
+        assert again.status_code == 200 and again.headers["Content-Type"] == "application/json"
+        assert again.json() == {**first.json(), "cached": True} and answers.hits == 1
+        assert "app;dur=" in again.headers["Server-Timing"]
+        # as multipart: the view finds the same stored answer once it has the file's hash
+        multi = srv.post(f"/v1/predict?k={k}", files={"file": ("q.wav", data, "audio/wav")})
+        assert multi.content == again.content and answers.hits == 2
+        # other parameters are another answer
+        three = srv.post("/v1/predict?k=3", data=data, headers=wav).json()
+        assert three["cached"] is True and len(three["similar"]) == 3 and answers.hits == 2
+        # a track added to the catalog makes every stored answer stale
+        other = clip_bytes(tmp_path, "noise", 6160)
+        added = srv.post("/v1/tracks", data=other, headers=wav)
+        assert added.status_code == 201, added.text
+        new_id = added.json()["id"]
+        after = srv.post(f"/v1/predict?k={k}", data=data, headers=wav).json()
+        assert after["cached"] is True and answers.hits == 2
+        assert len(after["similar"]) == N_TRACKS + 1 and new_id in [s["id"] for s in after["similar"]]
+        assert srv.delete(f"/v1/tracks/{new_id}").status_code == 204
+        gone = srv.post(f"/v1/predict?k={k}", data=data, headers=wav).json()
+        assert new_id not in [s["id"] for s in gone["similar"]] and gone["similar"] == first.json()["similar"]
+        # each hit is still counted in /metrics
+        hits = [s.value for f in text_string_to_metric_families(srv.get("/metrics").text)
+                for s in f.samples if s.name == "sonicsort_predictions_total" and s.labels["cache"] == "hit"]
+        assert hits == [5.0]
+    finally:
+        srv.close()
+    # SONICSORT_ANSWER_CACHE_MB=0: nothing is stored, and repeats still come from the prediction cache
+    srv = make_server(api_home, tiny_bundle, redis_url, cache_prefix, answer_cache_mb=0)
+    try:
+        for cached in (True, True):
+            assert srv.post(f"/v1/predict?k={k}", data=data, headers=wav).json()["cached"] is cached
+        assert len(srv.service.answers) == 0 and srv.service.answers.hits == 0
+    finally:
+        srv.close()
+
+
 def test_failed_writes_leave_catalog_and_index_as_they_were(api_home, tiny_bundle, tmp_path, monkeypatch):
     srv = make_server(api_home, tiny_bundle, None)
     try:
