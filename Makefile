@@ -34,7 +34,7 @@ test: dev redis browser
 	$(BIN)/python -m pytest
 
 bench-api: venv
-	$(BIN)/python benchmarks/api_load.py --data ../shared/data --out benchmarks/results/api-load.json
+	$(BIN)/python benchmarks/api_load.py --data ../shared/data --servers 2x4,2x8,2x4:noanswers --out benchmarks/results/api-load.json
 
 bench-ann: venv
 	$(BIN)/sonicsort bench ann --dataset synthetic:100000:128 --out bench-results/100k
