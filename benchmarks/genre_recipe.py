@@ -6,6 +6,12 @@ fold, so both figures preview unseen artists. Each recipe trains a fixed number 
 and reports the track-level balanced accuracy curve, so the epoch count is part of the
 recipe (chosen here, on validation data, never on a test set).
 
+Each run also scores what the recommender needs from the embedding: with the last epoch's
+weights (no epoch is picked on the scored split), every track of the manifest gets its
+track embedding, and genre precision@10 is the share of a scored track's 10 nearest
+neighbours (cosine, among all tracks, itself excluded) of its own genre, beside the same
+figure for per-track MFCC mean/std features (``benchmarks/reco_quality.py``'s baseline).
+
     python benchmarks/genre_recipe.py ../shared/data/gtzan/manifest.csv --recipes base,mfcc --epochs 30
 """
 
@@ -25,7 +31,35 @@ import numpy as np
 from embedding.data import load_dataset
 from embedding.features import FeatureConfig
 from embedding.model import ModelConfig
+from embedding.features import Normalizer, segment_frames
 from embedding.train import baseline_scores, extract_features, fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reco_quality import precision_at  # noqa: E402
+
+
+def track_embeddings(model, normalizer: Normalizer, feats: list, fc: FeatureConfig) -> np.ndarray:
+    """The mean segment embedding of each track (the bundle L2-normalises it)."""
+    import keras
+
+    emb_model = keras.Model(model.inputs, model.get_layer("embedding").output)
+    return np.stack([emb_model.predict_on_batch(normalizer(segment_frames(t.frames, fc))).mean(axis=0)
+                     for t in feats])
+
+
+def knn_precision(vecs: np.ndarray, genres: list[str], queries: list[int], k: int = 10) -> float:
+    """Genre precision@k of cosine neighbours among all rows, the query excluded."""
+    v = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    neigh = {}
+    for q in queries:
+        order = [int(i) for i in np.argsort(-(v @ v[q]), kind="stable") if i != q]
+        neigh[q] = order[:k]
+    return precision_at(neigh, dict(enumerate(genres)), k)
+
+
+def mfcc_baseline(feats: list) -> np.ndarray:
+    m = np.stack([t.mfcc_stats for t in feats]).astype(np.float64)
+    return (m - m.mean(0)) / np.maximum(m.std(0), 1e-6)
 
 FAST = {"time_pool": 4, "segments_per_track": 16}
 RECIPES: dict[str, tuple[dict, dict]] = {
@@ -36,6 +70,14 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "fast_mels64": ({"n_mels": 64}, FAST),
     "fast_mixup": ({}, {**FAST, "mixup": 0.4}),
     "reg_mfcc": ({"kind": "mfcc"}, {**FAST, "lstm_units": (48, 48), "dropout": 0.5, "mixup": 0.4}),
+    "reg_mfcc_ls": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "label_smoothing": 0.1}),
+    "reg_mfcc_sqrt": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "balance": "sqrt"}),
+    "reg_mfcc_track": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "balance": "track"}),
+    "reg_mfcc_tanh": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "embedding_activation": "tanh"}),
+    "reg_mfcc_e64": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "embedding_dim": 64}),
+    "reg_mfcc_seg6": ({"kind": "mfcc", "segment_seconds": 6.0, "segment_hop_seconds": 3.0}, {**FAST, "mixup": 0.4}),
+    "reg_mfcc_swa": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "average_last": 8}),
+    "reg_mfcc_tanh_swa": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "average_last": 8, "embedding_activation": "tanh"}),
     "mfcc": ({"kind": "mfcc"}, {}),
     "mels128": ({"n_mels": 128}, {}),
     "seg5": ({"segment_seconds": 5.0, "segment_hop_seconds": 2.5}, {}),
@@ -78,18 +120,34 @@ def main() -> None:
                 tr = [feats[t.path] for t in ds.split(tr_split)]
                 va = [feats[t.path] for t in ds.split(va_split)]
                 t0 = time.perf_counter()
-                _, _, hist = fit(tr, genres, fc, mc, valid=va, epochs=args.epochs,
+                model, norm, hist = fit(tr, genres, fc, mc, valid=va, epochs=args.epochs, restore_best=False,
                                  on_epoch=lambda r: print(f"  [{name} s{seed} {fold}] ep {r['epoch']:2d} loss {r['loss']:.3f} "
                                                           f"bal.acc {r['valid_balanced_accuracy']:.3f} acc {r['valid_accuracy']:.3f}",
                                                           flush=True))
                 curve = [h["valid_balanced_accuracy"] for h in hist]
                 base = baseline_scores(tr, va, genres)
+                every = [feats[t.path] for t in ds.tracks]
+                truth = [t.track.genre for t in every]
+                scored = {t.path for t in ds.split(va_split)}
+                queries = [i for i, t in enumerate(every) if t.track.path in scored]
+                emb = track_embeddings(model, norm, every, fc)
+                p10 = knn_precision(emb, truth, queries)
+                # post-processing with statistics of the training tracks only (as VGGish ships
+                # its PCA/whitening): centred, and standardised per dimension
+                fit_rows = [i for i, t in enumerate(every) if t.track.path not in scored]
+                mu, sd = emb[fit_rows].mean(0), emb[fit_rows].std(0) + 1e-6
+                p10_centred = knn_precision(emb - mu, truth, queries)
+                p10_z = knn_precision((emb - mu) / sd, truth, queries)
+                p10_base = knn_precision(mfcc_baseline(every), truth, queries)
                 results[f"{name}/s{seed}/{fold}"] = {
                     "curve": curve, "acc_curve": [h["valid_accuracy"] for h in hist],
                     "n_train": len(tr), "n_valid": len(va), "seconds": round(time.perf_counter() - t0),
                     "baseline": {k: v["balanced_accuracy"] for k, v in base.items()},
+                    "genre_precision@10": round(p10, 4), "mfcc_baseline_precision@10": round(p10_base, 4),
+                    "genre_precision@10_centred": round(p10_centred, 4), "genre_precision@10_z": round(p10_z, 4),
                 }
-                print(f"[{name} s{seed} {fold}] last {curve[-1]:.3f} mean(last5) {np.mean(curve[-5:]):.3f} "
+                print(f"[{name} s{seed} {fold}] p@10 {p10:.3f} centred {p10_centred:.3f} z {p10_z:.3f} (MFCC {p10_base:.3f}) "
+                      f"bal.acc last {curve[-1]:.3f} mean(last5) {np.mean(curve[-5:]):.3f} "
                       f"baseline {results[f'{name}/s{seed}/{fold}']['baseline']}", flush=True)
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.out).write_text(json.dumps(results, indent=1))

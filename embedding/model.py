@@ -30,7 +30,17 @@ class ModelConfig:
     segments_per_track: int = 16
     spec_augment: bool = True
     mixup: float = 0.4
+    label_smoothing: float = 0.0
+    # how training crops pick a genre: uniformly ("genre"), by sqrt of its track count, or by count
+    balance: str = "genre"
+    embedding_activation: str = "relu"
+    # > 0: the final weights are the mean of the last N epochs' (stochastic weight averaging)
+    average_last: int = 0
     seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.balance not in ("genre", "sqrt", "track"):
+            raise ValueError(f"balance must be genre, sqrt or track, not {self.balance!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -71,7 +81,7 @@ def build_model(*, n_frames: int, n_features: int, n_genres: int, config: ModelC
         if not last:
             x = layers.Dropout(config.dropout / 2, name=f"dropout_seq_{i + 1}")(x)
     x = layers.Dropout(config.dropout, name="dropout_lstm")(x)
-    embedding = layers.Dense(config.embedding_dim, activation="relu", name="embedding")(x)
+    embedding = layers.Dense(config.embedding_dim, activation=config.embedding_activation, name="embedding")(x)
     x = layers.Dropout(config.dropout, name="dropout_embedding")(embedding)
     outputs = layers.Dense(n_genres, activation="softmax", name="genre")(x)
     return keras.Model(inputs, outputs, name="sonicsort_bilstm")

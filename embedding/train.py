@@ -105,15 +105,23 @@ def _augment(batch: np.ndarray, rng: np.random.Generator, *, kind: str, std: np.
 
 def sample_crops(
     items: list[np.ndarray], labels: np.ndarray, n_genres: int, *, n_frames: int, n_crops: int,
-    rng: np.random.Generator,
+    rng: np.random.Generator, balance: str = "genre",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Genre-balanced random crops: pick a genre uniformly, a track of it, then an offset."""
+    """Random crops: pick a genre, a track of it, then an offset.
+
+    ``balance``: "genre" picks genres uniformly; "sqrt" in proportion to the square root of
+    their track counts; "track" in proportion to their counts (every track alike).
+    """
     by_genre = [np.flatnonzero(labels == g) for g in range(n_genres)]
     present = [g for g in range(n_genres) if len(by_genre[g])]
+    power = {"genre": 0.0, "sqrt": 0.5, "track": 1.0}[balance]
+    weights = np.array([len(by_genre[g]) ** power for g in present], np.float64)
+    weights /= weights.sum()
     x = np.empty((n_crops, n_frames, items[0].shape[1]), np.float32)
     y = np.empty(n_crops, np.int64)
     for i in range(n_crops):
-        g = present[rng.integers(len(present))]
+        # uniform genres draw with integers(), as the shipped recipe did, so its runs replay
+        g = present[rng.integers(len(present)) if power == 0 else rng.choice(len(present), p=weights)]
         t = by_genre[g][rng.integers(len(by_genre[g]))]
         frames = items[t]
         if len(frames) <= n_frames:
@@ -147,12 +155,15 @@ def fit(
     valid: list[TrackFeatures] | None = None,
     epochs: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    restore_best: bool = True,
 ):
     """Train the BiLSTM on random crops of ``train`` tracks.
 
     With ``valid``, keeps the weights of the epoch with the best track-level balanced
     accuracy (ties: lower loss) and stops after ``patience`` epochs without improvement.
     Without it, trains exactly ``epochs`` (default ``model_config.max_epochs``) epochs.
+    ``restore_best=False`` keeps the last epoch's weights and only scores ``valid`` (for
+    recipe comparisons at a fixed epoch count).
 
     Returns
     -------
@@ -181,7 +192,7 @@ def fit(
     model = build_model(n_frames=feature_config.n_frames, n_features=feature_config.n_features,
                         n_genres=len(genres), config=model_config)
     model.compile(optimizer=keras.optimizers.Adam(model_config.learning_rate),
-                  loss="categorical_crossentropy")
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=model_config.label_smoothing))
 
     @tf.function(reduce_retracing=True)
     def _infer(x):
@@ -196,10 +207,11 @@ def fit(
     best = (-1.0, np.inf)
     best_weights = None
     since_best = 0
+    swa, swa_n = None, 0
     for epoch in range(1, n_epochs + 1):
         t0 = time.perf_counter()
         x, y = sample_crops(train_frames, train_labels, len(genres), n_frames=feature_config.n_frames,
-                            n_crops=n_crops, rng=rng)
+                            n_crops=n_crops, rng=rng, balance=model_config.balance)
         if model_config.spec_augment:
             x = _augment(x, rng, kind=feature_config.kind, std=normalizer.std)
         targets = np.eye(len(genres), dtype=np.float32)[y]
@@ -210,6 +222,13 @@ def fit(
             x = lam[:, :, None] * x + (1 - lam[:, :, None]) * x[perm]
             targets = lam * targets + (1 - lam) * targets[perm]
         h = model.fit(x, targets, batch_size=model_config.batch_size, epochs=1, verbose=0, shuffle=True)
+        if model_config.average_last and epoch > n_epochs - model_config.average_last:
+            # stochastic weight averaging over the last epochs: one model, less epoch-to-epoch noise
+            swa_n += 1
+            w = model.get_weights()
+            swa = w if swa is None else [a + (b - a) / swa_n for a, b in zip(swa, w)]
+            if epoch == n_epochs:
+                model.set_weights(swa)
         row: dict[str, Any] = {"epoch": epoch, "loss": float(h.history["loss"][-1])}
         if valid:
             probs = predict_tracks(infer, valid_frames, feature_config)
@@ -227,9 +246,9 @@ def fit(
         history.append(row)
         if on_epoch:
             on_epoch(row)
-        if valid and since_best >= model_config.patience:
+        if valid and restore_best and since_best >= model_config.patience:
             break
-    if best_weights is not None:
+    if best_weights is not None and restore_best:
         model.set_weights(best_weights)
     return model, normalizer, history
 
