@@ -15,10 +15,14 @@ says ``"cached": true`` and carries ``Server-Timing``, like any answer from the 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import time
 from typing import Any, Callable, Iterable
+
+from recommender.library import sha256_bytes
+
+from .metrics import server_timing
+from .params import is_audio_type
 
 ROUTE = "/v1/predict"
 UPLOAD_SHA256 = "sonicsort.upload_sha256"  # environ key: the raw body's hash, for the view
@@ -31,7 +35,6 @@ def answer_key(sha256: str, query_string: str, script_root: str) -> tuple[str, s
 
 class PredictFastPath:
     def __init__(self, app) -> None:
-        self.app = app
         self.inner: Callable = app.wsgi_app
         self.service = app.extensions["sonicsort"]
         self.metrics = app.extensions["sonicsort_metrics"]
@@ -41,8 +44,6 @@ class PredictFastPath:
         if (environ.get("PATH_INFO") != ROUTE or environ.get("REQUEST_METHOD") != "POST"
                 or not self.service.answers.enabled):
             return self.inner(environ, start_response)
-        from .params import is_audio_type
-
         mimetype = (environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
         try:
             length = int(environ.get("CONTENT_LENGTH") or -1)
@@ -62,20 +63,14 @@ class PredictFastPath:
         environ["wsgi.input"] = io.BytesIO(body)
         if left:  # the client sent less than it announced: werkzeug sees the short body and answers 400
             return self.inner(environ, start_response)
-        sha = hashlib.sha256(body).hexdigest()
-        environ[UPLOAD_SHA256] = sha
-        token = self.service.answer_token()
-        hit = None
-        if token is not None:
-            hit = self.service.answers.get(answer_key(sha, environ.get("QUERY_STRING", ""),
-                                                      environ.get("SCRIPT_NAME", "")), token)
+        sha = environ[UPLOAD_SHA256] = sha256_bytes(body)
+        _, hit = self.service.stored_answer(answer_key(sha, environ.get("QUERY_STRING", ""),
+                                                       environ.get("SCRIPT_NAME", "")))
         if hit is None:
             return self.inner(environ, start_response)
         elapsed = time.perf_counter() - t0
-        m = self.metrics
-        m.predictions.labels("hit").inc()
-        m.latency.labels("POST", ROUTE).observe(elapsed)
-        m.requests.labels("POST", ROUTE, "200").inc()
+        self.metrics.predictions.labels("hit").inc()
+        self.metrics.observe("POST", ROUTE, 200, elapsed)
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(hit))),
-                                  ("Server-Timing", f"app;dur={elapsed * 1000:.3f}")])
+                                  ("Server-Timing", server_timing(elapsed))])
         return [hit]

@@ -16,6 +16,11 @@ from flask import Flask, Response, g, request
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+def server_timing(elapsed_s: float) -> str:
+    """The time spent in the app, for clients and benchmarks (W3C Server-Timing)."""
+    return f"app;dur={elapsed_s * 1000:.3f}"
+
+
 class Metrics:
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -50,15 +55,18 @@ class Metrics:
             t0 = g.pop("_t0", None)
             if t0 is not None:
                 elapsed = time.perf_counter() - t0
-                # the time spent in the app, for clients and benchmarks (W3C Server-Timing)
-                resp.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.3f}"
+                resp.headers["Server-Timing"] = server_timing(elapsed)
                 route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-                self.latency.labels(request.method, route).observe(elapsed)
-                self.requests.labels(request.method, route, str(resp.status_code)).inc()
+                self.observe(request.method, route, resp.status_code, elapsed)
                 if t0 - self._states_at > 1.0:  # every worker reports its own state, once a second at most
                     self._states_at = t0
                     self._set_states(app.extensions["sonicsort"])
             return resp
+
+    def observe(self, method: str, route: str, status: int, elapsed_s: float) -> None:
+        """One answered request, in the per-route counts and latencies."""
+        self.latency.labels(method, route).observe(elapsed_s)
+        self.requests.labels(method, route, str(status)).inc()
 
     def _set_states(self, service) -> None:
         self.ready.set(1 if service.state == "ready" else 0)

@@ -87,12 +87,10 @@ def predict():
     # (raw-body repeats are answered before Flask by api.fastpath; multipart ones here)
     sha = request.environ.get(UPLOAD_SHA256) or sha256_bytes(data)
     key = answer_key(sha, request.query_string.decode("latin-1"), request.script_root)
-    token = svc.answer_token()
-    if token is not None:
-        stored = svc.answers.get(key, token)
-        if stored is not None:
-            metrics.predictions.labels("hit").inc()
-            return Response(stored, mimetype="application/json")
+    token, stored = svc.stored_answer(key)
+    if stored is not None:
+        metrics.predictions.labels("hit").inc()
+        return Response(stored, mimetype="application/json")
     out = svc.predict(data, sha256=sha, **opts)
     pred = out["prediction"]
     metrics.predictions.labels("hit" if out["cached"] else "miss").inc()

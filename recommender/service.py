@@ -172,6 +172,11 @@ class Service:
             return None
         return self._bundle.version, self.catalog.generation
 
+    def stored_answer(self, key: Any) -> tuple[tuple[str, int] | None, bytes | None]:
+        """(the current answer token, the answer stored under ``key`` for it or None)."""
+        token = self.answer_token()
+        return token, (self.answers.get(key, token) if token is not None else None)
+
     def predict(self, data: bytes, *, k: int = 10, genre: str | None = None, genre_mode: str = "any",
                 backend: str | None = None, sha256: str | None = None, **similar_opts: Any) -> dict[str, Any]:
         """Genre of uploaded audio (through the cache) and its ``k`` nearest catalog tracks.
