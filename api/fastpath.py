@@ -61,7 +61,7 @@ class PredictFastPath:
             left -= len(chunk)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         environ["wsgi.input"] = io.BytesIO(body)
-        if left:  # the client sent less than it announced: werkzeug sees the short body and answers 400
+        if left:  # the client sent less than it announced: Flask gets the short body as it came, and answers 4xx
             return self.inner(environ, start_response)
         sha = environ[UPLOAD_SHA256] = sha256_bytes(body)
         _, hit = self.service.stored_answer(answer_key(sha, environ.get("QUERY_STRING", ""),
