@@ -39,7 +39,8 @@ def scored_json(items) -> list[dict[str, Any]]:
     return [{"position": i + 1, "id": s.track.id, "title": s.track.title, "artist": s.track.artist,
              "album": s.track.album, "genre": s.track.genre, "duration_s": round(s.track.duration_s, 3),
              "similarity": round(s.similarity, 6), "genre_agreement": round(s.genre_agreement, 6),
-             "score": round(s.score, 6), "audio_url": audio_url(s.track.id)}
+             "score": round(s.score, 6), "top_tags": [t for t, _ in s.track.top_tags(3)],
+             "audio_url": audio_url(s.track.id)}
             for i, s in enumerate(items)]
 
 
@@ -107,9 +108,10 @@ def predict():
 def list_tracks():
     text = P.arg("q", max_len=P.MAX_TEXT)
     genre = P.arg("genre", max_len=100, empty_ok=False)
+    tag = P.arg("tag", max_len=100, empty_ok=False)
     limit = P.arg("limit", "int", 50, lo=1, hi=P.MAX_LIMIT)
     after = P.arg("cursor", "int", 0, lo=0, hi=10**18 - 1)
-    tracks, next_after = service().search(text, genre=genre, after_id=after, limit=limit)
+    tracks, next_after = service().search(text, genre=genre, tag=tag, after_id=after, limit=limit)
     nxt = str(next_after) if next_after is not None else None
     return jsonify({"items": [track_json(t) for t in tracks], "next_cursor": nxt,
                     "next": url_for("v1.list_tracks", **{**request.args, "cursor": nxt}) if nxt else None})

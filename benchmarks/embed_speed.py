@@ -4,7 +4,10 @@
 
 Prints JSON with:
 - ``single``: one 30 s clip at a time on ONE core (CPU affinity 1 core, TensorFlow 1 thread):
-  median ms for decode, features, model and the whole ``predict``, and its real-time multiple;
+  median ms for decode, features, model (front end + BiLSTM, genre, tags and embedding) and
+  the whole ``predict``, and its real-time multiple; and ``long_4min``: the same for 4-minute
+  tracks made of 8 of those clips back to back (written to temporary OGG files, as the
+  clips are), with ``long_over_clip_x``, its cost over a 30 s clip's;
 - ``ingest``: ``sonicsort ingest`` of the data folder into an empty catalog on all cores
   (default 2 here), uncached: seconds, audio seconds, real-time multiple;
 - ``cache``: ``Library.predict_bytes`` of the same clips, miss (model) against hit (Redis),
@@ -31,9 +34,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 AUDIO = (".ogg", ".wav", ".flac", ".mp3", ".au")
 
 
-def clips(data: str | None, n: int | None = None) -> list[Path]:
+def clips(data: str | None, n: int | None = None, *, min_s: float = 0.0) -> list[Path]:
     if data:
+        import soundfile as sf
+
         files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in AUDIO)
+        if min_s:
+            files = [p for p in files if sf.info(p).duration >= min_s]
     else:
         from recommender.demo import _clip, SR
         import soundfile as sf
@@ -58,24 +65,47 @@ def phase_single(args) -> dict:
 
     bundle = ModelBundle.load(args.model)
     bundle.warm_up()
-    files = clips(args.data, 40)
-    dec, feat, model, total, dur = [], [], [], [], []
-    for f in files:
-        t0 = time.perf_counter()
-        audio = load_audio(f, sr=bundle.feature_config.sr)
-        t1 = time.perf_counter()
-        x = bundle.features(audio)
-        t2 = time.perf_counter()
-        bundle.predict_segments(x)
-        t3 = time.perf_counter()
-        bundle.predict(f)
-        t4 = time.perf_counter()
-        dec.append(t1 - t0); feat.append(t2 - t1); model.append(t3 - t2); total.append(t4 - t3)
-        dur.append(audio.duration_s)
-    med = statistics.median
-    return {"clips": len(files), "median_clip_s": round(med(dur), 1), "decode_ms": round(1e3 * med(dec), 1),
-            "features_ms": round(1e3 * med(feat), 1), "model_ms": round(1e3 * med(model), 1),
-            "predict_ms": round(1e3 * med(total), 1), "realtime_x": round(med(dur) / med(total), 1)}
+    files = clips(args.data, 40, min_s=25.0)
+
+    def measure(paths: list[Path]) -> dict:
+        dec, feat, model, total, dur, n_seg = [], [], [], [], [], []
+        for f in paths:
+            t0 = time.perf_counter()
+            audio = load_audio(f, sr=bundle.feature_config.sr)
+            t1 = time.perf_counter()
+            x = bundle.features(audio)
+            t2 = time.perf_counter()
+            bundle.predict_tracks([x])
+            t3 = time.perf_counter()
+            pred = bundle.predict(f)
+            t4 = time.perf_counter()
+            dec.append(t1 - t0); feat.append(t2 - t1); model.append(t3 - t2); total.append(t4 - t3)
+            dur.append(audio.duration_s); n_seg.append(pred.n_segments)
+        med = statistics.median
+        return {"files": len(paths), "median_duration_s": round(med(dur), 1), "segments": int(med(n_seg)),
+                "decode_ms": round(1e3 * med(dec), 1), "features_ms": round(1e3 * med(feat), 1),
+                "model_ms": round(1e3 * med(model), 1), "predict_ms": round(1e3 * med(total), 1),
+                "realtime_x": round(med(dur) / med(total), 1)}
+
+    out = {"model_version": bundle.version, "features": bundle.feature_config.kind, **measure(files)}
+    import numpy as np
+    import soundfile as sf
+
+    folder = Path(tempfile.mkdtemp(prefix="sonicsort-bench-long-"))
+    longs = []
+    for i in range(0, min(len(files), 40) - 7, 8):
+        parts = [sf.read(f, dtype="float32")[0] for f in files[i:i + 8]]
+        sr = sf.info(files[i]).samplerate
+        p = folder / f"long-{i}.ogg"
+        sf.write(p, np.concatenate([q if q.ndim == 1 else q.mean(axis=1) for q in parts]), sr)
+        longs.append(p)
+    if longs:
+        out["long_4min"] = measure(longs)
+        out["long_over_clip_x"] = round(out["long_4min"]["predict_ms"] / out["predict_ms"], 2)
+    for p in longs:
+        p.unlink()
+    folder.rmdir()
+    return out
 
 
 def phase_ingest(args) -> dict:

@@ -13,6 +13,12 @@ neighbours (cosine, among all tracks, itself excluded) of its own genre, beside 
 figure for per-track MFCC mean/std features (``benchmarks/reco_quality.py``'s baseline).
 
     python benchmarks/genre_recipe.py ../shared/data/gtzan/manifest.csv --recipes base,mfcc --epochs 30
+
+v2 recipes (``v2*``: the musicnn front end under a BiLSTM over patch features) take a
+manifest of the 30 s excerpts and the clips together (``gtzan`` + ``gtzan-clips``, 404
+tracks, 116 in valid); their figures are also given apart for tracks and clips:
+
+    python benchmarks/genre_recipe.py all.csv --recipes v2,v2_ls --seeds 1,2,3 --folds A --epochs 30
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ def track_embeddings(model, normalizer: Normalizer, feats: list, fc: FeatureConf
     import keras
 
     emb_model = keras.Model(model.inputs, model.get_layer("embedding").output)
+    if fc.is_sequence:  # one output per track, from the patch features fit() computed
+        return np.stack([emb_model.predict_on_batch(t.patch_features[None])[0] for t in feats])
     return np.stack([emb_model.predict_on_batch(normalizer(segment_frames(t.frames, fc))).mean(axis=0)
                      for t in feats])
 
@@ -86,7 +94,25 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "pool4": ({}, {"time_pool": 4}),
     "noaug": ({}, {"spec_augment": False}),
     "lr3e-4": ({}, {"learning_rate": 3e-4}),
+    # v2: the frozen musicnn front end, then a BiLSTM over the track's patch features
+    "v2": ({"kind": "musicnn"}, {"label_smoothing": 0.0}),
+    "v2_ls": ({"kind": "musicnn"}, {"label_smoothing": 0.1}),
+    "v2_ls_p10": ({"kind": "musicnn", "max_patches": 10}, {"label_smoothing": 0.1}),
+    "v2_ls_p3": ({"kind": "musicnn", "max_patches": 3}, {"label_smoothing": 0.1}),
+    "v2_ls_e128": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "embedding_dim": 128}),
+    "v2_ls_d5": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "dropout": 0.5}),
+    "v2_ls_skip": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "mean_skip": True}),
 }
+
+
+def feature_config(kw: dict) -> FeatureConfig:
+    if kw.get("kind") == "musicnn":
+        return FeatureConfig.musicnn(**{k: v for k, v in kw.items() if k != "kind"})
+    return FeatureConfig(**kw)
+
+
+def model_config(fc: FeatureConfig, kw: dict) -> ModelConfig:
+    return ModelConfig.sequence(**kw) if fc.is_sequence else ModelConfig(**kw)
 
 
 def main() -> None:
@@ -106,7 +132,7 @@ def main() -> None:
     results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     for name in args.recipes.split(","):
         fc_kw, mc_kw = RECIPES[name]
-        fc = FeatureConfig(**fc_kw)
+        fc = feature_config(fc_kw)
         key = json.dumps(fc.to_dict(), sort_keys=True)
         if key not in cache:
             t0 = time.perf_counter()
@@ -114,7 +140,7 @@ def main() -> None:
             print(f"[{name}] features for {len(ds.tracks)} tracks in {time.perf_counter() - t0:.0f} s", flush=True)
         feats = {t.track.path: t for t in cache[key]}
         for seed in (int(s) for s in args.seeds.split(",")):
-            mc = ModelConfig(**{**mc_kw, "seed": seed, "patience": 10_000})
+            mc = model_config(fc, {**mc_kw, "seed": seed, "patience": 10_000})
             for fold in args.folds.split(","):
                 tr_split, va_split = folds[fold]
                 tr = [feats[t.path] for t in ds.split(tr_split)]
@@ -125,6 +151,18 @@ def main() -> None:
                                                           f"bal.acc {r['valid_balanced_accuracy']:.3f} acc {r['valid_accuracy']:.3f}",
                                                           flush=True))
                 curve = [h["valid_balanced_accuracy"] for h in hist]
+                apart = {}
+                if fc.is_sequence:  # last-epoch accuracy of full tracks and clips apart
+                    import keras
+
+                    gi = {g: i for i, g in enumerate(genres)}
+                    pred = [int(model.predict_on_batch(t.patch_features[None])[0].argmax()) for t in va]
+                    for part, keep in (("tracks", lambda t: len(t.frames) >= 2 * fc.n_frames),
+                                       ("clips", lambda t: len(t.frames) < 2 * fc.n_frames)):
+                        idx = [i for i, t in enumerate(va) if keep(t)]
+                        if idx:
+                            apart[part] = {"n": len(idx), "accuracy": round(float(np.mean(
+                                [pred[i] == gi[va[i].track.genre] for i in idx])), 4)}
                 base = baseline_scores(tr, va, genres)
                 every = [feats[t.path] for t in ds.tracks]
                 truth = [t.track.genre for t in every]
@@ -145,9 +183,10 @@ def main() -> None:
                     "baseline": {k: v["balanced_accuracy"] for k, v in base.items()},
                     "genre_precision@10": round(p10, 4), "mfcc_baseline_precision@10": round(p10_base, 4),
                     "genre_precision@10_centred": round(p10_centred, 4), "genre_precision@10_z": round(p10_z, 4),
+                    **apart,
                 }
                 print(f"[{name} s{seed} {fold}] p@10 {p10:.3f} centred {p10_centred:.3f} z {p10_z:.3f} (MFCC {p10_base:.3f}) "
-                      f"bal.acc last {curve[-1]:.3f} mean(last5) {np.mean(curve[-5:]):.3f} "
+                      f"acc last {hist[-1]['valid_accuracy']:.3f} {apart} bal.acc last {curve[-1]:.3f} mean(last5) {np.mean(curve[-5:]):.3f} "
                       f"baseline {results[f'{name}/s{seed}/{fold}']['baseline']}", flush=True)
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.out).write_text(json.dumps(results, indent=1))

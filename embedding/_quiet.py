@@ -23,7 +23,7 @@ def import_tensorflow() -> None:
     with _lock:
         if _done:
             return
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         sys.stderr.flush()
         saved = os.dup(2)

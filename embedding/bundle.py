@@ -1,9 +1,16 @@
-"""The versioned model bundle: one folder with ``model.keras`` and ``bundle.json``.
+"""The versioned model bundle: one folder with ``model.keras``, ``bundle.json`` and, for the
+v2 recipe, ``frontend.weights.h5`` (the frozen musicnn front end it was trained on).
 
-``ModelBundle.predict(audio)`` is the one entry point the rest of sonicsort uses:
-audio → segments → normalised frames → BiLSTM → track-level genre probabilities
-(mean of segment probabilities) and track embedding (L2-normalised mean of the
-segment embeddings).
+``ModelBundle.predict(audio)`` is the one entry point the rest of sonicsort uses, one call
+from audio to genre, tags and embedding:
+
+- v2 (``feature_config.kind == "musicnn"``): audio → at most ``max_patches`` 3 s log-mel
+  patches → musicnn front end → (per-patch features, per-patch tags) → BiLSTM over the
+  patch sequence → genre probabilities and the track embedding (L2-normalised
+  ``embedding`` layer); tags are the mean of the patches' tag probabilities.
+- v1 (``logmel``/``mfcc``): audio → segments → normalised frames → BiLSTM → track-level
+  genre probabilities (mean over segments) and embedding (L2-normalised mean of the
+  segment embeddings); no tags.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,6 +37,7 @@ log = logging.getLogger(__name__)
 BUNDLE_FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
 META_FILE = "bundle.json"
+FRONTEND_FILE = "frontend.weights.h5"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 _INFER_BATCH = 256
 
@@ -46,6 +54,8 @@ class Prediction:
     model_version : the bundle's content hash
     n_segments : how many segments were averaged
     is_silent : the audio was digital silence (the prediction carries no information)
+    tags : tag → probability from the front end (50 Last.fm tags of the Million Song
+        Dataset: moods, styles, eras, instruments; not GTZAN labels); empty for v1 models
     """
 
     genre: str
@@ -55,9 +65,13 @@ class Prediction:
     n_segments: int
     duration_s: float
     is_silent: bool = False
+    tags: dict[str, float] = field(default_factory=dict)
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
+
+    def top_tags(self, k: int = 5) -> list[tuple[str, float]]:
+        return sorted(self.tags.items(), key=lambda kv: -kv[1])[:k]
 
     def to_dict(self, *, with_embedding: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -68,27 +82,24 @@ class Prediction:
             "n_segments": self.n_segments,
             "duration_s": round(self.duration_s, 3),
             "is_silent": self.is_silent,
+            "tags": {t: round(float(p), 6) for t, p in self.tags.items()},
+            "top_tags": [{"tag": t, "probability": round(float(p), 6)} for t, p in self.top_tags(5)],
         }
         if with_embedding:
             d["embedding"] = [float(v) for v in self.embedding]
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Prediction":
-        return cls(genre=d["genre"], probabilities=dict(d["probabilities"]),
-                   embedding=np.asarray(d["embedding"], np.float32), model_version=d["model_version"],
-                   n_segments=int(d["n_segments"]), duration_s=float(d["duration_s"]),
-                   is_silent=bool(d.get("is_silent", False)))
 
-
-def _content_version(model, meta_core: dict[str, Any]) -> str:
-    """Hash of what determines outputs: architecture, weights, genres, features, normalisation.
+def _content_version(model, meta_core: dict[str, Any], frontend=None) -> str:
+    """Hash of what determines outputs: architecture, weights (the front end's too), genres,
+    features, normalisation.
 
     (The ``.keras`` file itself carries a save timestamp, so its bytes would change on
     every save of the same model.)
     """
     h = hashlib.sha256()
-    for w in model.get_weights():  # the architecture itself follows from model_config
+    weights = model.get_weights() + (frontend.get_weights() if frontend is not None else [])
+    for w in weights:  # the architecture itself follows from model_config
         h.update(str(w.shape).encode())
         h.update(np.ascontiguousarray(w).tobytes())
     h.update(json.dumps(meta_core, sort_keys=True).encode())
@@ -96,12 +107,17 @@ def _content_version(model, meta_core: dict[str, Any]) -> str:
 
 
 class ModelBundle:
-    """A trained genre model plus everything needed to use it on new audio."""
+    """A trained genre model plus everything needed to use it on new audio.
+
+    ``model`` is the Keras BiLSTM (input: frame segments for v1, the patch-feature
+    sequence for v2); ``frontend`` the frozen musicnn model under a v2 BiLSTM (None for v1).
+    """
 
     def __init__(
         self,
         model,
         *,
+        frontend=None,
         genres: list[str],
         feature_config: FeatureConfig,
         normalizer: Normalizer,
@@ -111,6 +127,9 @@ class ModelBundle:
         version: str | None = None,
     ) -> None:
         self.model = model
+        self.frontend = frontend
+        if feature_config.is_sequence and frontend is None:
+            raise ModelError("a musicnn-feature model needs its front end")
         self.genres = list(genres)
         self.feature_config = feature_config
         self.normalizer = normalizer
@@ -127,11 +146,81 @@ class ModelBundle:
         return int(self.model.get_layer("embedding").units)
 
     @property
+    def tag_names(self) -> list[str]:
+        """The front end's tags, in its output order (empty for v1 models)."""
+        if self.frontend is None:
+            return []
+        from .musicnn import MSD_TAGS
+
+        return list(MSD_TAGS)
+
+    @property
     def training_hashes(self) -> set[str]:
         """sha256 of the audio files the model was trained on (for leak checks)."""
         return set(self.training.get("track_sha256", []))
 
     # ------------------------------------------------------------------ inference
+    def _track_fn(self):
+        """v2: one track's patches (n_patches, 187, 96) → (probs (G,), embedding (E,), tags (T,))."""
+        if self._infer is None:
+            from ._quiet import import_tensorflow
+
+            import_tensorflow()
+            import keras
+            import tensorflow as tf
+
+            from .model import build_sequence_head
+
+            # the same layers and weights without the padding mask: one track a call pads nothing
+            unmasked = build_sequence_head(n_features=self.model.input_shape[-1], n_genres=len(self.genres),
+                                           config=self.model_config, masking=False)
+            for layer in unmasked.layers:
+                if layer.weights:
+                    layer.set_weights(self.model.get_layer(layer.name).get_weights())
+            head = keras.Model(unmasked.inputs, [unmasked.output, unmasked.get_layer("embedding").output])
+            frontend = self.frontend
+            spec = tf.TensorSpec([None, self.feature_config.n_frames, self.feature_config.n_features], tf.float32)
+
+            @tf.function(input_signature=[spec], reduce_retracing=True)
+            def infer(x):
+                features, tags = frontend(x, training=False)
+                probs, emb = head(features[None], training=False)
+                return probs[0], emb[0], tf.reduce_mean(tags, axis=0)
+
+            self._infer = infer
+        return self._infer
+
+    def patch_features(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """v2: the front end on patches (n, 187, 96) → (features (n, 200), tags (n, 50))."""
+        if self.frontend is None:
+            raise ModelError("this model has no front end (a v1 frame model)")
+        from .musicnn import frontend_outputs
+
+        return frontend_outputs(self.frontend, patches)
+
+    def predict_tracks(self, features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Track-level outputs of several tracks' normalised features (each from ``features()``).
+
+        Returns probabilities (n_tracks, n_genres), embeddings (n_tracks, embedding_dim)
+        (not normalised) and tags (n_tracks, n_tags), or None for v1 models.
+        """
+        if not self.feature_config.is_sequence:
+            probs, embs = self.predict_segments(np.concatenate(features))
+            p_out, e_out, start = [], [], 0
+            for f in features:
+                p_out.append(probs[start:start + len(f)].mean(axis=0))
+                e_out.append(embs[start:start + len(f)].mean(axis=0))
+                start += len(f)
+            return np.stack(p_out), np.stack(e_out), None
+        expected = (self.feature_config.n_frames, self.feature_config.n_features)
+        infer = self._track_fn()
+        out = []
+        for f in features:
+            if f.ndim != 3 or f.shape[1:] != expected or len(f) == 0:
+                raise ModelError(f"patches of shape {f.shape} do not match the model's (n, {expected[0]}, {expected[1]})")
+            out.append([t.numpy() for t in infer(f.astype(np.float32, copy=False))])
+        return (np.stack([o[0] for o in out]), np.stack([o[1] for o in out]), np.stack([o[2] for o in out]))
+
     def _inference_fn(self):
         if self._infer is None:
             from ._quiet import import_tensorflow
@@ -174,8 +263,7 @@ class ModelBundle:
         return self.normalizer(segment_features(audio, self.feature_config))
 
     def predict_audio(self, audio: Audio) -> Prediction:
-        probs, embs = self.predict_segments(self.features(audio))
-        return self._aggregate(probs, embs, duration_s=audio.duration_s, is_silent=audio.is_silent)
+        return self.predict_features([self.features(audio)], [audio.duration_s], [audio.is_silent])[0]
 
     def predict(self, source: AudioSource, *, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> Prediction:
         """Decode ``source`` (path, bytes or file object) and predict its genre and embedding."""
@@ -198,18 +286,14 @@ class ModelBundle:
         if not features:
             return []
         silent = silent if silent is not None else [False] * len(features)
-        probs, embs = self.predict_segments(np.concatenate(features))
-        out, start = [], 0
-        for f, dur, sil in zip(features, durations_s, silent):
-            end = start + len(f)
-            out.append(self._aggregate(probs[start:end], embs[start:end], duration_s=dur, is_silent=sil))
-            start = end
-        return out
+        probs, embs, tags = self.predict_tracks(features)
+        return [self._aggregate(probs[i], embs[i], None if tags is None else tags[i], n_segments=len(f),
+                                duration_s=dur, is_silent=sil)
+                for i, (f, dur, sil) in enumerate(zip(features, durations_s, silent))]
 
-    def _aggregate(self, probs: np.ndarray, embs: np.ndarray, *, duration_s: float, is_silent: bool) -> Prediction:
-        track_probs = probs.mean(axis=0)
+    def _aggregate(self, track_probs: np.ndarray, emb: np.ndarray, tags: np.ndarray | None, *,
+                   n_segments: int, duration_s: float, is_silent: bool) -> Prediction:
         track_probs = track_probs / track_probs.sum()
-        emb = embs.mean(axis=0)
         norm = float(np.linalg.norm(emb))
         emb = (emb / norm) if norm > 0 else emb
         return Prediction(
@@ -217,19 +301,23 @@ class ModelBundle:
             probabilities={g: float(p) for g, p in zip(self.genres, track_probs)},
             embedding=emb.astype(np.float32),
             model_version=self.version,
-            n_segments=int(len(probs)),
+            n_segments=int(n_segments),
             duration_s=float(duration_s),
             is_silent=is_silent,
+            tags={} if tags is None else {t: float(p) for t, p in zip(self.tag_names, tags)},
         )
 
     # ------------------------------------------------------------------ persistence
     def _meta_core(self) -> dict[str, Any]:
-        return {
+        core = {
             "genres": self.genres,
             "feature_config": self.feature_config.to_dict(),
             "normalizer": self.normalizer.to_dict(),
             "model_config": self.model_config.to_dict(),
         }
+        if self.frontend is not None:
+            core["frontend"] = {"name": "MSD_musicnn", "file": FRONTEND_FILE, "tags": self.tag_names}
+        return core
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the bundle atomically: a temp folder beside ``directory``, then rename."""
@@ -240,8 +328,10 @@ class ModelBundle:
         try:
             model_path = tmp / MODEL_FILE
             self.model.save(model_path)
+            if self.frontend is not None:
+                self.frontend.save_weights(tmp / FRONTEND_FILE)
             core = self._meta_core()
-            self.version = _content_version(self.model, core)
+            self.version = _content_version(self.model, core, self.frontend)
             meta = {
                 "format_version": BUNDLE_FORMAT_VERSION,
                 "model_version": self.version,
@@ -254,7 +344,7 @@ class ModelBundle:
             # keep extra files (model card, plots) that live in an existing bundle folder
             if directory.exists():
                 for extra in directory.iterdir():
-                    if extra.name not in (MODEL_FILE, META_FILE) and extra.is_file():
+                    if extra.name not in (MODEL_FILE, META_FILE, FRONTEND_FILE) and extra.is_file():
                         shutil.copy2(extra, tmp / extra.name)
                 old = directory.with_name(f".{directory.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
@@ -293,15 +383,23 @@ class ModelBundle:
             core = {k: meta[k] for k in ("genres", "feature_config", "normalizer", "model_config")}
         except KeyError as exc:
             raise ModelError(f"{meta_path}: bundle metadata lacks {exc}") from None
+        if "frontend" in meta:
+            core["frontend"] = meta["frontend"]
         try:
             model = keras.models.load_model(model_path, compile=False)
         except Exception as exc:
             raise ModelError(f"{model_path}: cannot load Keras model ({exc})") from None
-        version = _content_version(model, core)
+        frontend = None
+        if "frontend" in core:
+            from .musicnn import load_frontend
+
+            frontend = load_frontend(directory / FRONTEND_FILE)
+        version = _content_version(model, core, frontend)
         if version != meta.get("model_version"):
             raise ModelError(f"{directory}: model files do not match their recorded version (corrupt or edited)")
         bundle = cls(
             model,
+            frontend=frontend,
             genres=meta["genres"],
             feature_config=FeatureConfig.from_dict(meta["feature_config"]),
             normalizer=Normalizer.from_dict(meta["normalizer"]),

@@ -1,7 +1,12 @@
-"""Frame features (log-mel or MFCC with deltas) cut into fixed-length segments.
+"""Frame features cut into fixed-length segments: musicnn patches, log-mel or MFCC with deltas.
 
 Features are computed once over the whole track and then windowed, so overlapping
 segments cost nothing extra and training can draw random crops from the same frames.
+
+``kind="musicnn"`` (the default recipe of ``sonicsort train``, ``FeatureConfig.musicnn()``)
+is the input of the pretrained front end (``embedding.musicnn``): 16 kHz, 96-band
+log-compressed mel patches of 187 frames (3 s), back to back, at most ``max_patches`` of
+them spread over a long track. ``logmel`` and ``mfcc`` feed the v1 frame BiLSTM.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import numpy as np
 from .audio import Audio, segment_starts
 from .errors import ModelError
 
-FEATURE_KINDS = ("logmel", "mfcc")
+FEATURE_KINDS = ("musicnn", "logmel", "mfcc")
+# the cap on a track's musicnn patches: a 4-minute track costs what a 12 s clip costs
+DEFAULT_MAX_PATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,9 @@ class FeatureConfig:
 
     Parameters
     ----------
-    kind : "logmel" (default) or "mfcc" (with first and second deltas when ``deltas``)
+    kind : "logmel" (the dataclass default), "mfcc" (with first and second deltas when
+        ``deltas``) or "musicnn" (patches for the pretrained front end; build it with
+        ``FeatureConfig.musicnn()``, which sets the rate, STFT and patch length it needs)
     sr : sample rate in Hz the audio is resampled to
     n_fft, hop_length : STFT window and hop in samples
     n_mels : mel bands (log-mel features, and the MFCC filterbank)
@@ -32,6 +41,8 @@ class FeatureConfig:
     deltas : append delta and delta-delta to MFCCs
     segment_seconds : length of one model input
     segment_hop_seconds : hop between segments at prediction time
+    max_patches : musicnn only: at most this many patches per track, spread evenly over it
+        (0: every patch)
     """
 
     kind: str = "logmel"
@@ -44,25 +55,55 @@ class FeatureConfig:
     fmax: float = 11_025.0
     segment_seconds: float = 3.0
     segment_hop_seconds: float = 1.5
+    max_patches: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
             raise ValueError(f"feature kind must be one of {FEATURE_KINDS}, not {self.kind!r}")
         if self.segment_seconds <= 0 or self.segment_hop_seconds <= 0:
             raise ValueError("segment_seconds and segment_hop_seconds must be positive")
+        if self.max_patches < 0:
+            raise ValueError("max_patches must be 0 (no cap) or positive")
+        if self.kind == "musicnn":
+            from . import musicnn as m
+
+            fixed = {"sr": m.SR, "n_fft": m.N_FFT, "hop_length": m.HOP_LENGTH, "n_mels": m.N_MELS}
+            wrong = {k: getattr(self, k) for k, v in fixed.items() if getattr(self, k) != v}
+            if wrong:
+                raise ValueError(f"musicnn features are fixed at {fixed}; use FeatureConfig.musicnn(), not {wrong}")
+
+    @classmethod
+    def musicnn(cls, *, max_patches: int = DEFAULT_MAX_PATCHES) -> "FeatureConfig":
+        """The pretrained front end's input: 16 kHz, n_fft 512, hop 256, 96 bands, 3 s patches."""
+        from . import musicnn as m
+
+        patch_s = (m.N_FRAMES - 1) * m.HOP_LENGTH / m.SR
+        return cls(kind="musicnn", sr=m.SR, n_fft=m.N_FFT, hop_length=m.HOP_LENGTH, n_mels=m.N_MELS,
+                   fmax=m.SR / 2, segment_seconds=patch_s, segment_hop_seconds=patch_s, max_patches=max_patches)
+
+    @property
+    def is_sequence(self) -> bool:
+        """Patches go through the front end and one BiLSTM reads the track's patch sequence."""
+        return self.kind == "musicnn"
 
     @property
     def n_frames(self) -> int:
         """Frames per segment."""
+        if self.kind == "musicnn":
+            from .musicnn import N_FRAMES
+
+            return N_FRAMES
         return int(round(self.segment_seconds * self.sr / self.hop_length)) + 1
 
     @property
     def hop_frames(self) -> int:
+        if self.kind == "musicnn":
+            return self.n_frames
         return max(1, int(round(self.segment_hop_seconds * self.sr / self.hop_length)))
 
     @property
     def n_features(self) -> int:
-        if self.kind == "logmel":
+        if self.kind in ("logmel", "musicnn"):
             return self.n_mels
         return self.n_mfcc * (3 if self.deltas else 1)
 
@@ -92,6 +133,10 @@ def track_frames(audio: Audio, config: FeatureConfig) -> np.ndarray:
 
     if audio.sr != config.sr:
         raise ModelError(f"audio at {audio.sr} Hz but features expect {config.sr} Hz")
+    if config.kind == "musicnn":
+        from .musicnn import log_mel
+
+        return log_mel(audio.samples, sr=audio.sr)
     y = audio.samples
     seg_samples = int(round(config.segment_seconds * config.sr))
     if len(y) < seg_samples:
@@ -124,6 +169,10 @@ def segment_frames(frames: np.ndarray, config: FeatureConfig) -> np.ndarray:
     -------
     np.ndarray, shape (n_segments, n_frames, n_features)
     """
+    if config.kind == "musicnn":
+        from .musicnn import patches_of
+
+        return patches_of(frames, max_patches=config.max_patches or None)
     n = config.n_frames
     if len(frames) < n:
         frames = np.pad(frames, ((0, n - len(frames)), (0, 0)), mode="edge")
@@ -133,6 +182,12 @@ def segment_frames(frames: np.ndarray, config: FeatureConfig) -> np.ndarray:
 
 def segment_features(audio: Audio, config: FeatureConfig) -> np.ndarray:
     """Audio → segments of frames, shape (n_segments, n_frames, n_features), unnormalised."""
+    if config.kind == "musicnn":
+        from .musicnn import log_mel_patches
+
+        if audio.sr != config.sr:
+            raise ModelError(f"audio at {audio.sr} Hz but features expect {config.sr} Hz")
+        return log_mel_patches(audio.samples, sr=audio.sr, max_patches=config.max_patches or None)
     return segment_frames(track_frames(audio, config), config)
 
 
@@ -142,6 +197,11 @@ class Normalizer:
 
     mean: np.ndarray
     std: np.ndarray
+
+    @classmethod
+    def identity(cls, n_features: int) -> "Normalizer":
+        """No change (the musicnn front end normalises its input itself)."""
+        return cls(mean=np.zeros(n_features, np.float32), std=np.ones(n_features, np.float32))
 
     @classmethod
     def fit(cls, frames: list[np.ndarray] | np.ndarray) -> "Normalizer":

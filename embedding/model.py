@@ -1,9 +1,21 @@
-"""The BiLSTM genre classifier.
+"""The BiLSTM genre classifier, in two recipes.
+
+v2, ``build_sequence_head`` (the default of ``sonicsort train``): the frozen musicnn front
+end (``embedding.musicnn``) turns each 3 s patch into 200 features, and the BiLSTM reads
+the track's sequence of them:
+
+patch features (n_patches, 200)
+  → Bidirectional LSTM layers
+  → Dense "embedding" (the penultimate layer: the track embedding)
+  → Dense softmax "genre"
+
+v1, ``build_model`` (``--features logmel|mfcc``): the BiLSTM reads one segment's frames,
+and a track is the mean over its segments:
 
 frame sequence (n_frames, n_features)
   → optional average pooling in time (fewer LSTM steps, same receptive field)
   → Bidirectional LSTM layers
-  → Dense "embedding" (the penultimate layer: the track embedding)
+  → Dense "embedding"
   → Dense softmax "genre"
 """
 
@@ -36,7 +48,16 @@ class ModelConfig:
     embedding_activation: str = "relu"
     # > 0: the final weights are the mean of the last N epochs' (stochastic weight averaging)
     average_last: int = 0
+    # v2: the embedding also sees the mean of the patch features beside the BiLSTM's state
+    mean_skip: bool = False
     seed: int = 1234
+
+    @classmethod
+    def sequence(cls, **overrides: Any) -> "ModelConfig":
+        """The v2 recipe: a small BiLSTM over the track's front-end features (see MODEL_CARD.md)."""
+        d = dict(SEQUENCE_RECIPE)
+        d.update(overrides)
+        return cls(**d)
 
     def __post_init__(self) -> None:
         if self.balance not in ("genre", "sqrt", "track"):
@@ -54,6 +75,46 @@ class ModelConfig:
         if "lstm_units" in d:
             d["lstm_units"] = tuple(int(u) for u in d["lstm_units"])
         return cls(**d)
+
+
+# chosen on fold A's valid split (benchmarks/genre_recipe.py); segments_per_track is the number
+# of random patch sequences drawn per training track and epoch
+SEQUENCE_RECIPE: dict[str, Any] = dict(lstm_units=(32,), embedding_dim=64, time_pool=1, dropout=0.3,
+                                       learning_rate=1e-3, batch_size=32, max_epochs=30, patience=10,
+                                       segments_per_track=8, spec_augment=False, mixup=0.0, label_smoothing=0.1)
+
+
+def build_sequence_head(*, n_features: int, n_genres: int, config: ModelConfig, masking: bool = True):
+    """Keras model: front-end features (batch, n_patches, n_features) → genre softmax.
+
+    ``n_patches`` may vary (None). With ``masking``, zero vectors are padding (masked), so
+    tracks of different lengths train in one batch; prediction, one track a call, uses the
+    same layers and weights without the mask. The layer named ``embedding`` is the
+    penultimate layer, whose activations are the track embedding.
+    """
+    from ._quiet import import_tensorflow
+
+    import_tensorflow()
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(None, n_features), name="patch_features")
+    masked = layers.Masking(mask_value=0.0, name="padding")(inputs) if masking else inputs
+    x = layers.Dropout(config.dropout / 2, name="dropout_features")(masked)
+    for i, units in enumerate(config.lstm_units):
+        last = i == len(config.lstm_units) - 1
+        x = layers.Bidirectional(
+            layers.LSTM(units, return_sequences=not last, recurrent_dropout=config.recurrent_dropout),
+            name=f"bilstm_{i + 1}",
+        )(x)
+    x = layers.Dropout(config.dropout, name="dropout_lstm")(x)
+    if config.mean_skip:
+        mean = layers.GlobalAveragePooling1D(name="feature_mean")(masked)
+        x = layers.Concatenate(name="state_and_mean")([x, layers.Dropout(config.dropout, name="dropout_mean")(mean)])
+    embedding = layers.Dense(config.embedding_dim, activation=config.embedding_activation, name="embedding")(x)
+    x = layers.Dropout(config.dropout, name="dropout_embedding")(embedding)
+    outputs = layers.Dense(n_genres, activation="softmax", name="genre")(x)
+    return keras.Model(inputs, outputs, name="sonicsort_sequence_bilstm")
 
 
 def build_model(*, n_frames: int, n_features: int, n_genres: int, config: ModelConfig):

@@ -1,4 +1,9 @@
-"""Training and honest, track-level evaluation of the BiLSTM, plus a classical baseline.
+"""Training and honest, track-level evaluation of the BiLSTM, plus classical baselines.
+
+v2 (``kind="musicnn"``): the front end is frozen, so its per-patch features are computed
+once per track (at a hop of half a patch, for varied training sequences), and only the
+BiLSTM head trains on random patch sequences of 1 to ``max_patches`` patches, the lengths
+a clip and a capped long track give at prediction time.
 
 Everything is track-level: a track's segments are all on one side of a split, a track's
 prediction is the mean of its segment probabilities, and figures count tracks.
@@ -35,6 +40,10 @@ class TrackFeatures:
     frames: np.ndarray  # (n_total_frames, n_features), unnormalised
     mfcc_stats: np.ndarray  # (40,): mean and std of 20 MFCCs, the classical baseline's input
     sha256: str
+    # v2 only, filled by fit/_score: front-end features of patches at a hop of half a patch,
+    # (n_positions, 200), and of the patches prediction uses, (n_patches, 200)
+    dense_features: np.ndarray | None = None
+    patch_features: np.ndarray | None = None
 
 
 def mfcc_stats(samples: np.ndarray, sr: int) -> np.ndarray:
@@ -179,6 +188,9 @@ def fit(
     from sklearn.metrics import balanced_accuracy_score
 
     warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+    if feature_config.is_sequence:
+        return fit_sequence(train, genres, feature_config, model_config, valid=valid, epochs=epochs,
+                            on_epoch=on_epoch, restore_best=restore_best)
 
     keras.utils.set_random_seed(model_config.seed)
     rng = np.random.default_rng(model_config.seed)
@@ -253,6 +265,130 @@ def fit(
     return model, normalizer, history
 
 
+# ---------------------------------------------------------------- v2: the BiLSTM over front-end features
+def add_frontend_features(tracks: list[TrackFeatures], frontend, config: FeatureConfig, *, dense: bool) -> None:
+    """Fill ``patch_features`` (the patches prediction uses) and, with ``dense``,
+    ``dense_features`` (patches every half patch) of each track, in shared batches."""
+    from .musicnn import frontend_outputs
+
+    n = config.n_frames
+    todo: list[tuple[TrackFeatures, str, np.ndarray]] = []
+    for t in tracks:
+        if t.patch_features is None:
+            todo.append((t, "patch_features", segment_frames(t.frames, config)))
+        if dense and t.dense_features is None:
+            starts = range(0, max(1, len(t.frames) - n + 1), max(1, n // 2))
+            todo.append((t, "dense_features", np.stack([t.frames[s:s + n] for s in starts])))
+    for i in range(0, len(todo), 16):
+        part = todo[i:i + 16]
+        feats, _ = frontend_outputs(frontend, np.concatenate([p for _, _, p in part]))
+        start = 0
+        for t, attr, p in part:
+            setattr(t, attr, feats[start:start + len(p)])
+            start += len(p)
+
+
+def pad_sequences(seqs: list[np.ndarray]) -> np.ndarray:
+    """Zero-pad (n_i, d) sequences to (len(seqs), max n_i, d); the head masks the zeros."""
+    longest = max(len(q) for q in seqs)
+    out = np.zeros((len(seqs), longest, seqs[0].shape[1]), np.float32)
+    for i, q in enumerate(seqs):
+        out[i, :len(q)] = q
+    return out
+
+
+def sample_sequences(tracks: list[np.ndarray], labels: np.ndarray, n_genres: int, *, n_seqs: int,
+                     max_len: int, rng: np.random.Generator, balance: str = "genre") -> tuple[list[np.ndarray], np.ndarray]:
+    """Training sequences: pick a genre (as ``sample_crops``), a track of it, a length from 1
+    to what the track holds (at most ``max_len`` back-to-back patches), then that many patch
+    positions in order, anywhere in the track (patches every half patch are available)."""
+    by_genre = [np.flatnonzero(labels == g) for g in range(n_genres)]
+    present = [g for g in range(n_genres) if len(by_genre[g])]
+    power = {"genre": 0.0, "sqrt": 0.5, "track": 1.0}[balance]
+    weights = np.array([len(by_genre[g]) ** power for g in present], np.float64)
+    weights /= weights.sum()
+    seqs, ys = [], np.empty(n_seqs, np.int64)
+    for i in range(n_seqs):
+        g = present[rng.integers(len(present)) if power == 0 else rng.choice(len(present), p=weights)]
+        feats = tracks[by_genre[g][rng.integers(len(by_genre[g]))]]
+        back_to_back = (len(feats) + 1) // 2
+        length = int(rng.integers(1, min(max_len, back_to_back) + 1))
+        seqs.append(feats[np.sort(rng.choice(len(feats), size=length, replace=False))])
+        ys[i] = g
+    return seqs, ys
+
+
+def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: FeatureConfig,
+                 model_config: ModelConfig, *, valid: list[TrackFeatures] | None = None, epochs: int | None = None,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None, restore_best: bool = True,
+                 frontend=None):
+    """``fit`` for the v2 recipe: returns (head model, identity normalizer, history).
+
+    The head is built by ``build_sequence_head``; the front end (default: the shipped
+    musicnn weights) stays frozen and is not part of the returned model.
+    """
+    import keras
+    from sklearn.metrics import balanced_accuracy_score
+
+    from .model import build_sequence_head
+    from .musicnn import PENULTIMATE_DIM, load_frontend
+
+    frontend = frontend or load_frontend()
+    keras.utils.set_random_seed(model_config.seed)
+    rng = np.random.default_rng(model_config.seed)
+    gidx = {g: i for i, g in enumerate(genres)}
+    add_frontend_features(train, frontend, feature_config, dense=True)
+    if valid:
+        add_frontend_features(valid, frontend, feature_config, dense=False)
+    train_feats = [t.dense_features for t in train]
+    train_labels = np.array([gidx[t.track.genre] for t in train])
+    valid_labels = np.array([gidx[t.track.genre] for t in valid]) if valid else np.array([])
+    max_len = feature_config.max_patches or max(len(t.patch_features) for t in train)
+
+    model = build_sequence_head(n_features=PENULTIMATE_DIM, n_genres=len(genres), config=model_config)
+    model.compile(optimizer=keras.optimizers.Adam(model_config.learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=model_config.label_smoothing))
+    n_epochs = epochs or model_config.max_epochs
+    history: list[dict[str, Any]] = []
+    best, best_weights, since_best = (-1.0, np.inf), None, 0
+    bs = model_config.batch_size
+    for epoch in range(1, n_epochs + 1):
+        t0 = time.perf_counter()
+        seqs, y = sample_sequences(train_feats, train_labels, len(genres), n_seqs=model_config.segments_per_track * len(train),
+                                   max_len=max_len, rng=rng, balance=model_config.balance)
+        targets = np.eye(len(genres), dtype=np.float32)[y]
+        # batches of similar lengths (little padding), in random order
+        order = np.argsort([len(q) for q in seqs], kind="stable")
+        starts = np.arange(0, len(order), bs)
+        rng.shuffle(starts)
+        losses = []
+        for s in starts:
+            idx = order[s:s + bs]
+            losses.append(float(model.train_on_batch(pad_sequences([seqs[i] for i in idx]), targets[idx])))
+        row: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses))}
+        if valid:
+            probs = np.stack([model.predict_on_batch(t.patch_features[None])[0] for t in valid])
+            pred = probs.argmax(axis=1)
+            row["valid_loss"] = float(-np.mean(np.log(probs[np.arange(len(pred)), valid_labels] + 1e-9)))
+            row["valid_accuracy"] = float(np.mean(pred == valid_labels))
+            row["valid_balanced_accuracy"] = float(balanced_accuracy_score(valid_labels, pred))
+            score = (row["valid_balanced_accuracy"], row["valid_loss"])
+            if score[0] > best[0] or (score[0] == best[0] and score[1] < best[1]):
+                best, best_weights, since_best = score, model.get_weights(), 0
+                row["best"] = True
+            else:
+                since_best += 1
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if valid and restore_best and since_best >= model_config.patience:
+            break
+    if best_weights is not None and restore_best:
+        model.set_weights(best_weights)
+    return model, Normalizer.identity(feature_config.n_features), history
+
+
 # ---------------------------------------------------------------- evaluation
 def track_metrics(y_true: Sequence[str], y_pred: Sequence[str], genres: list[str]) -> dict[str, Any]:
     """Track-level accuracy, balanced accuracy, macro-F1, per-genre P/R/F1 and confusion matrix.
@@ -282,7 +418,9 @@ def track_metrics(y_true: Sequence[str], y_pred: Sequence[str], genres: list[str
 
 
 def baseline_scores(train: list[TrackFeatures], test: list[TrackFeatures], genres: list[str]) -> dict[str, Any]:
-    """Classical baselines on per-track MFCC mean/std: logistic regression and k-NN."""
+    """Classical baselines on per-track MFCC mean/std: logistic regression and k-NN; and,
+    when the tracks carry front-end features (v2), ``linear_probe``: logistic regression on
+    the mean of the front-end features of the patches prediction uses."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
@@ -296,10 +434,16 @@ def baseline_scores(train: list[TrackFeatures], test: list[TrackFeatures], genre
         "logistic_regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced")),
         "knn": make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(5, len(train)))),
     }
+    inputs = {name: (xtr, xte) for name in models}
+    if all(t.patch_features is not None for t in train + test):
+        models["linear_probe"] = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced"))
+        inputs["linear_probe"] = (np.stack([t.patch_features.mean(axis=0) for t in train]),
+                                  np.stack([t.patch_features.mean(axis=0) for t in test]))
     out = {}
     for name, clf in models.items():
-        clf.fit(xtr, ytr)
-        m = track_metrics(yte, list(clf.predict(xte)), genres)
+        a, b = inputs[name]
+        clf.fit(a, ytr)
+        m = track_metrics(yte, list(clf.predict(b)), genres)
         out[name] = {k: m[k] for k in ("n_tracks", "accuracy", "balanced_accuracy", "macro_f1")}
     return out
 
@@ -342,8 +486,12 @@ def train_bundle(
     workers: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    restore_best: bool = True,
 ):
     """Train a ``ModelBundle`` on a dataset's splits.
+
+    ``restore_best=False``: keep the last epoch's weights (with ``epochs``: exactly that
+    many), so ``valid`` only scores the model and picks nothing.
 
     Default: train on ``train``, early-stop on ``valid``, then score ``test`` (or ``valid``
     when there is no test split) into the bundle's evaluation summary.
@@ -373,12 +521,22 @@ def train_bundle(
     if leaked:
         raise DatasetError(f"{len(leaked)} held-out track(s) are byte-identical to training tracks, e.g. {leaked[0]}")
 
-    model, normalizer, history = fit(tr, genres, feature_config, model_config, valid=va or None,
-                                     epochs=epochs, on_epoch=on_epoch)
-    bundle = ModelBundle(model, genres=genres, feature_config=feature_config, normalizer=normalizer,
-                         model_config=model_config)
+    frontend = None
+    if feature_config.is_sequence:
+        from .musicnn import load_frontend
+
+        frontend = load_frontend()
+        model, normalizer, history = fit_sequence(tr, genres, feature_config, model_config, valid=va or None,
+                                                  epochs=epochs, on_epoch=on_epoch, frontend=frontend,
+                                                  restore_best=restore_best)
+    else:
+        model, normalizer, history = fit(tr, genres, feature_config, model_config, valid=va or None,
+                                         epochs=epochs, on_epoch=on_epoch, restore_best=restore_best)
+    bundle = ModelBundle(model, frontend=frontend, genres=genres, feature_config=feature_config,
+                         normalizer=normalizer, model_config=model_config)
     evaluation: dict[str, Any] = {}
-    scored, split_name = (te, "test") if te else (va, "valid (also used for early stopping)")
+    scored, split_name = (te, "test") if te else (
+        va, "valid (also used for early stopping)" if restore_best else "valid (not used for training or stopping)")
     if scored:
         evaluation = _score(bundle, scored, tr, genres)
         evaluation["split"] = split_name
@@ -395,14 +553,23 @@ def train_bundle(
 
 
 def _score(bundle, tracks: list[TrackFeatures], baseline_train: list[TrackFeatures], genres: list[str]) -> dict[str, Any]:
-    y_true, y_pred = [], []
-    for t in tracks:
-        probs, _ = bundle.predict_segments(bundle.normalizer(segment_frames(t.frames, bundle.feature_config)))
-        y_true.append(t.track.genre)
-        y_pred.append(bundle.genres[int(probs.mean(axis=0).argmax())])
+    """Track-level metrics of ``bundle`` on ``tracks``, apart for full tracks and short clips
+    (shorter than two segments) as well as together, beside the baselines."""
+    probs, _, _ = bundle.predict_tracks([bundle.normalizer(segment_frames(t.frames, bundle.feature_config))
+                                         for t in tracks])
+    y_true = [t.track.genre for t in tracks]
+    y_pred = [bundle.genres[int(p.argmax())] for p in probs]
     metrics = track_metrics(y_true, y_pred, bundle.genres)
     metrics["predictions"] = [{"track": t.track.key, "true": a, "predicted": b}
                               for t, a, b in zip(tracks, y_true, y_pred)]
+    # a clip is audio under two segments long (at most one patch); its frames say so
+    short = [len(t.frames) < 2 * bundle.feature_config.n_frames for t in tracks]
+    for name, keep in (("tracks", [not s for s in short]), ("clips", short)):
+        if any(keep):
+            m = track_metrics([a for a, k in zip(y_true, keep) if k], [b for b, k in zip(y_pred, keep) if k], bundle.genres)
+            metrics[name] = {k: m[k] for k in ("n_tracks", "accuracy", "balanced_accuracy", "macro_f1")}
+    if bundle.frontend is not None and baseline_train:
+        add_frontend_features(tracks + baseline_train, bundle.frontend, bundle.feature_config, dense=False)
     if baseline_train:
         metrics["baseline"] = baseline_scores(baseline_train, tracks, genres)
     return metrics

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def encode_prediction(p: Prediction) -> str:
     return json.dumps({
         "genre": p.genre, "probabilities": p.probabilities, "model_version": p.model_version,
-        "n_segments": p.n_segments, "duration_s": p.duration_s, "is_silent": p.is_silent,
+        "n_segments": p.n_segments, "duration_s": p.duration_s, "is_silent": p.is_silent, "tags": p.tags,
         "embedding_f32": base64.b64encode(np.asarray(p.embedding, "<f4").tobytes()).decode("ascii"),
     }, separators=(",", ":"))
 
@@ -42,6 +42,7 @@ def decode_prediction(raw: bytes | str) -> Prediction:
         embedding=np.frombuffer(base64.b64decode(d["embedding_f32"]), dtype="<f4").astype(np.float32),
         model_version=d["model_version"], n_segments=int(d["n_segments"]),
         duration_s=float(d["duration_s"]), is_silent=bool(d["is_silent"]),
+        tags={k: float(v) for k, v in (d.get("tags") or {}).items()},
     )
 
 

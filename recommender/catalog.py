@@ -25,7 +25,8 @@ import numpy as np
 
 from .errors import CatalogError, UnknownTrack
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+TOP_TAGS = 5  # a track "has" the front end's tags it ranks highest; ``search(tag=...)`` finds them
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,9 +42,17 @@ CREATE TABLE IF NOT EXISTS tracks (
     embedding BLOB NOT NULL,
     model_version TEXT NOT NULL,
     is_silent INTEGER NOT NULL DEFAULT 0,
-    added_at REAL NOT NULL
+    added_at REAL NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS tracks_genre ON tracks (genre);
+CREATE TABLE IF NOT EXISTS track_tags (
+    track_id INTEGER NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
+    tag TEXT NOT NULL COLLATE NOCASE,
+    probability REAL NOT NULL,
+    PRIMARY KEY (track_id, tag)
+);
+CREATE INDEX IF NOT EXISTS track_tags_tag ON track_tags (tag, track_id);
 CREATE TABLE IF NOT EXISTS paths (
     path TEXT PRIMARY KEY,
     track_id INTEGER NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
@@ -72,10 +81,14 @@ class Track:
     added_at: float
     paths: list[str] = field(default_factory=list)
     embedding: np.ndarray | None = None
+    tags: dict[str, float] = field(default_factory=dict)
 
     @property
     def path(self) -> str | None:
         return self.paths[0] if self.paths else None
+
+    def top_tags(self, k: int = TOP_TAGS) -> list[tuple[str, float]]:
+        return sorted(self.tags.items(), key=lambda kv: -kv[1])[:k]
 
     def to_dict(self, *, with_embedding: bool = False) -> dict[str, Any]:
         d = {
@@ -84,6 +97,8 @@ class Track:
             "probabilities": {g: round(p, 6) for g, p in self.probabilities.items()},
             "sha256": self.sha256, "path": self.path, "paths": self.paths,
             "model_version": self.model_version, "is_silent": self.is_silent, "added_at": self.added_at,
+            "tags": {t: round(p, 6) for t, p in self.tags.items()},
+            "top_tags": [{"tag": t, "probability": round(p, 6)} for t, p in self.top_tags()],
         }
         if with_embedding and self.embedding is not None:
             d["embedding"] = [round(float(v), 6) for v in self.embedding]
@@ -107,9 +122,14 @@ class NewTrack:
     embedding: np.ndarray
     model_version: str
     is_silent: bool = False
+    tags: dict[str, float] = field(default_factory=dict)
 
 
-_COLS = "id, sha256, title, artist, album, duration_s, genre, probabilities, model_version, is_silent, added_at"
+_COLS = "id, sha256, title, artist, album, duration_s, genre, probabilities, model_version, is_silent, added_at, tags"
+
+
+def _top_tag_rows(track_id: int, tags: dict[str, float]) -> list[tuple[int, str, float]]:
+    return [(track_id, t, float(p)) for t, p in sorted(tags.items(), key=lambda kv: -kv[1])[:TOP_TAGS]]
 
 
 class Catalog:
@@ -139,15 +159,18 @@ class Catalog:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._lock = threading.RLock()
             with self._tx() as db:
+                has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone()
+                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() if has_meta else None
+                found = int(row[0]) if row else None
+                if found is not None and found > SCHEMA_VERSION:
+                    raise CatalogError(f"{self.path}: catalog schema {found} is not supported "
+                                       f"(this sonicsort reads {SCHEMA_VERSION} and older)")
+                if found == 1:  # v1 → v2: the front end's tags (empty until `sonicsort reembed`)
+                    db.execute("ALTER TABLE tracks ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'")
                 for stmt in _SCHEMA.strip().split(";"):
                     if stmt.strip():
                         db.execute(stmt)
-                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is None:
-                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) != SCHEMA_VERSION:
-                    raise CatalogError(f"{self.path}: catalog schema {row[0]} is not supported "
-                                       f"(this sonicsort reads {SCHEMA_VERSION})")
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             raise CatalogError(f"{self.path}: cannot open the catalog ({exc})") from None
 
@@ -247,7 +270,7 @@ class Catalog:
         return Track(
             id=row[0], sha256=row[1], title=row[2], artist=row[3], album=row[4], duration_s=row[5],
             genre=row[6], probabilities=json.loads(row[7]), model_version=row[8], is_silent=bool(row[9]),
-            added_at=row[10], paths=paths,
+            added_at=row[10], paths=paths, tags=json.loads(row[11]),
         )
 
     def get(self, track_id: int, *, with_embedding: bool = False) -> Track:
@@ -334,10 +357,19 @@ class Catalog:
     def ids_with_genre(self, genre: str) -> np.ndarray:
         return np.array([r[0] for r in self._q("SELECT id FROM tracks WHERE genre=?", (genre,))], np.int64)
 
-    def search(self, text: str | None = None, *, genre: str | None = None, after_id: int = 0,
-               limit: int = 50) -> list[Track]:
-        """Tracks whose title/artist/album contain ``text`` (case-insensitive), by id after ``after_id``."""
+    def tag_counts(self) -> dict[str, int]:
+        """tag → how many tracks have it among their top tags, most common first."""
+        return dict(self._q("SELECT tag, COUNT(*) FROM track_tags GROUP BY tag COLLATE NOCASE "
+                            "ORDER BY COUNT(*) DESC, tag"))
+
+    def search(self, text: str | None = None, *, genre: str | None = None, tag: str | None = None,
+               after_id: int = 0, limit: int = 50) -> list[Track]:
+        """Tracks whose title/artist/album contain ``text`` (case-insensitive), of ``genre``, with
+        ``tag`` among their top tags (case-insensitive), by id after ``after_id``."""
         where, params = ["id > ?"], [int(after_id)]
+        if tag:
+            where.append("id IN (SELECT track_id FROM track_tags WHERE tag = ?)")
+            params.append(tag)
         if text:
             like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append("(title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\' OR album LIKE ? ESCAPE '\\')")
@@ -382,11 +414,12 @@ class Catalog:
                 if row is None:
                     cur = db.execute(
                         "INSERT INTO tracks (sha256, title, artist, album, duration_s, genre, probabilities,"
-                        " embedding, model_version, is_silent, added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        " embedding, model_version, is_silent, added_at, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                         (t.sha256, t.title, t.artist, t.album, float(t.duration_s), t.genre,
                          json.dumps(t.probabilities), np.asarray(t.embedding, "<f4").tobytes(),
-                         t.model_version, int(t.is_silent), now))
+                         t.model_version, int(t.is_silent), now, json.dumps(t.tags)))
                     tid = int(cur.lastrowid)
+                    db.executemany("INSERT INTO track_tags VALUES (?,?,?)", _top_tag_rows(tid, t.tags))
                 else:
                     tid = int(row[0])
                 ids.append(tid)
@@ -415,18 +448,21 @@ class Catalog:
         """Tracks with no file path left."""
         return [r[0] for r in self._q("SELECT id FROM tracks WHERE id NOT IN (SELECT track_id FROM paths)")]
 
-    def replace_embeddings(self, updates: list[tuple[int, str, dict[str, float], np.ndarray, bool]],
+    def replace_embeddings(self, updates: list[tuple[int, str, dict[str, float], np.ndarray, bool, dict[str, float]]],
                            model_version: str, *, final: bool = False) -> None:
-        """Re-embedding: (track_id, genre, probabilities, embedding, is_silent) from ``model_version``.
+        """Re-embedding: (track_id, genre, probabilities, embedding, is_silent, tags) from ``model_version``.
 
         The catalog's model version switches when ``final`` (after the last batch); until
-        then it holds a mix, which ``mixed_versions`` reports.
+        then it holds a mix (``ids_not_from`` lists the rest).
         """
         with self._tx() as db:
             db.executemany(
-                "UPDATE tracks SET genre=?, probabilities=?, embedding=?, model_version=?, is_silent=? WHERE id=?",
-                [(g, json.dumps(p), np.asarray(e, "<f4").tobytes(), model_version, int(s), tid)
-                 for tid, g, p, e, s in updates])
+                "UPDATE tracks SET genre=?, probabilities=?, embedding=?, model_version=?, is_silent=?, tags=? WHERE id=?",
+                [(g, json.dumps(p), np.asarray(e, "<f4").tobytes(), model_version, int(s), json.dumps(tg), tid)
+                 for tid, g, p, e, s, tg in updates])
+            db.executemany("DELETE FROM track_tags WHERE track_id=?", [(u[0],) for u in updates])
+            db.executemany("INSERT INTO track_tags VALUES (?,?,?)",
+                           [r for tid, _, _, _, _, tg in updates for r in _top_tag_rows(tid, tg)])
             if final:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('model_version', ?)", (model_version,))
             self._bump(db)

@@ -7,6 +7,7 @@ with one line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 # TensorFlow's C++ start-up chatter is not for our users
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from .config import Settings
@@ -95,7 +96,8 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             top = ", ".join(f"{t['genre']} {t['probability']:.2f}" for t in r["top"])
             flag = "  [silent audio: prediction is meaningless]" if r["is_silent"] else ""
-            print(f"{r['file']}: {r['genre']}  ({top}){flag}")
+            tags = ", ".join(f"{t['tag']} {t['probability']:.2f}" for t in r["top_tags"])
+            print(f"{r['file']}: {r['genre']}  ({top}){flag}" + (f"\n  tags: {tags}" if tags else ""))
     return EXIT_ERROR if failed else EXIT_OK
 
 
@@ -215,13 +217,22 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from embedding.train import plot_confusion, train_bundle
 
     try:
-        fc = FeatureConfig(kind=args.features, n_mels=args.n_mels, segment_seconds=args.segment_seconds,
-                           segment_hop_seconds=args.segment_hop_seconds)
-        units = tuple(int(u) for u in args.lstm_units.split(","))
-        mc = ModelConfig(lstm_units=units, embedding_dim=args.embedding_dim, max_epochs=args.max_epochs,
-                         patience=args.patience, seed=args.seed, learning_rate=args.learning_rate,
-                         segments_per_track=args.segments_per_track, dropout=args.dropout,
-                         time_pool=args.time_pool, mixup=args.mixup)
+        if args.features == "musicnn":
+            if args.n_mels is not None or args.segment_seconds is not None or args.segment_hop_seconds is not None:
+                raise ValueError("--n-mels and --segment-(hop-)seconds are for --features logmel|mfcc; "
+                                 "musicnn patches are fixed (3 s, 96 bands)")
+            fc = FeatureConfig.musicnn(max_patches=args.max_patches)
+            recipe = ModelConfig.sequence()
+        else:
+            fc = FeatureConfig(kind=args.features, n_mels=args.n_mels or 96, segment_seconds=args.segment_seconds or 3.0,
+                               segment_hop_seconds=args.segment_hop_seconds or 1.5)
+            recipe = ModelConfig()
+        given = {k: getattr(args, k) for k in ("embedding_dim", "max_epochs", "patience", "learning_rate",
+                                                "segments_per_track", "dropout", "time_pool", "mixup")
+                 if getattr(args, k) is not None}
+        if args.lstm_units is not None:
+            given["lstm_units"] = tuple(int(u) for u in args.lstm_units.split(","))
+        mc = dataclasses.replace(recipe, seed=args.seed, **given)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.train_on_all and not args.epochs:
@@ -239,7 +250,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{msg}  ({row['seconds']} s)", file=sys.stderr, flush=True)
 
     bundle = train_bundle(ds, feature_config=fc, model_config=mc, train_on_all=args.train_on_all, epochs=args.epochs,
-                          workers=args.workers, on_epoch=on_epoch, progress=_progress("features", not args.json))
+                          workers=args.workers, on_epoch=on_epoch, progress=_progress("features", not args.json),
+                          restore_best=not args.last_epoch)
     out = bundle.save(args.out)
     if bundle.evaluation:
         plot_confusion(bundle.evaluation, out / "confusion.png", f"sonicsort {bundle.version} on {bundle.evaluation['split']}")
@@ -320,8 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("predict", parents=[common], help="predict the genre of audio files",
-                       description="Predict genre and top-3 probabilities; with --json also the track embedding.")
+    p = sub.add_parser("predict", parents=[common], help="predict the genre and tags of audio files",
+                       description="Predict genre and top-3 probabilities, and the top 5 of the front end's tags "
+                                   "(musicnn's Last.fm tags of the Million Song Dataset: moods, styles, eras, "
+                                   "instruments; not GTZAN labels); with --json all 50 tags and the track embedding.")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, au)")
     p.add_argument("--model", help="model bundle folder (default: SONICSORT_MODEL_DIR or the shipped model)")
     p.set_defaults(func=cmd_predict)
@@ -355,23 +369,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("train", parents=[common], help="train a genre model bundle",
-                       description="Train the BiLSTM on train, early-stop on valid, score test (or valid) at track level.")
+                       description="Train the BiLSTM on train, early-stop on valid, score test (or valid) at track level. "
+                                   "Default recipe (--features musicnn): the frozen pretrained musicnn front end, then a "
+                                   "BiLSTM over the track's patch features. --features logmel|mfcc train the v1 frame "
+                                   "BiLSTM instead. Options left out take the chosen recipe's values (v2 / v1).")
     _add_dataset_args(p)
     p.add_argument("--out", required=True, help="folder to write the model bundle to (replaced atomically)")
-    p.add_argument("--features", choices=["logmel", "mfcc"], default="logmel", help="frame features (default logmel)")
-    p.add_argument("--n-mels", type=int, default=96, help="mel bands (default 96)")
-    p.add_argument("--segment-seconds", type=float, default=3.0, help="segment length (default 3)")
-    p.add_argument("--segment-hop-seconds", type=float, default=1.5, help="hop between segments at prediction (default 1.5)")
-    p.add_argument("--lstm-units", default="48,48", help="units per BiLSTM layer, comma-separated (default 48,48)")
-    p.add_argument("--time-pool", type=int, default=4, help="average-pool this many frames before the BiLSTM (default 4)")
-    p.add_argument("--mixup", type=float, default=0.4, help="mixup Beta(a, a) parameter, 0 to disable (default 0.4)")
-    p.add_argument("--embedding-dim", type=int, default=128, help="embedding size (default 128)")
-    p.add_argument("--dropout", type=float, default=0.5, help="dropout rate (default 0.5)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
-    p.add_argument("--segments-per-track", type=int, default=16, help="random crops per training track per epoch (default 16)")
-    p.add_argument("--max-epochs", type=int, default=40, help="upper bound with early stopping (default 40)")
-    p.add_argument("--patience", type=int, default=8, help="epochs without validation improvement before stopping (default 8)")
+    p.add_argument("--features", choices=["musicnn", "logmel", "mfcc"], default="musicnn",
+                   help="musicnn: pretrained front end + BiLSTM over patches (default); logmel|mfcc: v1 frame BiLSTM")
+    p.add_argument("--max-patches", type=int, default=4,
+                   help="musicnn: at most N 3 s patches per track, spread over it (default 4; bounds a long track's cost)")
+    p.add_argument("--n-mels", type=int, default=None, help="logmel/mfcc: mel bands (default 96)")
+    p.add_argument("--segment-seconds", type=float, default=None, help="logmel/mfcc: segment length (default 3)")
+    p.add_argument("--segment-hop-seconds", type=float, default=None, help="logmel/mfcc: hop between segments at prediction (default 1.5)")
+    p.add_argument("--lstm-units", default=None, help="units per BiLSTM layer, comma-separated (default 32 / 48,48)")
+    p.add_argument("--time-pool", type=int, default=None, help="logmel/mfcc: average-pool this many frames before the BiLSTM (default 4)")
+    p.add_argument("--mixup", type=float, default=None, help="logmel/mfcc: mixup Beta(a, a) parameter, 0 to disable (default 0.4)")
+    p.add_argument("--embedding-dim", type=int, default=None, help="embedding size (default 64 / 128)")
+    p.add_argument("--dropout", type=float, default=None, help="dropout rate (default 0.3 / 0.5)")
+    p.add_argument("--learning-rate", type=float, default=None, help="Adam learning rate (default 0.001)")
+    p.add_argument("--segments-per-track", type=int, default=None,
+                   help="random patch sequences (v2) or crops (v1) per training track per epoch (default 8 / 16)")
+    p.add_argument("--max-epochs", type=int, default=None, help="upper bound with early stopping (default 30 / 40)")
+    p.add_argument("--patience", type=int, default=None, help="epochs without validation improvement before stopping (default 10 / 8)")
     p.add_argument("--epochs", type=int, default=None, help="train exactly N epochs (required with --train-on-all)")
+    p.add_argument("--last-epoch", action="store_true",
+                   help="keep the last epoch's weights instead of the best on valid (with --epochs: a fixed-length "
+                        "run, so the valid figures are not selected on valid)")
     p.add_argument("--train-on-all", action="store_true",
                    help="train on every track of DATA (all splits), for the final model once the recipe is chosen")
     p.set_defaults(func=cmd_train)
@@ -448,6 +472,16 @@ def _add_catalog_commands(sub, common) -> None:
                                    "the loaded one, from its audio file, then rebuild the index.")
     _add_library_args(p)
     p.set_defaults(func=cmd_reembed)
+
+    p = sub.add_parser("tracks", parents=[common], help="list catalog tracks by text, genre or tag",
+                       description="List catalog tracks (by id) whose title, artist or album contains --query, of "
+                                   "--genre, with --tag among their 5 most probable front-end tags (moods, styles, "
+                                   "eras from Last.fm tags of the MSD, e.g. mellow, punk, 80s).")
+    p.add_argument("--query", "-q", help="text in the title, artist or album (case-insensitive)")
+    p.add_argument("--genre", help="only tracks of this predicted genre")
+    p.add_argument("--tag", help="only tracks with this tag among their top 5 (case-insensitive)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.set_defaults(func=cmd_tracks)
 
     p = sub.add_parser("stats", parents=[common], help="catalog counts per genre, backend, model version, sizes",
                        description="Print the catalog's track counts per genre, model version, the index backend "
@@ -624,6 +658,26 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     c = s["cache"]
     lines.append(f"prediction cache: {c['state']} ({c['url']})")
     _emit(args, s, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_tracks(args: argparse.Namespace, settings: Settings) -> int:
+    from .catalog import Catalog
+
+    if args.tag:
+        from .library import Library
+
+        lib = Library(settings, backend=getattr(args, "backend", None))
+        known = lib.bundle.tag_names
+        if known and args.tag.lower() not in {t.lower() for t in known}:
+            raise CliError(f"unknown tag {args.tag!r}; the model's tags are: {', '.join(known)}")
+        catalog = lib.catalog
+    else:
+        catalog = Catalog(settings.catalog_path)
+    tracks = catalog.search(args.query, genre=args.genre, tag=args.tag, limit=args.limit)
+    lines = [f"{t.id:>6}  {t.title[:40]:<40} {(t.artist or '')[:24]:<24} {t.genre:<10} "
+             + ", ".join(tag for tag, _ in t.top_tags(3)) for t in tracks]
+    _emit(args, {"items": [t.to_dict() for t in tracks]}, "\n".join(lines) or "no tracks match")
     return EXIT_OK
 
 

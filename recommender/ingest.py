@@ -288,7 +288,7 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
                         path=p, size=stat_of[p][0], mtime_ns=stat_of[p][1], sha256=sha, title=tags["title"] or Path(p).stem,
                         artist=tags["artist"], album=tags["album"], duration_s=pred.duration_s, genre=pred.genre,
                         probabilities=pred.probabilities, embedding=pred.embedding, model_version=version,
-                        is_silent=pred.is_silent))
+                        is_silent=pred.is_silent, tags=pred.tags))
             library.add_tracks(records)
             report.added += len(items)
             report.linked += len(records) - len(items)

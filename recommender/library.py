@@ -110,7 +110,7 @@ class Library:
             t = tracks[tid]
             path = next(p for p in t.paths if Path(p).is_file())
             pred = bundle.predict(path, max_duration_s=self.settings.max_duration_s)
-            updates.append((tid, pred.genre, pred.probabilities, pred.embedding, pred.is_silent))
+            updates.append((tid, pred.genre, pred.probabilities, pred.embedding, pred.is_silent, pred.tags))
             if len(updates) >= batch or i == len(stale) - 1:
                 self.catalog.replace_embeddings(updates, bundle.version, final=i == len(stale) - 1)
                 done += len(updates)

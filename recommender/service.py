@@ -26,7 +26,7 @@ import numpy as np
 from .cache import AnswerCache, PredictionCache
 from .catalog import NewTrack, Track
 from .config import Settings
-from .errors import NotReady, RecommenderError, UnknownTrack
+from .errors import BadRequest, NotReady, RecommenderError, UnknownTrack
 from .library import Library, sha256_bytes
 from .recommend import Recommender, Scored
 
@@ -196,12 +196,19 @@ class Service:
     def track(self, track_id: int) -> Track:
         return self.catalog.get(track_id)
 
-    def search(self, text: str | None = None, *, genre: str | None = None, after_id: int = 0,
-               limit: int = 50) -> tuple[list[Track], int | None]:
-        """One page of tracks by id; returns (tracks, the ``after_id`` of the next page or None)."""
+    def search(self, text: str | None = None, *, genre: str | None = None, tag: str | None = None,
+               after_id: int = 0, limit: int = 50) -> tuple[list[Track], int | None]:
+        """One page of tracks by id; returns (tracks, the ``after_id`` of the next page or None).
+
+        ``tag``: only tracks with that front-end tag among their top tags (case-insensitive).
+        """
         if genre and self._bundle is not None:
             Recommender(self.library()).check_genre(genre)
-        rows = self.catalog.search(text, genre=genre, after_id=after_id, limit=limit + 1)
+        if tag and self._bundle is not None and self._bundle.tag_names:
+            known = {t.lower(): t for t in self._bundle.tag_names}
+            if tag.lower() not in known:
+                raise BadRequest(f"unknown tag {tag!r}; the model's tags are: {', '.join(self._bundle.tag_names)}")
+        rows = self.catalog.search(text, genre=genre, tag=tag, after_id=after_id, limit=limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         return rows, (rows[-1].id if more and rows else None)
@@ -254,7 +261,7 @@ class Service:
                            title=(title or tags["title"])[:500], artist=(artist or tags["artist"] or None),
                            album=(album or tags["album"] or None), duration_s=pred.duration_s, genre=pred.genre,
                            probabilities=pred.probabilities, embedding=pred.embedding,
-                           model_version=pred.model_version, is_silent=pred.is_silent)
+                           model_version=pred.model_version, is_silent=pred.is_silent, tags=pred.tags)
             (track_id,) = lib.add_tracks([rec])
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

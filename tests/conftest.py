@@ -84,14 +84,33 @@ def toy_dataset(tmp_path_factory) -> Path:
     return root
 
 
+# v1: the frame BiLSTM on small log-mel segments
 TINY_FEATURES = dict(n_mels=24, segment_seconds=1.0, segment_hop_seconds=0.5, n_fft=1024, hop_length=512)
 TINY_MODEL = dict(lstm_units=(8,), embedding_dim=16, time_pool=2, segments_per_track=8, max_epochs=12, patience=12,
                   batch_size=16, learning_rate=3e-3)
+# v2: the real musicnn front end under a tiny BiLSTM head
+TINY_HEAD = dict(lstm_units=(8,), embedding_dim=16, segments_per_track=8, max_epochs=12, patience=12,
+                 batch_size=16, learning_rate=3e-3)
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(toy_dataset, tmp_path_factory):
-    """A tiny BiLSTM trained on the toy dataset, saved and loaded back from disk."""
+    """The v2 model shape, tiny: the real frozen musicnn front end under a tiny BiLSTM head
+    trained on the toy dataset, saved and loaded back from disk."""
+    from embedding import FeatureConfig, ModelBundle, ModelConfig
+    from embedding.data import load_dataset
+    from embedding.train import train_bundle
+
+    ds = load_dataset(toy_dataset / "manifest.csv", seed=3)
+    bundle = train_bundle(ds, feature_config=FeatureConfig.musicnn(), model_config=ModelConfig.sequence(**TINY_HEAD),
+                          workers=1)
+    out = bundle.save(tmp_path_factory.mktemp("models") / "tiny")
+    return ModelBundle.load(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_v1_bundle(toy_dataset, tmp_path_factory):
+    """A tiny v1 frame BiLSTM (log-mel segments, no front end), saved and loaded back."""
     from embedding import FeatureConfig, ModelBundle, ModelConfig
     from embedding.data import load_dataset
     from embedding.train import train_bundle
@@ -99,7 +118,7 @@ def tiny_bundle(toy_dataset, tmp_path_factory):
     ds = load_dataset(toy_dataset / "manifest.csv", seed=3)
     bundle = train_bundle(ds, feature_config=FeatureConfig(**TINY_FEATURES), model_config=ModelConfig(**TINY_MODEL),
                           workers=1)
-    out = bundle.save(tmp_path_factory.mktemp("models") / "tiny")
+    out = bundle.save(tmp_path_factory.mktemp("models") / "tiny-v1")
     return ModelBundle.load(out)
 
 

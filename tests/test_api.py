@@ -158,6 +158,26 @@ def test_track_search_and_cursor_pages(server):
     assert_problem(server.get("/v1/tracks?genre=polka"), 400, "unknown genre")
 
 
+def test_tags_on_tracks_and_predictions_and_search_by_tag(server, tmp_path):
+    """Every track and prediction carries the front end's tags; ?tag= finds tracks by their top tags."""
+    t1 = server.get("/v1/tracks/1").json()
+    assert len(t1["tags"]) == 50 and len(t1["top_tags"]) == 5
+    top = t1["top_tags"][0]["tag"]
+    assert t1["top_tags"][0]["probability"] == max(t1["tags"].values())
+    items = server.get("/v1/tracks", params={"tag": top.lower(), "limit": 200}).json()["items"]
+    assert 1 in [t["id"] for t in items]
+    assert all(top in [x["tag"] for x in t["top_tags"]] for t in items)
+    others = [t for t in server.get("/v1/tracks", params={"limit": 200}).json()["items"]
+              if top not in [x["tag"] for x in t["top_tags"]]]
+    assert not {t["id"] for t in others} & {t["id"] for t in items}
+    assert_problem(server.get("/v1/tracks?tag=polkacore"), 400, "unknown tag", "mellow")
+    r = server.post("/v1/predict?k=3", data=clip_bytes(tmp_path, "chirp", 9321), headers={"Content-Type": "audio/wav"})
+    body = r.json()
+    assert len(body["tags"]) == 50 and [t["tag"] for t in body["top_tags"]] == sorted(
+        body["tags"], key=lambda k: -body["tags"][k])[:5]
+    assert all(len(s["top_tags"]) == 3 for s in body["similar"])
+
+
 def test_get_track_and_similar(server):
     t = server.get("/v1/tracks/3").json()
     assert t["id"] == 3 and t["title"].startswith("Tune ") and t["audio_url"] == "/v1/tracks/3/audio"

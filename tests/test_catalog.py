@@ -340,8 +340,9 @@ def test_row_cache_follows_every_write_of_any_connection(tmp_path):
     got.embedding[:] = 0
     assert a.get(t1).title == "T1" and np.array_equal(a.vectors([t1])[t1], v1)  # callers get copies
     # writes through the other connection
-    b.replace_embeddings([(t1, "clicks", {"clicks": 1.0}, np.ones(8, np.float32), False)], "m1")
+    b.replace_embeddings([(t1, "clicks", {"clicks": 1.0}, np.ones(8, np.float32), False, {"mellow": 0.5})], "m1")
     assert a.get(t1).genre == "clicks" and np.array_equal(a.vectors([t1])[t1], np.ones(8)) and a.generation == 2
+    assert a.get(t1).tags == {"mellow": 0.5} and [t.id for t in a.search(tag="Mellow")] == [t1]
     b.add([], links=[("/m/1-copy.wav", t1, 1, 1)])
     assert a.get(t1).paths == ["/m/1.wav", "/m/1-copy.wav"]
     b.forget_paths(["/m/1.wav"])
@@ -358,3 +359,36 @@ def test_row_cache_follows_every_write_of_any_connection(tmp_path):
     ids = c.add([rec(i) for i in range(5)])
     assert sorted(c.get_many(ids)) == sorted(ids) and sorted(c.vectors(ids)) == sorted(ids)
     a.close(), b.close(), c.close()
+
+
+def test_v1_catalog_upgrades_in_place_and_reembeds_to_the_v2_model(tmp_path, make_library, tiny_bundle,
+                                                                    tiny_v1_bundle):
+    """A catalog of schema 1 built with a v1 model: opened by this sonicsort it gains the tags
+    column, refuses the v2 model until re-embedded, and after `reembed` its tracks carry tags."""
+    import sqlite3
+
+    music(tmp_path / "music", n=6)
+    old = make_library(bundle=tiny_v1_bundle)
+    ingest(old, [tmp_path / "music"], workers=0)
+    assert all(t.tags == {} for t in old.catalog.get_many(old.catalog.ids()).values())
+    old.close()
+    db = sqlite3.connect(tmp_path / "home" / "catalog.sqlite3")  # make it a schema-1 file, as 0.1 wrote them
+    db.executescript("DROP TABLE track_tags; ALTER TABLE tracks DROP COLUMN tags; "
+                     "UPDATE meta SET value='1' WHERE key='schema_version';")
+    db.close()
+
+    refusing = make_library()  # the v2 model on the v1 model's catalog
+    assert refusing.catalog.get_meta("schema_version") == "2"
+    with pytest.raises(ModelMismatch, match="sonicsort reembed"):
+        refusing.check_model()
+    refusing.close()
+    lib = make_library(on_model_mismatch="reembed")
+    lib.check_model()
+    tracks = lib.catalog.get_many(lib.catalog.ids())
+    assert len(tracks) == 6 and lib.catalog.ids_not_from(tiny_bundle.version) == []
+    assert all(len(t.tags) == 50 for t in tracks.values())
+    top = tracks[min(tracks)].top_tags(1)[0][0]
+    found = lib.catalog.search(tag=top.upper())  # tags match case-insensitively
+    assert min(tracks) in [t.id for t in found]
+    assert all(top in dict(t.top_tags()) for t in found)
+    assert lib.catalog.search(tag="no such tag") == []

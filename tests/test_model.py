@@ -26,10 +26,49 @@ def test_tiny_model_learns_held_out_tracks(tiny_bundle):
     assert ev["n_tracks"] >= 3
     # three well-separated synthetic genres: a model that learned nothing scores ~1/3
     assert ev["balanced_accuracy"] >= 0.8
-    assert set(ev["baseline"]) == {"logistic_regression", "knn"}
+    assert set(ev["baseline"]) == {"logistic_regression", "knn", "linear_probe"}
+    assert ev["clips"]["n_tracks"] == ev["n_tracks"]  # the toy clips are 2 s: one patch each
 
 
-def test_prediction_shapes_and_track_aggregation(tiny_bundle, tmp_path):
+def test_v2_bundle_is_front_end_then_bilstm_then_embedding(tiny_bundle):
+    layers = [l.__class__.__name__ for l in tiny_bundle.model.layers]
+    assert "Bidirectional" in layers
+    dense = [l.name for l in tiny_bundle.model.layers if l.__class__.__name__ == "Dense"]
+    assert dense == ["embedding", "genre"]
+    assert tiny_bundle.frontend is not None and not tiny_bundle.frontend.trainable
+    assert tiny_bundle.feature_config.kind == "musicnn"
+    assert len(tiny_bundle.tag_names) == 50
+
+
+def test_v2_prediction_has_genre_tags_and_embedding_in_one_call(tiny_bundle, tmp_path):
+    from embedding import load_audio
+    from embedding.musicnn import log_mel_patches
+
+    p = write_clip(tmp_path / "new.wav", "chirp", seconds=3.5, seed=999)
+    pred = tiny_bundle.predict(p)
+    assert pred.genre == "chirp" and abs(sum(pred.probabilities.values()) - 1) < 1e-5
+    assert pred.embedding.shape == (16,) and abs(np.linalg.norm(pred.embedding) - 1) < 1e-5
+    assert len(pred.tags) == 50 and all(0.0 <= v <= 1.0 for v in pred.tags.values())
+    # the tags are the mean of the front end's per-patch tag probabilities
+    patches = log_mel_patches(load_audio(p, sr=16_000).samples, max_patches=4)
+    _, taggram = tiny_bundle.patch_features(patches)
+    np.testing.assert_allclose([pred.tags[t] for t in tiny_bundle.tag_names], taggram.mean(0), atol=1e-5)
+    d = pred.to_dict(with_embedding=False)
+    assert [t["tag"] for t in d["top_tags"]] == [t for t, _ in pred.top_tags(5)]
+
+
+def test_v2_short_clips_are_looped_and_long_tracks_capped(tiny_bundle, tmp_path):
+    clip = tiny_bundle.predict(write_clip(tmp_path / "short.wav", "drone", seconds=0.6, seed=3))
+    assert clip.n_segments == 1 and np.all(np.isfinite(clip.embedding))
+    long = tiny_bundle.predict(write_clip(tmp_path / "long.wav", "drone", seconds=40.0, seed=3))
+    assert long.n_segments == tiny_bundle.feature_config.max_patches == 4
+    with pytest.raises(__import__("embedding").AudioError, match="shorter than the minimum"):
+        tiny_bundle.predict(write_clip(tmp_path / "tiny.wav", "drone", seconds=0.3, seed=3))
+
+
+def test_v1_prediction_shapes_and_track_aggregation(tiny_v1_bundle, tmp_path):
+    tiny_bundle = tiny_v1_bundle
+    assert tiny_bundle.evaluation["balanced_accuracy"] >= 0.8
     p = write_clip(tmp_path / "new.wav", "chirp", seconds=3.0, seed=999)
     pred = tiny_bundle.predict(p)
     assert set(pred.probabilities) == set(GENRES)
@@ -37,6 +76,7 @@ def test_prediction_shapes_and_track_aggregation(tiny_bundle, tmp_path):
     assert pred.embedding.shape == (16,)
     assert abs(np.linalg.norm(pred.embedding) - 1) < 1e-5
     assert pred.model_version == tiny_bundle.version
+    assert pred.tags == {} and tiny_bundle.frontend is None  # v1 has no front end, so no tags
     # track level = mean of segment probabilities
     probs, embs = tiny_bundle.predict_segments(tiny_bundle.features(__import__("embedding").load_audio(p)))
     assert pred.n_segments == len(probs)
@@ -86,7 +126,7 @@ def test_predict_many_matches_predict(tiny_bundle, tmp_path):
     from embedding import load_audio
 
     paths = [write_clip(tmp_path / f"{g}.wav", g, seconds=2.0, seed=77) for g in GENRES]
-    many = tiny_bundle.predict_many(load_audio(p) for p in paths)
+    many = tiny_bundle.predict_many(load_audio(p, sr=tiny_bundle.feature_config.sr) for p in paths)
     for p, m in zip(paths, many):
         one = tiny_bundle.predict(p)
         np.testing.assert_allclose(one.embedding, m.embedding, atol=1e-5)

@@ -119,6 +119,9 @@ def test_upload_shows_the_genre_chart_and_recommendations_with_players(web, page
     assert bars[0][0] == genre and sum(p for _, p in bars) == pytest.approx(1.0, abs=1e-3)
     widths = pg.eval_on_selector_all("#pred-chart .bar-fill", "els => els.map(e => e.getBoundingClientRect().width)")
     assert widths[0] > widths[-1] and widths == sorted(widths, reverse=True)  # the chart draws the numbers
+    # the front end's top tags, in the API's order
+    tags = pg.eval_on_selector_all("#pred-tags .tag", "els => els.map(e => e.dataset.tag)")
+    assert tags == [t["tag"] for t in api["top_tags"]] and len(tags) == 5
 
     assert ids_of(pg, "#identify-similar") == [t["id"] for t in api["similar"]] and len(api["similar"]) == 10
     assert pg.locator("#identify-similar .score").count() == 10
@@ -196,6 +199,8 @@ def test_search_filter_and_open_a_tracks_neighbours(web, page):
     track = requests.get(web.url + f"/v1/tracks/{chirps[0]}").json()
     assert pg.text_content("#track-title") == track["title"]
     assert pg.locator("#track-chart .bar").count() == len(GENRES)
+    shown = pg.eval_on_selector_all("#track-tags .tag", "els => els.map(e => e.dataset.tag)")
+    assert shown == [t["tag"] for t in track["top_tags"]]
     near = ids_of(pg, "#similar-list")
     assert len(near) == 10 and chirps[0] not in near
     api = requests.get(web.url + f"/v1/tracks/{chirps[0]}/similar", params={"k": 10}).json()

@@ -6,7 +6,7 @@ const state = {
   colours: {},         // genre → colour
   seeds: [],           // [{id, title, artist}]
   from: null, to: null, // path ends
-  browse: { q: "", genre: "", cursor: null },
+  browse: { q: "", genre: "", tag: "", cursor: null },
   lastList: null,      // {kind, body} of the last playlist or path, for the M3U8 download
   queue: [], queuePos: -1,
   map: null,
@@ -96,6 +96,26 @@ function bars(container, probabilities) {
   }
 }
 
+// The front end's top tags as chips; a click lists the catalog tracks with that tag.
+function tagChips(container, topTags) {
+  container.replaceChildren();
+  for (const { tag, probability } of topTags || []) {
+    container.append(h("li", { class: "chip tag", "data-tag": tag },
+      h("a", { href: "#/browse", title: `probability ${pct(probability)}: list tracks with this tag`,
+        onclick: () => browseTag(tag) }, tag), " ", h("span", { class: "muted" }, pct(probability))));
+  }
+  if (!container.children.length) container.append(h("li", { class: "chip empty" }, "no tags (a v1 model)"));
+}
+
+function browseTag(tag) {
+  state.browse.tag = tag;
+  $("#browse-tag-name").textContent = tag;
+  $("#browse-tag").hidden = !tag;
+  $("#browse-list").replaceChildren();
+  delete $("#browse-list").dataset.count;
+  if (location.hash === "#/browse") search();
+}
+
 function addSeed(t) {
   if (!state.seeds.some((s) => s.id === t.id)) state.seeds.push({ id: t.id, title: t.title, artist: t.artist });
   saveLocal(); renderSeeds(); flash(`Added “${t.title}” to the seeds`);
@@ -176,6 +196,7 @@ async function identify(file) {
   if (audio.src.startsWith("blob:")) URL.revokeObjectURL(audio.src);
   audio.src = URL.createObjectURL(file);
   bars($("#pred-chart"), out.probabilities);
+  tagChips($("#pred-tags"), out.top_tags);
   fillList($("#identify-similar"), out.similar, { scored: true });
   $("#identify-result").hidden = false;
 }
@@ -195,6 +216,7 @@ async function search(more = false) {
   const qs = new URLSearchParams({ limit: "25" });
   if (b.q) qs.set("q", b.q);
   if (b.genre) qs.set("genre", b.genre);
+  if (b.tag) qs.set("tag", b.tag);
   if (more && b.cursor) qs.set("cursor", b.cursor);
   const page = await busy("browse", () => api(`/v1/tracks?${qs}`));
   if (!page) return;
@@ -223,6 +245,7 @@ async function showTrack(id) {
   $("#track-duration").textContent = mmss(t.duration_s);
   $("#track-audio").src = t.audio_url;
   bars($("#track-chart"), t.probabilities);
+  tagChips($("#track-tags"), t.top_tags);
   $("#track-card").hidden = false;
   await similar();
 }
@@ -244,6 +267,7 @@ function setUpBrowse() {
   $("#search-form").addEventListener("submit", () => search());
   $("#search-genre").addEventListener("change", () => search());
   $("#browse-more").addEventListener("click", () => search(true));
+  $("#browse-tag-clear").addEventListener("click", () => browseTag(""));
   for (const id of ["#sim-k", "#sim-mode", "#sim-genre", "#sim-cap", "#sim-mmr", "#sim-boost"]) {
     $(id).addEventListener("change", similar);
   }
