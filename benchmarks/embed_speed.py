@@ -97,7 +97,10 @@ def phase_single(args) -> dict:
         parts = [sf.read(f, dtype="float32")[0] for f in files[i:i + 8]]
         sr = sf.info(files[i]).samplerate
         p = folder / f"long-{i}.ogg"
-        sf.write(p, np.concatenate([q if q.ndim == 1 else q.mean(axis=1) for q in parts]), sr)
+        y = np.concatenate([q if q.ndim == 1 else q.mean(axis=1) for q in parts])
+        with sf.SoundFile(p, "w", sr, 1, format="OGG", subtype="VORBIS") as out_f:
+            for s in range(0, len(y), 1 << 15):  # libsndfile's Vorbis encoder crashes on one big write
+                out_f.write(y[s:s + (1 << 15)])
         longs.append(p)
     if longs:
         out["long_4min"] = measure(longs)
