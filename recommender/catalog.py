@@ -12,6 +12,7 @@ the source of truth.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import threading
@@ -88,7 +89,8 @@ class Track:
         return self.paths[0] if self.paths else None
 
     def top_tags(self, k: int = TOP_TAGS) -> list[tuple[str, float]]:
-        return sorted(self.tags.items(), key=lambda kv: -kv[1])[:k]
+        # the catalog hands out ``tags`` most probable first (sorted once per row read)
+        return list(itertools.islice(self.tags.items(), k))
 
     def to_dict(self, *, with_embedding: bool = False) -> dict[str, Any]:
         d = {
@@ -270,7 +272,8 @@ class Catalog:
         return Track(
             id=row[0], sha256=row[1], title=row[2], artist=row[3], album=row[4], duration_s=row[5],
             genre=row[6], probabilities=json.loads(row[7]), model_version=row[8], is_silent=bool(row[9]),
-            added_at=row[10], paths=paths, tags=json.loads(row[11]),
+            added_at=row[10], paths=paths,
+            tags=dict(sorted(json.loads(row[11]).items(), key=lambda kv: -kv[1])),
         )
 
     def get(self, track_id: int, *, with_embedding: bool = False) -> Track:
