@@ -153,8 +153,6 @@ def main() -> None:
                 curve = [h["valid_balanced_accuracy"] for h in hist]
                 apart = {}
                 if fc.is_sequence:  # last-epoch accuracy of full tracks and clips apart
-                    import keras
-
                     gi = {g: i for i, g in enumerate(genres)}
                     pred = [int(model.predict_on_batch(t.patch_features[None])[0].argmax()) for t in va]
                     for part, keep in (("tracks", lambda t: len(t.frames) >= 2 * fc.n_frames),

@@ -84,6 +84,22 @@ SEQUENCE_RECIPE: dict[str, Any] = dict(lstm_units=(32,), embedding_dim=64, time_
                                        segments_per_track=8, spec_augment=False, mixup=0.0, label_smoothing=0.1)
 
 
+def _bilstm_stack(x, config: ModelConfig, *, dropout_between: bool):
+    """``config.lstm_units`` Bidirectional LSTM layers (the last returns its final state),
+    then dropout; ``dropout_between`` also drops out between layers."""
+    from keras import layers
+
+    for i, units in enumerate(config.lstm_units):
+        last = i == len(config.lstm_units) - 1
+        x = layers.Bidirectional(
+            layers.LSTM(units, return_sequences=not last, recurrent_dropout=config.recurrent_dropout),
+            name=f"bilstm_{i + 1}",
+        )(x)
+        if dropout_between and not last:
+            x = layers.Dropout(config.dropout / 2, name=f"dropout_seq_{i + 1}")(x)
+    return layers.Dropout(config.dropout, name="dropout_lstm")(x)
+
+
 def build_sequence_head(*, n_features: int, n_genres: int, config: ModelConfig, masking: bool = True):
     """Keras model: front-end features (batch, n_patches, n_features) → genre softmax.
 
@@ -101,13 +117,7 @@ def build_sequence_head(*, n_features: int, n_genres: int, config: ModelConfig, 
     inputs = keras.Input(shape=(None, n_features), name="patch_features")
     masked = layers.Masking(mask_value=0.0, name="padding")(inputs) if masking else inputs
     x = layers.Dropout(config.dropout / 2, name="dropout_features")(masked)
-    for i, units in enumerate(config.lstm_units):
-        last = i == len(config.lstm_units) - 1
-        x = layers.Bidirectional(
-            layers.LSTM(units, return_sequences=not last, recurrent_dropout=config.recurrent_dropout),
-            name=f"bilstm_{i + 1}",
-        )(x)
-    x = layers.Dropout(config.dropout, name="dropout_lstm")(x)
+    x = _bilstm_stack(x, config, dropout_between=False)
     if config.mean_skip:
         mean = layers.GlobalAveragePooling1D(name="feature_mean")(masked)
         x = layers.Concatenate(name="state_and_mean")([x, layers.Dropout(config.dropout, name="dropout_mean")(mean)])
@@ -133,15 +143,7 @@ def build_model(*, n_frames: int, n_features: int, n_genres: int, config: ModelC
     x = inputs
     if config.time_pool > 1:
         x = layers.AveragePooling1D(pool_size=config.time_pool, name="time_pool")(x)
-    for i, units in enumerate(config.lstm_units):
-        last = i == len(config.lstm_units) - 1
-        x = layers.Bidirectional(
-            layers.LSTM(units, return_sequences=not last, recurrent_dropout=config.recurrent_dropout),
-            name=f"bilstm_{i + 1}",
-        )(x)
-        if not last:
-            x = layers.Dropout(config.dropout / 2, name=f"dropout_seq_{i + 1}")(x)
-    x = layers.Dropout(config.dropout, name="dropout_lstm")(x)
+    x = _bilstm_stack(x, config, dropout_between=True)
     embedding = layers.Dense(config.embedding_dim, activation=config.embedding_activation, name="embedding")(x)
     x = layers.Dropout(config.dropout, name="dropout_embedding")(embedding)
     outputs = layers.Dense(n_genres, activation="softmax", name="genre")(x)

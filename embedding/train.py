@@ -185,7 +185,6 @@ def fit(
     import_tensorflow()
     import keras
     import tensorflow as tf
-    from sklearn.metrics import balanced_accuracy_score
 
     warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
     if feature_config.is_sequence:
@@ -216,9 +215,7 @@ def fit(
     n_epochs = epochs or model_config.max_epochs
     n_crops = model_config.segments_per_track * len(train)
     history: list[dict[str, Any]] = []
-    best = (-1.0, np.inf)
-    best_weights = None
-    since_best = 0
+    best = _BestOnValid(valid_labels)
     swa, swa_n = None, 0
     for epoch in range(1, n_epochs + 1):
         t0 = time.perf_counter()
@@ -243,26 +240,51 @@ def fit(
                 model.set_weights(swa)
         row: dict[str, Any] = {"epoch": epoch, "loss": float(h.history["loss"][-1])}
         if valid:
-            probs = predict_tracks(infer, valid_frames, feature_config)
-            pred = probs.argmax(axis=1)
-            row["valid_loss"] = float(-np.mean(np.log(probs[np.arange(len(pred)), valid_labels] + 1e-9)))
-            row["valid_accuracy"] = float(np.mean(pred == valid_labels))
-            row["valid_balanced_accuracy"] = float(balanced_accuracy_score(valid_labels, pred))
-            score = (row["valid_balanced_accuracy"], row["valid_loss"])
-            if score[0] > best[0] or (score[0] == best[0] and score[1] < best[1]):
-                best, best_weights, since_best = score, model.get_weights(), 0
-                row["best"] = True
-            else:
-                since_best += 1
+            best.score(row, predict_tracks(infer, valid_frames, feature_config), model)
+        if best.end_epoch(row, t0, history, on_epoch, patience=model_config.patience if valid and restore_best else None):
+            break
+    if best.weights is not None and restore_best:
+        model.set_weights(best.weights)
+    return model, normalizer, history
+
+
+class _BestOnValid:
+    """Scores each epoch on ``valid`` at track level and keeps the weights of the best one
+    (highest balanced accuracy, then lowest loss)."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = labels
+        self.best = (-1.0, np.inf)
+        self.weights = None
+        self.since_best = 0
+
+    def score(self, row: dict[str, Any], probs: np.ndarray, model) -> None:
+        """Add valid loss, accuracy and balanced accuracy of track probabilities ``probs`` to ``row``."""
+        import warnings
+
+        from sklearn.metrics import balanced_accuracy_score
+
+        pred = probs.argmax(axis=1)
+        row["valid_loss"] = float(-np.mean(np.log(probs[np.arange(len(pred)), self.labels] + 1e-9)))
+        row["valid_accuracy"] = float(np.mean(pred == self.labels))
+        with warnings.catch_warnings():  # a genre predicted but absent from valid is fine here
+            warnings.simplefilter("ignore")
+            row["valid_balanced_accuracy"] = float(balanced_accuracy_score(self.labels, pred))
+        score = (row["valid_balanced_accuracy"], row["valid_loss"])
+        if score[0] > self.best[0] or (score[0] == self.best[0] and score[1] < self.best[1]):
+            self.best, self.weights, self.since_best = score, model.get_weights(), 0
+            row["best"] = True
+        else:
+            self.since_best += 1
+
+    def end_epoch(self, row: dict[str, Any], t0: float, history: list[dict[str, Any]],
+                  on_epoch: Callable[[dict[str, Any]], None] | None, *, patience: int | None) -> bool:
+        """Time the epoch, record and report its row; True when training should stop early."""
         row["seconds"] = round(time.perf_counter() - t0, 1)
         history.append(row)
         if on_epoch:
             on_epoch(row)
-        if valid and restore_best and since_best >= model_config.patience:
-            break
-    if best_weights is not None and restore_best:
-        model.set_weights(best_weights)
-    return model, normalizer, history
+        return patience is not None and self.since_best >= patience
 
 
 # ---------------------------------------------------------------- v2: the BiLSTM over front-end features
@@ -328,7 +350,6 @@ def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: 
     musicnn weights) stays frozen and is not part of the returned model.
     """
     import keras
-    from sklearn.metrics import balanced_accuracy_score
 
     from .model import build_sequence_head
     from .musicnn import PENULTIMATE_DIM, load_frontend
@@ -350,7 +371,7 @@ def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: 
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=model_config.label_smoothing))
     n_epochs = epochs or model_config.max_epochs
     history: list[dict[str, Any]] = []
-    best, best_weights, since_best = (-1.0, np.inf), None, 0
+    best = _BestOnValid(valid_labels)
     bs = model_config.batch_size
     for epoch in range(1, n_epochs + 1):
         t0 = time.perf_counter()
@@ -367,25 +388,11 @@ def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: 
             losses.append(float(model.train_on_batch(pad_sequences([seqs[i] for i in idx]), targets[idx])))
         row: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses))}
         if valid:
-            probs = np.stack([model.predict_on_batch(t.patch_features[None])[0] for t in valid])
-            pred = probs.argmax(axis=1)
-            row["valid_loss"] = float(-np.mean(np.log(probs[np.arange(len(pred)), valid_labels] + 1e-9)))
-            row["valid_accuracy"] = float(np.mean(pred == valid_labels))
-            row["valid_balanced_accuracy"] = float(balanced_accuracy_score(valid_labels, pred))
-            score = (row["valid_balanced_accuracy"], row["valid_loss"])
-            if score[0] > best[0] or (score[0] == best[0] and score[1] < best[1]):
-                best, best_weights, since_best = score, model.get_weights(), 0
-                row["best"] = True
-            else:
-                since_best += 1
-        row["seconds"] = round(time.perf_counter() - t0, 1)
-        history.append(row)
-        if on_epoch:
-            on_epoch(row)
-        if valid and restore_best and since_best >= model_config.patience:
+            best.score(row, np.stack([model.predict_on_batch(t.patch_features[None])[0] for t in valid]), model)
+        if best.end_epoch(row, t0, history, on_epoch, patience=model_config.patience if valid and restore_best else None):
             break
-    if best_weights is not None and restore_best:
-        model.set_weights(best_weights)
+    if best.weights is not None and restore_best:
+        model.set_weights(best.weights)
     return model, Normalizer.identity(feature_config.n_features), history
 
 
