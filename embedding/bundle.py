@@ -155,6 +155,11 @@ class ModelBundle:
         return list(MSD_TAGS)
 
     @property
+    def tag_priors(self) -> dict[str, float] | None:
+        """Each tag's mean probability over the training tracks (``train.tag_priors``), or None."""
+        return self.training.get("tag_priors") or None
+
+    @property
     def training_hashes(self) -> set[str]:
         """sha256 of the audio files the model was trained on (for leak checks)."""
         return set(self.training.get("track_sha256", []))

@@ -44,6 +44,7 @@ class TrackFeatures:
     # (n_positions, 200), and of the patches prediction uses, (n_patches, 200)
     dense_features: np.ndarray | None = None
     patch_features: np.ndarray | None = None
+    patch_tags: np.ndarray | None = None  # (n_patches, 50): the front end's tags of those patches
 
 
 def mfcc_stats(samples: np.ndarray, sr: int) -> np.ndarray:
@@ -303,11 +304,24 @@ def add_frontend_features(tracks: list[TrackFeatures], frontend, config: Feature
             todo.append((t, "dense_features", np.stack([t.frames[s:s + n] for s in starts])))
     for i in range(0, len(todo), 16):
         part = todo[i:i + 16]
-        feats, _ = frontend_outputs(frontend, np.concatenate([p for _, _, p in part]))
+        feats, tags = frontend_outputs(frontend, np.concatenate([p for _, _, p in part]))
         start = 0
         for t, attr, p in part:
             setattr(t, attr, feats[start:start + len(p)])
+            if attr == "patch_features":
+                t.patch_tags = tags[start:start + len(p)]
             start += len(p)
+
+
+def tag_priors(tracks: list[TrackFeatures], frontend, config: FeatureConfig) -> np.ndarray:
+    """Each front-end tag's mean track probability over ``tracks``, shape (n_tags,).
+
+    A tag's probability means little alone: the MSD's frequent tags (rock, pop) are likely
+    for most music, moods (Mellow, happy) rarely pass a few percent. Divided by these, a
+    track's probabilities say which tags stand out for it (``recommender`` indexes those).
+    """
+    add_frontend_features(tracks, frontend, config, dense=False)
+    return np.mean([t.patch_tags.mean(axis=0) for t in tracks], axis=0).astype(np.float64)
 
 
 def pad_sequences(seqs: list[np.ndarray]) -> np.ndarray:
@@ -556,6 +570,8 @@ def train_bundle(
         "train_on_all": train_on_all,
         "track_sha256": sorted(train_hashes),
     }
+    if frontend is not None:
+        bundle.training["tag_priors"] = dict(zip(bundle.tag_names, map(float, tag_priors(tr, frontend, feature_config))))
     return bundle
 
 

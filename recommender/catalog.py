@@ -28,6 +28,8 @@ from .errors import CatalogError, UnknownTrack
 
 SCHEMA_VERSION = 2
 TOP_TAGS = 5  # a track "has" the front end's tags it ranks highest; ``search(tag=...)`` finds them
+# ... and the few that stand out most against their usual probability (moods rarely rank high)
+SALIENT_TAGS, SALIENT_LIFT = 3, 3.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -130,8 +132,16 @@ class NewTrack:
 _COLS = "id, sha256, title, artist, album, duration_s, genre, probabilities, model_version, is_silent, added_at, tags"
 
 
-def _top_tag_rows(track_id: int, tags: dict[str, float]) -> list[tuple[int, str, float]]:
-    return [(track_id, t, float(p)) for t, p in sorted(tags.items(), key=lambda kv: -kv[1])[:TOP_TAGS]]
+def _top_tag_rows(track_id: int, tags: dict[str, float],
+                  priors: dict[str, float] | None = None) -> list[tuple[int, str, float]]:
+    """The tags ``search(tag=)`` finds a track by: its ``TOP_TAGS`` most probable, plus, given the
+    model's tag priors, up to ``SALIENT_TAGS`` whose probability is at least ``SALIENT_LIFT``
+    times their prior (a mellow track's Mellow at 0.07 against a usual 0.01)."""
+    keep = dict(sorted(tags.items(), key=lambda kv: -kv[1])[:TOP_TAGS])
+    if priors:
+        lift = sorted(((p / priors[t], t) for t, p in tags.items() if priors.get(t)), reverse=True)
+        keep.update({t: tags[t] for ratio, t in lift[:SALIENT_TAGS] if ratio >= SALIENT_LIFT})
+    return [(track_id, t, float(p)) for t, p in keep.items()]
 
 
 class Catalog:
@@ -395,8 +405,11 @@ class Catalog:
                 "catalog_bytes": size, "generation": self.generation}
 
     # ---------------------------------------------------------------- writes
-    def add(self, new: list[NewTrack], links: list[tuple[str, int, int, int]] = ()) -> list[int]:
+    def add(self, new: list[NewTrack], links: list[tuple[str, int, int, int]] = (), *,
+            tag_priors: dict[str, float] | None = None) -> list[int]:
         """Store new tracks and extra paths of known tracks in one transaction.
+
+        ``tag_priors``: the model's (``ModelBundle.tag_priors``), for the tags a track is found by.
 
         ``links``: (path, track_id, size, mtime_ns) for files whose audio is already here.
         Returns the ids of ``new`` in order (an already stored hash gets its existing id and
@@ -422,7 +435,7 @@ class Catalog:
                          json.dumps(t.probabilities), np.asarray(t.embedding, "<f4").tobytes(),
                          t.model_version, int(t.is_silent), now, json.dumps(t.tags)))
                     tid = int(cur.lastrowid)
-                    db.executemany("INSERT INTO track_tags VALUES (?,?,?)", _top_tag_rows(tid, t.tags))
+                    db.executemany("INSERT INTO track_tags VALUES (?,?,?)", _top_tag_rows(tid, t.tags, tag_priors))
                 else:
                     tid = int(row[0])
                 ids.append(tid)
@@ -452,7 +465,8 @@ class Catalog:
         return [r[0] for r in self._q("SELECT id FROM tracks WHERE id NOT IN (SELECT track_id FROM paths)")]
 
     def replace_embeddings(self, updates: list[tuple[int, str, dict[str, float], np.ndarray, bool, dict[str, float]]],
-                           model_version: str, *, final: bool = False) -> None:
+                           model_version: str, *, final: bool = False,
+                           tag_priors: dict[str, float] | None = None) -> None:
         """Re-embedding: (track_id, genre, probabilities, embedding, is_silent, tags) from ``model_version``.
 
         The catalog's model version switches when ``final`` (after the last batch); until
@@ -465,7 +479,7 @@ class Catalog:
                  for tid, g, p, e, s, tg in updates])
             db.executemany("DELETE FROM track_tags WHERE track_id=?", [(u[0],) for u in updates])
             db.executemany("INSERT INTO track_tags VALUES (?,?,?)",
-                           [r for tid, _, _, _, _, tg in updates for r in _top_tag_rows(tid, tg)])
+                           [r for tid, _, _, _, _, tg in updates for r in _top_tag_rows(tid, tg, tag_priors)])
             if final:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('model_version', ?)", (model_version,))
             self._bump(db)

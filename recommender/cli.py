@@ -475,11 +475,12 @@ def _add_catalog_commands(sub, common) -> None:
 
     p = sub.add_parser("tracks", parents=[common], help="list catalog tracks by text, genre or tag",
                        description="List catalog tracks (by id) whose title, artist or album contains --query, of "
-                                   "--genre, with --tag among their 5 most probable front-end tags (moods, styles, "
+                                   "--genre, with --tag among their 5 most probable front-end tags or standing out at 3x the "
+                                   "model's mean probability of it (moods, styles, "
                                    "eras from Last.fm tags of the MSD, e.g. mellow, punk, 80s).")
     p.add_argument("--query", "-q", help="text in the title, artist or album (case-insensitive)")
     p.add_argument("--genre", help="only tracks of this predicted genre")
-    p.add_argument("--tag", help="only tracks with this tag among their top 5 (case-insensitive)")
+    p.add_argument("--tag", help="only tracks that have this tag: top 5, or at >= 3x its usual probability (case-insensitive)")
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     p.set_defaults(func=cmd_tracks)
 

@@ -112,7 +112,8 @@ class Library:
             pred = bundle.predict(path, max_duration_s=self.settings.max_duration_s)
             updates.append((tid, pred.genre, pred.probabilities, pred.embedding, pred.is_silent, pred.tags))
             if len(updates) >= batch or i == len(stale) - 1:
-                self.catalog.replace_embeddings(updates, bundle.version, final=i == len(stale) - 1)
+                self.catalog.replace_embeddings(updates, bundle.version, final=i == len(stale) - 1,
+                                                tag_priors=bundle.tag_priors)
                 done += len(updates)
                 updates = []
                 if progress:
@@ -210,7 +211,7 @@ class Library:
         with self._index_lock:
             idx = self.index
             in_step = self._index_generation == self.catalog.generation
-            ids = self.catalog.add(records, links)
+            ids = self.catalog.add(records, links, tag_priors=self.bundle.tag_priors if records else None)
             first: dict[int, np.ndarray] = {}
             for rec, tid in zip(records, ids):
                 first.setdefault(tid, rec.embedding)

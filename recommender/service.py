@@ -200,7 +200,7 @@ class Service:
                after_id: int = 0, limit: int = 50) -> tuple[list[Track], int | None]:
         """One page of tracks by id; returns (tracks, the ``after_id`` of the next page or None).
 
-        ``tag``: only tracks with that front-end tag among their top tags (case-insensitive).
+        ``tag``: only tracks that have that front-end tag (``catalog._top_tag_rows``; case-insensitive).
         """
         if genre and self._bundle is not None:
             Recommender(self.library()).check_genre(genre)
