@@ -292,11 +292,15 @@ def test_the_map_renders_and_a_click_plays_and_shows_neighbours(web, page):
             let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }""")
 
     dots = painted()
-    assert dots > N_TRACKS * 10  # every point is a disc of a few pixels
-    first = pg.locator("#map-legend input").first
-    first.uncheck()
-    assert painted() < dots  # a genre switched off disappears
-    first.check()
+    # points are discs of a few pixels; the tiny test model puts same-genre clips nearly on top
+    # of one another, so count per genre: each one draws, and switched off it disappears
+    assert dots > len(legend) * 10
+    boxes = pg.locator("#map-legend input")
+    for i in range(boxes.count()):
+        boxes.nth(i).uncheck()
+        assert painted() < dots
+        boxes.nth(i).check()
+    assert painted() == dots
 
     box = pg.locator("#map").bounding_box()
     point = requests.get(web.url + "/v1/map").json()["points"]
