@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 from embedding.data import sha256_of
 
 from .catalog import NewTrack
+from .extract import extract, predict_extracted, read_tags
 from .errors import BadRequest
 from .library import Library
 
@@ -83,25 +84,6 @@ def scan(roots: Iterable[str | os.PathLike]) -> list[Path]:
     return sorted(out)
 
 
-def read_tags(path: str | Path) -> dict[str, str | None]:
-    """Title, artist and album from the file's tags (mutagen); the file name is the fallback title."""
-    tags: dict[str, str | None] = {"title": None, "artist": None, "album": None}
-    try:
-        import mutagen
-
-        f = mutagen.File(str(path), easy=True)
-        if f is not None and f.tags is not None:
-            for k in tags:
-                v = f.tags.get(k)
-                if v:
-                    tags[k] = str(v[0]).strip() or None
-    except Exception as exc:  # any tag parser error: tags are optional
-        log.debug("%s: unreadable tags (%s)", path, exc)
-    if not tags["title"]:
-        tags["title"] = Path(path).stem
-    return tags
-
-
 # ---------------------------------------------------------------- worker side
 _W: dict[str, Any] = {}
 
@@ -119,27 +101,6 @@ def _hash_job(path: str) -> tuple[str, str | None, str | None]:
         return path, sha256_of(path), None
     except OSError as exc:
         return path, None, f"cannot read ({exc.strerror or exc})"
-
-
-def extract(path: str, config, normalizer, max_duration_s: float) -> dict[str, Any]:
-    """Decode + features + tags of one file: what the model needs, computed anywhere."""
-    from embedding import AudioError, load_audio, segment_features
-
-    try:
-        audio = load_audio(path, sr=config.sr, max_duration_s=max_duration_s)
-    except AudioError as exc:
-        return {"path": path, "error": str(exc).replace(f"{path}: ", "")}
-    except OSError as exc:
-        return {"path": path, "error": f"cannot read ({exc.strerror or exc})"}
-    feats = normalizer(segment_features(audio, config))
-    return {"path": path, "features": feats, "duration_s": audio.duration_s, "is_silent": audio.is_silent,
-            "tags": read_tags(path)}
-
-
-def predict_extracted(bundle, items: list[dict[str, Any]]) -> list[Any]:
-    """The model on a batch of ``extract`` results (their features are dropped once used)."""
-    return bundle.predict_features([i.pop("features") for i in items], [i["duration_s"] for i in items],
-                                   [i["is_silent"] for i in items])
 
 
 def _extract_job(path: str) -> dict[str, Any]:

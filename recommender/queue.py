@@ -55,7 +55,7 @@ def embed_paths(paths: list[str], model_version: str, max_duration_s: float) -> 
     if bundle.version != model_version:
         return [{"path": p, "error": f"worker has model {bundle.version}, ingest expects {model_version}"}
                 for p in paths]
-    from .ingest import extract, predict_extracted
+    from .extract import extract, predict_extracted
 
     items = [extract(p, bundle.feature_config, bundle.normalizer, max_duration_s) for p in paths]
     out = [i for i in items if "error" in i]

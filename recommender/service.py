@@ -251,7 +251,7 @@ class Service:
                 os.fsync(f.fileno())
             final = folder / (sha + _extension(tmp, filename))
             os.replace(tmp, final)
-            from .ingest import read_tags
+            from .extract import read_tags
 
             tags = read_tags(final)
             if tags["title"] == final.stem:  # no title tag: the uploaded file's name, else a plain label
