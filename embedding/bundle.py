@@ -419,5 +419,7 @@ class ModelBundle:
     def warm_up(self) -> None:
         """Compile the inference graph and librosa's numba kernels once, at start-up."""
         sr = self.feature_config.sr
-        t = np.arange(int(sr * self.feature_config.segment_seconds)) / sr
+        # as many patches as a long track gets: oneDNN prepares its kernels per batch shape
+        n = max(1, self.feature_config.max_patches) if self.feature_config.is_sequence else 1
+        t = np.arange(int(sr * self.feature_config.segment_seconds * n) + 1) / sr
         self.predict_audio(Audio(samples=(0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr=sr, is_silent=False))
