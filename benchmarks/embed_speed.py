@@ -61,7 +61,7 @@ def phase_single(args) -> dict:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from embedding import ModelBundle, load_audio
+    from embedding import ModelBundle
 
     bundle = ModelBundle.load(args.model)
     bundle.warm_up()
@@ -71,7 +71,7 @@ def phase_single(args) -> dict:
         dec, feat, model, total, dur, n_seg = [], [], [], [], [], []
         for f in paths:
             t0 = time.perf_counter()
-            audio = load_audio(f, sr=bundle.feature_config.sr)
+            audio = bundle.decode(f)  # what predict decodes: the capped patches' stretches
             t1 = time.perf_counter()
             x = bundle.features(audio)
             t2 = time.perf_counter()

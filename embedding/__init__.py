@@ -6,14 +6,14 @@
     >>> p.genre, p.top(3), p.embedding.shape
 """
 
-from .audio import Audio, load_audio
+from .audio import Audio, Excerpts, load_audio, load_excerpts
 from .bundle import DEFAULT_MODEL_DIR, ModelBundle, Prediction
 from .errors import AudioError, DatasetError, EmbeddingError, ModelError
 from .features import FeatureConfig, Normalizer, segment_features, track_frames
 from .model import ModelConfig, build_model
 
 __all__ = [
-    "Audio", "AudioError", "DatasetError", "DEFAULT_MODEL_DIR", "EmbeddingError", "FeatureConfig",
-    "ModelBundle", "ModelConfig", "ModelError", "Normalizer", "Prediction", "build_model", "load_audio",
+    "Audio", "AudioError", "Excerpts", "DatasetError", "DEFAULT_MODEL_DIR", "EmbeddingError", "FeatureConfig",
+    "ModelBundle", "ModelConfig", "ModelError", "Normalizer", "Prediction", "build_model", "load_audio", "load_excerpts",
     "segment_features", "track_frames",
 ]

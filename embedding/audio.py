@@ -12,7 +12,8 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Union
+from math import gcd
+from typing import BinaryIO, Callable, Sequence, Union
 
 import numpy as np
 import soundfile as sf
@@ -49,6 +50,56 @@ class Audio:
     @property
     def duration_s(self) -> float:
         return len(self.samples) / float(self.sr)
+
+
+Spans = Sequence[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Excerpts:
+    """Stretches of one track decoded without the rest of it: mono float32 at ``sr``.
+
+    Attributes
+    ----------
+    n_samples : int, the whole track's length at ``sr`` (as a whole decode would give it)
+    sr : int, sample rate in Hz
+    pieces : tuple of (start, samples), sorted and disjoint: ``samples`` are the whole
+        track's samples ``[start, start + len(samples))``
+    is_silent : bool, True when the decoded audio is (near-)digital silence
+    """
+
+    n_samples: int
+    sr: int
+    pieces: tuple[tuple[int, np.ndarray], ...]
+    is_silent: bool
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / float(self.sr)
+
+    def span(self, start: int, stop: int) -> np.ndarray:
+        """The track's samples ``[start, stop)``; they must lie inside one decoded piece."""
+        for a, y in self.pieces:
+            if a <= start and stop <= a + len(y):
+                return y[start - a : stop - a]
+        raise ValueError(f"samples {start}:{stop} of the track were not decoded")
+
+    @classmethod
+    def of(cls, audio: Audio, spans: Spans) -> "Excerpts":
+        """The given spans cut from a whole decode."""
+        pieces = tuple((a, audio.samples[a:b]) for a, b in _merge(spans))
+        return cls(n_samples=len(audio.samples), sr=audio.sr, pieces=pieces, is_silent=audio.is_silent)
+
+
+def _merge(spans: Spans, gap: int = 0) -> list[tuple[int, int]]:
+    """Sorted, disjoint (start, stop) ranges covering ``spans``; ranges closer than ``gap`` join."""
+    out: list[list[int]] = []
+    for a, b in sorted((int(a), int(b)) for a, b in spans if b > a):
+        if out and a <= out[-1][1] + gap:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
 
 
 def _describe(source: AudioSource) -> str:
@@ -105,6 +156,24 @@ def _looks_like_text(head: bytes) -> bool:
     return len(head) > 0 and all(b in _TEXT_BYTES for b in head)
 
 
+def _prepare(source: AudioSource):
+    """(handle soundfile can open, raw bytes or None, name for messages), after the cheap checks."""
+    name = _describe(source)
+    if isinstance(source, (bytes, bytearray, memoryview)) and len(source) == 0:
+        raise AudioError(f"{name}: file is empty")
+    handle, data = _as_file(source)
+    if data is not None and len(data) == 0:
+        raise AudioError(f"{name}: file is empty")
+    if isinstance(handle, io.BytesIO):
+        head = handle.getvalue()[:512]
+    else:
+        with open(handle, "rb") as fh:
+            head = fh.read(512)
+    if _looks_like_text(head):
+        raise AudioError(f"{name}: not an audio file (it holds text)")
+    return handle, data, name
+
+
 def load_audio(
     source: AudioSource,
     *,
@@ -133,21 +202,7 @@ def load_audio(
     """
     import librosa
 
-    name = _describe(source)
-    if isinstance(source, (bytes, bytearray, memoryview)) and len(source) == 0:
-        raise AudioError(f"{name}: file is empty")
-    handle, data = _as_file(source)
-    if data is not None and len(data) == 0:
-        raise AudioError(f"{name}: file is empty")
-
-    if isinstance(handle, io.BytesIO):
-        head = handle.getvalue()[:512]
-    else:
-        with open(handle, "rb") as fh:
-            head = fh.read(512)
-    if _looks_like_text(head):
-        raise AudioError(f"{name}: not an audio file (it holds text)")
-
+    handle, data, name = _prepare(source)
     try:
         with sf.SoundFile(handle) as f:
             native_sr = int(f.samplerate)
@@ -191,6 +246,96 @@ def load_audio(
     if is_silent:
         log.warning("%s: audio is silent; its prediction carries no information", name)
     return Audio(samples=mono, sr=sr, is_silent=is_silent)
+
+
+class _DecodeWhole(Exception):
+    """The excerpts cannot (or need not) be read on their own: decode the whole track."""
+
+
+# native samples decoded beyond each side of an excerpt, so the resampler's edges fall outside it
+_RESAMPLE_MARGIN_S = 0.05
+
+
+def load_excerpts(
+    source: AudioSource,
+    spans: Callable[[int], Spans],
+    *,
+    sr: int = TARGET_SR,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    min_duration_s: float = MIN_DURATION_S,
+    whole_above: float = 0.6,
+) -> Excerpts:
+    """Decode only the stretches of ``source`` that ``spans`` asks for, at ``sr`` Hz, mono.
+
+    Parameters
+    ----------
+    source : path, bytes or binary file object
+    spans : the track's length in samples at ``sr`` → the (start, stop) sample ranges wanted
+    whole_above : when the wanted stretches (with their margins) cover more than this share
+        of the track, the whole track is decoded and cut instead
+    max_duration_s, min_duration_s : as for ``load_audio``
+
+    Returns
+    -------
+    Excerpts holding each wanted range, with the samples a whole decode by ``load_audio``
+    gives there (the same decoder; resampled with a margin on each side, so they agree to
+    float rounding).
+
+    Notes
+    -----
+    The file is seeked, so a long track costs about what its excerpts do. A file whose
+    header gives no length, one that cannot seek, a format libsndfile does not read, or a
+    read that comes back short goes through ``load_audio`` and is cut afterwards, with the
+    same errors ``load_audio`` raises.
+    """
+    import librosa
+
+    handle, data, name = _prepare(source)
+    whole_source = data if data is not None else source
+    try:
+        with sf.SoundFile(handle) as f:
+            native_sr, frames = int(f.samplerate), int(f.frames)
+            if frames <= 0 or not f.seekable() or frames / native_sr < min_duration_s:
+                raise _DecodeWhole
+            if frames / native_sr > max_duration_s:
+                raise AudioError(f"{name}: audio is {frames / native_sr:.0f} s long, over the limit of {max_duration_s:.0f} s")
+            n = frames if native_sr == sr else int(np.ceil(frames * sr / native_sr))
+            wanted = _merge(spans(n))
+            # a range of native samples that starts on a multiple of ``step`` starts on a whole target sample
+            step = native_sr // gcd(native_sr, sr)
+            margin = int(_RESAMPLE_MARGIN_S * native_sr) if native_sr != sr else 0
+            ranges = []
+            for a, b in wanted:
+                lo = max(0, a * native_sr // sr - margin)
+                ranges.append((lo - lo % step, min(frames, -(-b * native_sr // sr) + margin)))
+            ranges = _merge(ranges)
+            if sum(b - a for a, b in ranges) > whole_above * frames:
+                raise _DecodeWhole
+            pieces = []
+            for lo, hi in ranges:
+                f.seek(lo)
+                y = f.read(hi - lo, dtype="float32", always_2d=True)
+                if len(y) < hi - lo or not np.all(np.isfinite(y)):
+                    raise _DecodeWhole  # damaged or truncated: the whole decode says what it is
+                mono = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
+                if native_sr != sr:
+                    mono = librosa.resample(mono, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
+                first = lo * sr // native_sr
+                for a, b in wanted:
+                    if first <= a and b <= first + len(mono):
+                        pieces.append((a, np.ascontiguousarray(mono[a - first : b - first], dtype=np.float32)))
+            if len(pieces) != len(wanted):
+                raise _DecodeWhole
+    except AudioError:
+        raise
+    except (_DecodeWhole, sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        audio = load_audio(whole_source, sr=sr, max_duration_s=max_duration_s, min_duration_s=min_duration_s)
+        return Excerpts.of(audio, spans(len(audio.samples)))
+    peak = max((float(np.max(np.abs(y))) for _, y in pieces if y.size), default=0.0)
+    is_silent = peak < SILENCE_PEAK
+    if is_silent:
+        log.warning("%s: audio is silent; its prediction carries no information", name)
+    return Excerpts(n_samples=n, sr=sr, pieces=tuple(pieces), is_silent=is_silent)
 
 
 def segment_starts(n_total: int, *, segment_len: int, hop_len: int) -> np.ndarray:

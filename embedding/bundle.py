@@ -27,9 +27,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .audio import DEFAULT_MAX_DURATION_S, Audio, AudioSource, load_audio
+from .audio import DEFAULT_MAX_DURATION_S, Audio, AudioSource, Excerpts
 from .errors import ModelError
-from .features import FeatureConfig, Normalizer, segment_features
+from .features import FeatureConfig, Normalizer, decode_for_features, segment_features
 from .model import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -263,19 +263,23 @@ class ModelBundle:
             embs.append(e.numpy())
         return np.concatenate(probs), np.concatenate(embs)
 
-    def features(self, audio: Audio) -> np.ndarray:
+    def decode(self, source: AudioSource, *, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> Audio | Excerpts:
+        """Decode what the model reads of ``source``: with the patch cap, only those patches'
+        stretches (``decode_for_features``), so a long track decodes in about the time a short one does."""
+        return decode_for_features(source, self.feature_config, max_duration_s=max_duration_s)
+
+    def features(self, audio: Audio | Excerpts) -> np.ndarray:
         """Normalised model input for ``audio``: (n_segments, n_frames, n_features)."""
         return self.normalizer(segment_features(audio, self.feature_config))
 
-    def predict_audio(self, audio: Audio) -> Prediction:
+    def predict_audio(self, audio: Audio | Excerpts) -> Prediction:
         return self.predict_features([self.features(audio)], [audio.duration_s], [audio.is_silent])[0]
 
     def predict(self, source: AudioSource, *, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> Prediction:
         """Decode ``source`` (path, bytes or file object) and predict its genre and embedding."""
-        audio = load_audio(source, sr=self.feature_config.sr, max_duration_s=max_duration_s)
-        return self.predict_audio(audio)
+        return self.predict_audio(self.decode(source, max_duration_s=max_duration_s))
 
-    def predict_many(self, audios: Iterable[Audio]) -> list[Prediction]:
+    def predict_many(self, audios: Iterable[Audio | Excerpts]) -> list[Prediction]:
         """Batch several tracks' segments through the model in one go."""
         audios = list(audios)
         return self.predict_features([self.features(a) for a in audios],

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .audio import Audio, segment_starts
+from .audio import DEFAULT_MAX_DURATION_S, Audio, AudioSource, Excerpts, load_audio, load_excerpts, segment_starts
 from .errors import ModelError
 
 FEATURE_KINDS = ("musicnn", "logmel", "mfcc")
@@ -180,14 +180,34 @@ def segment_frames(frames: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.stack([frames[s : s + n] for s in starts]).astype(np.float32)
 
 
-def segment_features(audio: Audio, config: FeatureConfig) -> np.ndarray:
-    """Audio → segments of frames, shape (n_segments, n_frames, n_features), unnormalised."""
+def decode_for_features(source: AudioSource, config: FeatureConfig, *,
+                        max_duration_s: float = DEFAULT_MAX_DURATION_S) -> Audio | Excerpts:
+    """Decode what ``segment_features`` reads of ``source``, and no more.
+
+    With a cap on musicnn patches that is only the capped patches' stretches
+    (``load_excerpts``: a 20-minute track decodes about 12 s); otherwise the whole track.
+    """
+    if config.kind == "musicnn" and config.max_patches:
+        from .musicnn import patch_spans
+
+        return load_excerpts(source, lambda n: patch_spans(n, max_patches=config.max_patches),
+                             sr=config.sr, max_duration_s=max_duration_s)
+    return load_audio(source, sr=config.sr, max_duration_s=max_duration_s)
+
+
+def segment_features(audio: Audio | Excerpts, config: FeatureConfig) -> np.ndarray:
+    """Audio → segments of frames, shape (n_segments, n_frames, n_features), unnormalised.
+
+    ``Excerpts`` (from ``decode_for_features``) serve the musicnn recipe only."""
+    if audio.sr != config.sr:
+        raise ModelError(f"audio at {audio.sr} Hz but features expect {config.sr} Hz")
     if config.kind == "musicnn":
         from .musicnn import log_mel_patches
 
-        if audio.sr != config.sr:
-            raise ModelError(f"audio at {audio.sr} Hz but features expect {config.sr} Hz")
-        return log_mel_patches(audio.samples, sr=audio.sr, max_patches=config.max_patches or None)
+        return log_mel_patches(audio if isinstance(audio, Excerpts) else audio.samples, sr=audio.sr,
+                               max_patches=config.max_patches or None)
+    if isinstance(audio, Excerpts):
+        raise ModelError(f"{config.kind} features need the whole track, not excerpts")
     return segment_frames(track_frames(audio, config), config)
 
 

@@ -33,6 +33,7 @@ N_MELS = 96
 N_FRAMES = 187  # 3 s at 16 kHz, hop 256 (librosa.time_to_frames(3, ...) + 1)
 PENULTIMATE_DIM = 200
 PATCH_SAMPLES = (N_FRAMES - 1) * HOP_LENGTH + 1  # the fewest samples whose centred frames fill a patch
+_SPAN = (N_FRAMES - 1) * HOP_LENGTH + N_FFT  # samples under one patch's frames
 
 # The 50 tags of MSD_musicnn, in the order of its output layer (the wheel's configuration.py).
 MSD_TAGS = (
@@ -104,12 +105,22 @@ def patches_of(frames: np.ndarray, *, max_patches: int | None = None) -> np.ndar
     return np.stack([frames[s : s + N_FRAMES] for s in starts]).astype(np.float32)
 
 
-def log_mel_patches(samples: np.ndarray, *, sr: int = SR, max_patches: int | None = None) -> np.ndarray:
+def patch_spans(n_samples: int, *, max_patches: int | None = None) -> list[tuple[int, int]]:
+    """The samples ``log_mel_patches`` reads from a track of ``n_samples`` (16 kHz): one
+    (start, stop) range per patch, so a decoder can read only those (``load_excerpts``)."""
+    if n_samples < PATCH_SAMPLES:
+        return [(0, n_samples)]  # looped to one patch
+    starts = patch_starts(1 + n_samples // HOP_LENGTH, max_patches=max_patches)
+    return [(max(0, s * HOP_LENGTH - N_FFT // 2), min(n_samples, s * HOP_LENGTH - N_FFT // 2 + _SPAN)) for s in starts]
+
+
+def log_mel_patches(samples, *, sr: int = SR, max_patches: int | None = None) -> np.ndarray:
     """``patches_of(log_mel(samples))``, transforming only the stretches the patches cover.
 
     Parameters
     ----------
-    samples : np.ndarray, shape (n_samples,), float32 mono at 16 kHz
+    samples : np.ndarray, shape (n_samples,), float32 mono at 16 kHz; or ``Excerpts`` of a
+        track at 16 kHz holding at least its ``patch_spans``
     max_patches : keep at most this many patches, spread evenly over the track, so a long
         track costs a bounded amount; None keeps them all
 
@@ -120,15 +131,28 @@ def log_mel_patches(samples: np.ndarray, *, sr: int = SR, max_patches: int | Non
     """
     import librosa
 
+    from .audio import Excerpts
+
     _check_sr(sr)
-    y = _loop_to_patch(samples)
-    starts = patch_starts(1 + len(y) // HOP_LENGTH, max_patches=max_patches)
-    yp = np.pad(y, (N_FFT // 2, N_FFT // 2), mode="reflect")
-    span = (N_FRAMES - 1) * HOP_LENGTH + N_FFT
+    if isinstance(samples, Excerpts):
+        if samples.sr != sr:
+            raise ModelError(f"excerpts at {samples.sr} Hz but musicnn expects {sr} Hz")
+        n, read = samples.n_samples, samples.span
+        if n < PATCH_SAMPLES:
+            y = _loop_to_patch(read(0, n))
+            n, read = len(y), lambda a, b: y[a:b]
+    else:
+        y = _loop_to_patch(samples)
+        n, read = len(y), lambda a, b: y[a:b]
+    starts = patch_starts(1 + n // HOP_LENGTH, max_patches=max_patches)
     out = np.empty((len(starts), N_FRAMES, N_MELS), np.float32)
     for i, s in enumerate(starts):
-        # centred frame j starts at sample j*hop of the padded signal
-        seg = yp[s * HOP_LENGTH : s * HOP_LENGTH + span]
+        # centred frame j of the patch covers samples [(s + j) * hop - n_fft / 2, ... + n_fft),
+        # reflected at the ends of the track as librosa pads a whole track
+        lo, hi = s * HOP_LENGTH - N_FFT // 2, s * HOP_LENGTH - N_FFT // 2 + _SPAN
+        seg = read(max(0, lo), min(n, hi))
+        if lo < 0 or hi > n:
+            seg = np.pad(seg, (max(0, -lo), max(0, hi - n)), mode="reflect")
         spec = np.abs(librosa.stft(seg, n_fft=N_FFT, hop_length=HOP_LENGTH, center=False)) ** 2
         out[i] = np.log10(10000.0 * (_mel_basis() @ spec).T + 1.0)
     return out

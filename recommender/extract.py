@@ -34,10 +34,11 @@ def read_tags(path: str | Path) -> dict[str, str | None]:
 
 def extract(path: str, config, normalizer, max_duration_s: float) -> dict[str, Any]:
     """Decode + features + tags of one file: what the model needs, computed anywhere."""
-    from embedding import AudioError, load_audio, segment_features
+    from embedding import AudioError, segment_features
+    from embedding.features import decode_for_features
 
     try:
-        audio = load_audio(path, sr=config.sr, max_duration_s=max_duration_s)
+        audio = decode_for_features(path, config, max_duration_s=max_duration_s)
     except AudioError as exc:
         return {"path": path, "error": str(exc).replace(f"{path}: ", "")}
     except OSError as exc:

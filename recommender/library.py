@@ -247,10 +247,7 @@ class Library:
         cached = self.cache.get(sha, version)
         if cached is not None:
             return cached, sha, True
-        from embedding import load_audio
-
-        audio = load_audio(data, sr=self.bundle.feature_config.sr, max_duration_s=self.settings.max_duration_s)
-        pred = self.bundle.predict_audio(audio)
+        pred = self.bundle.predict(data, max_duration_s=self.settings.max_duration_s)
         self.cache.put(sha, pred)
         return pred, sha, False
 

@@ -117,3 +117,52 @@ def test_segment_starts_cover_the_end():
     s = segment_starts(100, segment_len=30, hop_len=25)
     assert s[0] == 0 and s[-1] + 30 == 100
     assert list(segment_starts(10, segment_len=30, hop_len=25)) == [0]
+
+
+# ---------------------------------------------------------------- excerpts: decoding only what the model reads
+def _stereo_44k(path, seconds, **kw):
+    y = np.stack([synth("chirp", seconds, seed=1, sr=44_100), synth("clicks", seconds, seed=2, sr=44_100)], axis=1)
+    sf.write(path, 0.5 * y, 44_100, **kw)
+    return path
+
+
+@pytest.mark.parametrize("ext,kw", [("flac", {}), ("ogg", {"format": "OGG", "subtype": "VORBIS"}),
+                                    ("mp3", {"format": "MP3", "subtype": "MPEG_LAYER_III"})])
+def test_excerpts_match_a_whole_decode_and_skip_the_rest(tmp_path, monkeypatch, ext, kw):
+    from embedding import load_excerpts
+    from embedding import audio as audio_mod
+    from embedding.musicnn import log_mel_patches, patch_spans
+
+    p = _stereo_44k(tmp_path / f"long.{ext}", 40.0, **kw)
+    whole = load_audio(p, sr=16_000)
+    spans = lambda n: patch_spans(n, max_patches=3)  # noqa: E731
+    with monkeypatch.context() as m:  # a seekable file with a length never takes the whole-decode road
+        m.setattr(audio_mod, "load_audio", lambda *a, **k: pytest.fail("decoded the whole track"))
+        part = load_excerpts(p, spans, sr=16_000)
+    assert part.n_samples == len(whole.samples) and part.sr == 16_000 and not part.is_silent
+    assert len(part.pieces) == 3 and sum(len(y) for _, y in part.pieces) < 0.3 * part.n_samples
+    for a, y in part.pieces:  # the same samples, up to the resampler's rounding at the edges
+        np.testing.assert_allclose(y, whole.samples[a : a + len(y)], atol=2e-4)
+    np.testing.assert_allclose(log_mel_patches(part, max_patches=3), log_mel_patches(whole.samples, max_patches=3),
+                               atol=1e-3)
+    assert abs(load_excerpts(p.read_bytes(), spans, sr=16_000).duration_s - whole.duration_s) < 1e-9
+
+
+def test_excerpts_fall_back_to_a_whole_decode_with_the_same_errors(tmp_path):
+    from embedding import load_excerpts
+    from embedding.musicnn import log_mel_patches, patch_spans
+
+    spans = lambda n: patch_spans(n, max_patches=4)  # noqa: E731
+    short = write_clip(tmp_path / "short.wav", "drone", seconds=1.0)  # under one patch: looped, as a whole decode
+    np.testing.assert_allclose(log_mel_patches(load_excerpts(short, spans, sr=16_000), max_patches=4),
+                               log_mel_patches(load_audio(short, sr=16_000).samples, max_patches=4), atol=1e-3)
+    data = _stereo_44k(tmp_path / "full.wav", 20.0).read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])  # header promises 20 s: the last excerpt reads short
+    assert abs(load_excerpts(cut, spans, sr=16_000).duration_s - load_audio(cut, sr=16_000).duration_s) < 1e-9
+    (tmp_path / "notes.mp3").write_text("not a song\n" * 50)
+    for bad, match in [(tmp_path / "notes.mp3", "text"), (b"", "empty"), (tmp_path / "nope.wav", "no such file")]:
+        with pytest.raises(AudioError, match=match):
+            load_excerpts(bad, spans, sr=16_000)
+    with pytest.raises(AudioError, match="over the limit"):
+        load_excerpts(tmp_path / "full.wav", spans, sr=16_000, max_duration_s=10.0)
