@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test venv dev redis browser bench-ann bench-api clean
+.PHONY: demo test test-quick venv dev redis browser bench-ann bench-api clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ browser:
 
 test: dev redis browser
 	$(BIN)/python -m pytest
+
+# the tests that need neither Redis nor Chromium, and no end-to-end processes (about 2 minutes)
+test-quick: dev
+	$(BIN)/python -m pytest -m "not redis and not browser and not slow"
 
 bench-api: venv
 	$(BIN)/python benchmarks/api_load.py --data ../shared/data --servers 2x4,2x8,2x4:noanswers --out benchmarks/results/api-load.json

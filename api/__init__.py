@@ -30,7 +30,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from recommender.config import Settings
     from recommender.service import Service
 
-    from . import errors, ops, page, v1
+    from . import answers, errors, ops, page, v1
     from .fastpath import PredictFastPath
     from .metrics import Metrics
 
@@ -52,6 +52,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["sonicsort"] = service
 
     Metrics().init_app(app)
+    answers.init_app(app, int(settings.answer_cache_mb * 1_000_000))
     errors.init_app(app)
     app.register_blueprint(v1.bp)
     app.register_blueprint(ops.bp)

@@ -1,7 +1,7 @@
 """Every error leaves as ``application/problem+json`` (RFC 9457) with a human message.
 
-The recommender, embedding and index rooms raise their own small exception hierarchies;
-this module maps them to HTTP statuses. Nothing here ever sends a traceback: an unexpected
+The rooms raise their own small exception hierarchies; ``recommender.errors`` says which
+are ours and what kind of failure each is, and this module maps those kinds to HTTP statuses. Nothing here ever sends a traceback: an unexpected
 exception is logged on the server and answered with a plain 500 message.
 """
 
@@ -17,6 +17,9 @@ from werkzeug.http import HTTP_STATUS_CODES
 log = logging.getLogger("sonicsort.api")
 
 PROBLEM = "application/problem+json"
+# the HTTP status of each kind of failure that ``recommender.errors.error_kind`` names
+_STATUS = {"bad_request": 400, "not_found": 404, "conflict": 409, "unusable_input": 422, "unavailable": 503,
+           "internal": 500}
 
 
 class ApiError(Exception):
@@ -39,25 +42,13 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None, **e
 
 
 def _status_of(exc: Exception) -> int:
-    from embedding.errors import AudioError, DatasetError, ModelError
-    from index.errors import BackendUnavailable, IndexFileError, IndexMismatch, InvalidInput
-    from recommender.errors import RecommenderError
+    from recommender.errors import error_kind
 
-    if isinstance(exc, RecommenderError):
-        return exc.http_status
-    if isinstance(exc, (AudioError, DatasetError)):
-        return 422  # well-formed request, audio that cannot be used
-    if isinstance(exc, InvalidInput):
-        return 400
-    if isinstance(exc, (ModelError, BackendUnavailable, IndexFileError, IndexMismatch)):
-        return 503
-    return 500
+    return _STATUS.get(error_kind(exc) or "internal", 500)
 
 
 def init_app(app: Flask) -> None:
-    from embedding.errors import EmbeddingError
-    from index.errors import VectorIndexError
-    from recommender.errors import RecommenderError
+    from recommender.errors import ERROR_KINDS
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
@@ -72,15 +63,15 @@ def init_app(app: Flask) -> None:
             detail = f"the upload is larger than this server accepts ({limit / 1e6:g} MB)" if limit else detail
         return problem(exc.code or 500, detail, headers)
 
-    @app.errorhandler(RecommenderError)
-    @app.errorhandler(EmbeddingError)
-    @app.errorhandler(VectorIndexError)
     def _known(exc: Exception):
         status = _status_of(exc)
         if status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc)
         headers = {"Retry-After": "2"} if status == 503 else None
         return problem(status, str(exc), headers)
+
+    for kind in ERROR_KINDS:
+        app.register_error_handler(kind, _known)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

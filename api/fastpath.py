@@ -1,6 +1,6 @@
 """Repeated uploads to ``POST /v1/predict``, answered before Flask.
 
-The view stores every answer it computes in the service's ``AnswerCache``, keyed by the
+The view stores every answer it computes in the ``AnswerCache`` (``api.answers``), keyed by the
 audio's sha256, the query string and the script root, and tagged with the model version and
 catalog generation it was computed from. This WSGI middleware reads a raw audio body (an
 audio Content-Type, as apps send it), hashes it, and when the same request was answered
@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 
 from recommender.library import sha256_bytes
 
+from .answers import answer_key
 from .metrics import server_timing
 from .params import is_audio_type
 
@@ -28,21 +29,17 @@ ROUTE = "/v1/predict"
 UPLOAD_SHA256 = "sonicsort.upload_sha256"  # environ key: the raw body's hash, for the view
 
 
-def answer_key(sha256: str, query_string: str, script_root: str) -> tuple[str, str, str]:
-    """What names a /v1/predict answer besides the state it came from."""
-    return sha256, query_string, script_root
-
-
 class PredictFastPath:
     def __init__(self, app) -> None:
         self.inner: Callable = app.wsgi_app
         self.service = app.extensions["sonicsort"]
+        self.answers = app.extensions["sonicsort_answers"]
         self.metrics = app.extensions["sonicsort_metrics"]
         self.max_bytes = int(app.config["MAX_CONTENT_LENGTH"])
 
     def __call__(self, environ: dict[str, Any], start_response) -> Iterable[bytes]:
         if (environ.get("PATH_INFO") != ROUTE or environ.get("REQUEST_METHOD") != "POST"
-                or not self.service.answers.enabled):
+                or not self.answers.enabled):
             return self.inner(environ, start_response)
         mimetype = (environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
         try:
@@ -64,7 +61,7 @@ class PredictFastPath:
         if left:  # the client sent less than it announced: Flask gets the short body as it came, and answers 4xx
             return self.inner(environ, start_response)
         sha = environ[UPLOAD_SHA256] = sha256_bytes(body)
-        _, hit = self.service.stored_answer(answer_key(sha, environ.get("QUERY_STRING", ""),
+        _, hit = self.answers.lookup(self.service, answer_key(sha, environ.get("QUERY_STRING", ""),
                                                        environ.get("SCRIPT_NAME", "")))
         if hit is None:
             return self.inner(environ, start_response)

@@ -17,9 +17,11 @@ def openapi_document() -> dict:
     import yaml
 
     from recommender import __version__
+    from recommender.config import backend_names
 
     doc = yaml.safe_load(OPENAPI_FILE.read_text())
     doc["info"]["version"] = __version__
+    doc["components"]["parameters"]["backend"]["schema"]["enum"] = list(backend_names())  # the registry's
     return doc
 
 

@@ -104,14 +104,14 @@ def _convert(name: str, value: Any, kind: str, **limits: Any) -> Any:
 
 def similar_options(k_min: int = 1) -> dict[str, Any]:
     """The ranking controls shared by /v1/predict and /v1/tracks/{id}/similar."""
-    from index import BACKENDS
+    from recommender.config import backend_names
     from recommender.recommend import GENRE_MODES
 
     return {
         "k": arg("k", "int", 10, lo=k_min, hi=MAX_K),
         "genre": arg("genre", max_len=100, empty_ok=False),
         "genre_mode": arg("genre_mode", "choice", "any", choices=GENRE_MODES),
-        "backend": arg("backend", "choice", None, choices=tuple(BACKENDS)),
+        "backend": arg("backend", "choice", None, choices=backend_names()),
         "boost_weight": arg("boost_weight", "float", 0.3, lo=0.0, hi=1.0),
         "artist_cap": arg("artist_cap", "int", None, lo=1, hi=MAX_K),
         "mmr_lambda": arg("mmr_lambda", "float", None, lo=0.0, hi=1.0),

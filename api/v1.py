@@ -11,7 +11,8 @@ from recommender.library import sha256_bytes
 
 from . import params as P
 from .errors import ApiError
-from .fastpath import UPLOAD_SHA256, answer_key
+from .answers import answer_key
+from .fastpath import UPLOAD_SHA256
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -88,7 +89,8 @@ def predict():
     # (raw-body repeats are answered before Flask by api.fastpath; multipart ones here)
     sha = request.environ.get(UPLOAD_SHA256) or sha256_bytes(data)
     key = answer_key(sha, request.query_string.decode("latin-1"), request.script_root)
-    token, stored = svc.stored_answer(key)
+    answers = current_app.extensions["sonicsort_answers"]
+    token, stored = answers.lookup(svc, key)
     if stored is not None:
         metrics.predictions.labels("hit").inc()
         return Response(stored, mimetype="application/json")
@@ -99,7 +101,7 @@ def predict():
     body.update(sha256=out["sha256"], cached=out["cached"], track_id=out["track_id"], backend=out["backend"],
                 similar=scored_json(out["similar"]))
     if token is not None:  # the token from before the answer: a change meanwhile only makes it miss
-        svc.answers.put(key, token, current_app.json.response({**body, "cached": True}).get_data())
+        answers.put(key, token, current_app.json.response({**body, "cached": True}).get_data())
     return jsonify(body)
 
 

@@ -44,7 +44,6 @@ import uuid
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-AUDIO = (".ogg", ".wav", ".flac", ".mp3", ".au")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -63,8 +62,10 @@ def build_catalog(home: Path, data: str | None, pad: int, env: dict) -> tuple[li
 
     files: list[Path] = []
     if data:
-        files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in AUDIO)
-        p = subprocess.run([sys.executable, "-m", "recommender.cli", "ingest", data, "--json"],
+        from embedding.audio import AUDIO_EXTENSIONS
+
+        files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+        p = subprocess.run([sys.executable, "-m", "api.cli", "ingest", data, "--json"],
                            env={**env, "SONICSORT_REDIS_URL": "none"}, capture_output=True, text=True)
         if p.returncode != 0:
             sys.exit(f"ingest failed: {p.stderr[-2000:]}")
@@ -313,7 +314,7 @@ def main() -> None:
             answers = variant != "noanswers"
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            proc = subprocess.Popen([sys.executable, "-m", "recommender.cli", "serve", "--port", str(port),
+            proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port),
                                      "--workers", str(workers), "--threads", str(threads)],
                                     env={**env, **({} if answers else {"SONICSORT_ANSWER_CACHE_MB": "0"})},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -31,14 +31,15 @@ import uuid
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-AUDIO = (".ogg", ".wav", ".flac", ".mp3", ".au")
 
 
 def clips(data: str | None, n: int | None = None, *, min_s: float = 0.0) -> list[Path]:
     if data:
         import soundfile as sf
 
-        files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in AUDIO)
+        from embedding.audio import AUDIO_EXTENSIONS
+
+        files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
         if min_s:
             files = [p for p in files if sf.info(p).duration >= min_s]
     else:

@@ -89,6 +89,31 @@ class Prediction:
             d["embedding"] = [float(v) for v in self.embedding]
         return d
 
+    def to_json(self) -> str:
+        """Lossless JSON (the embedding as base64 of little-endian float32, bit for bit): what the
+        prediction cache and the ingest queue store and send; ``from_json`` reads it back."""
+        import base64
+
+        return json.dumps({
+            "genre": self.genre, "probabilities": self.probabilities, "model_version": self.model_version,
+            "n_segments": self.n_segments, "duration_s": self.duration_s, "is_silent": self.is_silent,
+            "tags": self.tags,
+            "embedding_f32": base64.b64encode(np.asarray(self.embedding, "<f4").tobytes()).decode("ascii"),
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "Prediction":
+        import base64
+
+        d = json.loads(raw)
+        return cls(
+            genre=d["genre"], probabilities={k: float(v) for k, v in d["probabilities"].items()},
+            embedding=np.frombuffer(base64.b64decode(d["embedding_f32"]), dtype="<f4").astype(np.float32),
+            model_version=d["model_version"], n_segments=int(d["n_segments"]),
+            duration_s=float(d["duration_s"]), is_silent=bool(d["is_silent"]),
+            tags={k: float(v) for k, v in (d.get("tags") or {}).items()},
+        )
+
 
 def _content_version(model, meta_core: dict[str, Any], frontend=None) -> str:
     """Hash of what determines outputs: architecture, weights (the front end's too), genres,

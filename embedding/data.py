@@ -180,7 +180,14 @@ def load_dataset(
     return Dataset(tracks)
 
 
+def sha256_bytes(data: bytes) -> str:
+    """The content hash that names a piece of audio everywhere (catalog identity, caches, training
+    exclusions): hex SHA-256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_of(path: Path) -> str:
+    """``sha256_bytes`` of a file's contents, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

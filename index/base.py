@@ -239,6 +239,10 @@ class VectorIndex(ABC):
             return ids[0], dist[0]
         return ids, dist
 
+    def build(self) -> None:
+        """Make what was added searchable at full speed now. Backends that index in bulk
+        (Annoy's forest) override it; for the others every add is searchable at once."""
+
     def __len__(self) -> int:
         return self._count()
 

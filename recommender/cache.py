@@ -11,39 +11,17 @@ reconnects by itself when Redis returns.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
 
-import numpy as np
 import redis
 
 from embedding import Prediction
 
 log = logging.getLogger(__name__)
-
-
-def encode_prediction(p: Prediction) -> str:
-    return json.dumps({
-        "genre": p.genre, "probabilities": p.probabilities, "model_version": p.model_version,
-        "n_segments": p.n_segments, "duration_s": p.duration_s, "is_silent": p.is_silent, "tags": p.tags,
-        "embedding_f32": base64.b64encode(np.asarray(p.embedding, "<f4").tobytes()).decode("ascii"),
-    }, separators=(",", ":"))
-
-
-def decode_prediction(raw: bytes | str) -> Prediction:
-    d = json.loads(raw)
-    return Prediction(
-        genre=d["genre"], probabilities={k: float(v) for k, v in d["probabilities"].items()},
-        embedding=np.frombuffer(base64.b64decode(d["embedding_f32"]), dtype="<f4").astype(np.float32),
-        model_version=d["model_version"], n_segments=int(d["n_segments"]),
-        duration_s=float(d["duration_s"]), is_silent=bool(d["is_silent"]),
-        tags={k: float(v) for k, v in (d.get("tags") or {}).items()},
-    )
 
 
 class MemoryStore:
@@ -202,7 +180,7 @@ class PredictionCache:
             self.misses += 1
             return None
         try:
-            p = decode_prediction(raw)
+            p = Prediction.from_json(raw)
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring an unreadable cache entry for %s", sha256)
             self.misses += 1
@@ -226,7 +204,7 @@ class PredictionCache:
         for s, raw in zip(sha256s, raws):
             if raw is not None:
                 try:
-                    out[s] = decode_prediction(raw)
+                    out[s] = Prediction.from_json(raw)
                 except (ValueError, KeyError, TypeError):
                     pass
         self.hits += len(out)
@@ -239,7 +217,7 @@ class PredictionCache:
         if not self._usable():
             return False
         out = self._call(self._redis.set, key,
-                         encode_prediction(prediction), ex=self.ttl_s if self.ttl_s > 0 else None)
+                         prediction.to_json(), ex=self.ttl_s if self.ttl_s > 0 else None)
         return out is not _FAILED
 
     def put_many(self, items: list[tuple[str, Prediction]]) -> bool:
@@ -247,7 +225,7 @@ class PredictionCache:
             return False
         pipe = self._redis.pipeline(transaction=False)
         for sha, p in items:
-            pipe.set(self.key(sha, p.model_version), encode_prediction(p), ex=self.ttl_s if self.ttl_s > 0 else None)
+            pipe.set(self.key(sha, p.model_version), p.to_json(), ex=self.ttl_s if self.ttl_s > 0 else None)
         return self._call(pipe.execute) is not _FAILED
 
     def stats(self) -> dict[str, Any]:
@@ -256,50 +234,3 @@ class PredictionCache:
 
 
 _FAILED = object()
-
-
-class AnswerCache:
-    """Whole serialised answers of repeated requests, in this process, least recently used out.
-
-    A key names the request (the upload's content hash and its parameters); each entry also
-    holds the ``token`` of the state it was computed from (model and catalog generation), and a
-    lookup with another token misses, so an answer never outlives a catalog change. Bounded
-    by the bytes it holds; ``max_bytes=0`` disables it. Thread-safe.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max(0, int(max_bytes))
-        self.bytes = 0
-        self.hits = self.misses = 0
-        self._items: "OrderedDict[Any, tuple[Any, bytes]]" = OrderedDict()
-        self._lock = threading.Lock()
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_bytes > 0
-
-    def get(self, key: Any, token: Any) -> bytes | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None or item[0] != token:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return item[1]
-
-    def put(self, key: Any, token: Any, body: bytes) -> None:
-        if len(body) > self.max_bytes // 16:  # no one answer crowds out the rest
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.bytes -= len(old[1])
-            self._items[key] = (token, body)
-            self.bytes += len(body)
-            while self.bytes > self.max_bytes:
-                _, (_, dropped) = self._items.popitem(last=False)
-                self.bytes -= len(dropped)
-
-    def __len__(self) -> int:
-        return len(self._items)

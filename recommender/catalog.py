@@ -111,7 +111,7 @@ class Track:
 
 @dataclass
 class NewTrack:
-    """What ingest hands the catalog for one new piece of audio."""
+    """What ingest and uploads hand the catalog for one file of new audio."""
 
     path: str
     size: int
@@ -127,6 +127,16 @@ class NewTrack:
     model_version: str
     is_silent: bool = False
     tags: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_prediction(cls, pred, *, path: str, sha256: str, size: int, mtime_ns: int, title: str,
+                        artist: str | None = None, album: str | None = None) -> "NewTrack":
+        """The record of one file of new audio: its file facts, its tags and the model's ``Prediction``
+        (ingest and uploads both build it here)."""
+        return cls(path=path, size=size, mtime_ns=mtime_ns, sha256=sha256, title=title[:500], artist=artist or None,
+                   album=album or None, duration_s=pred.duration_s, genre=pred.genre,
+                   probabilities=pred.probabilities, embedding=pred.embedding, model_version=pred.model_version,
+                   is_silent=pred.is_silent, tags=pred.tags)
 
 
 _COLS = "id, sha256, title, artist, album, duration_s, genre, probabilities, model_version, is_silent, added_at, tags"
@@ -363,9 +373,6 @@ class Catalog:
     def labels(self) -> list[tuple[int, str, str | None, str]]:
         """(id, title, artist, genre) of every track, by id: what a map of the catalog shows."""
         return self._q("SELECT id, title, artist, genre FROM tracks ORDER BY id")
-
-    def genre_of(self) -> dict[int, str]:
-        return dict(self._q("SELECT id, genre FROM tracks"))
 
     def ids_with_genre(self, genre: str) -> np.ndarray:
         return np.array([r[0] for r in self._q("SELECT id FROM tracks WHERE genre=?", (genre,))], np.int64)

@@ -1,6 +1,6 @@
 """Service settings: dataclass defaults, overridden by ``SONICSORT_*`` environment variables.
 
-The same object feeds the CLI and (later) the API.
+The same object feeds the CLI and the API.
 """
 
 from __future__ import annotations
@@ -8,6 +8,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+
+def backend_names() -> tuple[str, ...]:
+    """The index backends a library can use, from ``index``'s registry: what ``--backend``,
+    ``?backend=`` and ``SONICSORT_BACKEND`` accept, and the OpenAPI document lists."""
+    from index import BACKENDS
+
+    return tuple(BACKENDS)
 
 
 def _default_home() -> Path:

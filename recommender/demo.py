@@ -63,3 +63,22 @@ def write_demo_library(folder: Path, *, per_style: int = 6, seconds: float = 12.
                 tmp.replace(p)
             paths.append(p)
     return paths
+
+
+def ingest_demo(settings, roots: list[Path]) -> dict:
+    """Ingest the demo's folders into ``settings``' catalog; the ingest report as a dict.
+
+    ``sonicsort demo`` runs this in a spawned process, so the server it forks afterwards
+    never has TensorFlow loaded."""
+    import logging
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .service import Service
+
+    svc = Service(settings)
+    try:
+        return svc.ingest(roots).to_dict()
+    finally:
+        svc.close()

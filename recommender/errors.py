@@ -1,35 +1,68 @@
-"""The recommender's errors. The API maps them to HTTP statuses, the CLI to one line + exit 1."""
+"""The errors the front doors answer with their message, and what kind each one is.
+
+The recommender raises its own small hierarchy (``RecommenderError``); the rooms below it
+raise theirs (``embedding.EmbeddingError``, ``index.VectorIndexError``). ``ERROR_KINDS`` lists
+all three base classes and ``error_kind`` names what went wrong in words both doors use:
+the API maps a kind to an HTTP status, the CLI prints the message and exits 1. A front door
+therefore imports its error knowledge from here, not from ``embedding`` or ``index``.
+"""
 
 from __future__ import annotations
+
+from embedding.errors import AudioError, DatasetError, EmbeddingError, ModelError
+from index.errors import BackendUnavailable, IndexFileError, IndexMismatch, InvalidInput, VectorIndexError
+
+# what a front door can say about a failure (the API: 400, 404, 409, 422, 503, 500)
+BAD_REQUEST, NOT_FOUND, CONFLICT, UNUSABLE_INPUT, UNAVAILABLE, INTERNAL = (
+    "bad_request", "not_found", "conflict", "unusable_input", "unavailable", "internal")
 
 
 class RecommenderError(Exception):
     """Base class: a clear, user-facing message."""
 
-    http_status = 400
+    kind = BAD_REQUEST
 
 
 class UnknownTrack(RecommenderError):
-    http_status = 404
+    kind = NOT_FOUND
 
 
 class BadRequest(RecommenderError):
-    http_status = 400
+    kind = BAD_REQUEST
 
 
 class CatalogError(RecommenderError):
     """The catalog file cannot be used (unreadable, another format)."""
 
-    http_status = 500
+    kind = INTERNAL
 
 
 class ModelMismatch(RecommenderError):
     """The catalog's embeddings come from another model than the one loaded."""
 
-    http_status = 409
+    kind = CONFLICT
 
 
 class NotReady(RecommenderError):
     """The service is still loading its model and index, or failed to (the message says which)."""
 
-    http_status = 503
+    kind = UNAVAILABLE
+
+
+# every room's user-facing errors: a front door answers these with their message
+ERROR_KINDS: tuple[type[Exception], ...] = (RecommenderError, EmbeddingError, VectorIndexError)
+
+
+def error_kind(exc: BaseException) -> str | None:
+    """What kind of failure ``exc`` is (one of the constants above), None when it is none of ours."""
+    if isinstance(exc, RecommenderError):
+        return exc.kind
+    if isinstance(exc, (AudioError, DatasetError)):
+        return UNUSABLE_INPUT  # a well-formed request with audio (or data) that cannot be used
+    if isinstance(exc, InvalidInput):
+        return BAD_REQUEST
+    if isinstance(exc, (ModelError, BackendUnavailable, IndexFileError, IndexMismatch)):
+        return UNAVAILABLE
+    if isinstance(exc, (EmbeddingError, VectorIndexError)):
+        return INTERNAL
+    return None

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from embedding.audio import AUDIO_EXTENSIONS
 from embedding.data import sha256_of
 
 from .catalog import NewTrack
@@ -35,7 +36,6 @@ from .library import Library
 
 log = logging.getLogger(__name__)
 
-INGEST_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".au", ".aiff", ".aif", ".opus")
 Progress = Callable[[int, int], None]
 
 
@@ -79,7 +79,7 @@ def scan(roots: Iterable[str | os.PathLike]) -> list[Path]:
         for dirpath, dirnames, filenames in os.walk(r, followlinks=False):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for f in filenames:
-                if not f.startswith(".") and f.lower().endswith(INGEST_EXTENSIONS):
+                if not f.startswith(".") and f.lower().endswith(AUDIO_EXTENSIONS):
                     out.add(Path(dirpath) / f)
     return sorted(out)
 
@@ -245,11 +245,9 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
                 sha = item["sha256"]
                 for p in new[sha]:
                     tags = item["tags"]
-                    records.append(NewTrack(
-                        path=p, size=stat_of[p][0], mtime_ns=stat_of[p][1], sha256=sha, title=tags["title"] or Path(p).stem,
-                        artist=tags["artist"], album=tags["album"], duration_s=pred.duration_s, genre=pred.genre,
-                        probabilities=pred.probabilities, embedding=pred.embedding, model_version=version,
-                        is_silent=pred.is_silent, tags=pred.tags))
+                    records.append(NewTrack.from_prediction(
+                        pred, path=p, sha256=sha, size=stat_of[p][0], mtime_ns=stat_of[p][1],
+                        title=tags["title"] or Path(p).stem, artist=tags["artist"], album=tags["album"]))
             library.add_tracks(records)
             report.added += len(items)
             report.linked += len(records) - len(items)

@@ -1,5 +1,5 @@
 """The library: the catalog, the ANN index derived from it, the model and the prediction
-cache, kept in step. The CLI and the API both work through this object.
+cache, kept in step. The front doors reach it through ``service.Service``.
 
 The index is a copy of the catalog's embeddings, saved under ``SONICSORT_HOME/index/<backend>``
 with the model version as its tag. Opening it reconciles it with the catalog (ids added or
@@ -9,13 +9,14 @@ catalog when it is missing, unreadable or from another model.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from embedding.data import sha256_bytes
 
 from .cache import PredictionCache
 from .catalog import Catalog
@@ -27,12 +28,9 @@ log = logging.getLogger(__name__)
 METRIC = "cosine"
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 class Library:
-    """One user's catalog with its index, model and cache.
+    """The state behind one index backend: the catalog, its index kept equal to it, the model
+    and the prediction cache (``Service`` holds one per backend; ingest writes through it).
 
     Parameters
     ----------
@@ -168,8 +166,7 @@ class Library:
             idx.add(ids, vecs)
         if idx is None:
             idx = create_index(self.backend, self.bundle.embedding_dim, METRIC)
-        if hasattr(idx, "build"):
-            idx.build()
+        idx.build()
         if self.persist_index:
             idx.save(self.index_path, tag=self._tag())
         else:

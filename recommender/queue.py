@@ -14,7 +14,6 @@ import logging
 import time
 from typing import Any, Iterator
 
-from .cache import decode_prediction, encode_prediction
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def embed_paths(paths: list[str], model_version: str, max_duration_s: float) -> 
     out = [i for i in items if "error" in i]
     ok = [i for i in items if "error" not in i]
     for item, pred in zip(ok, predict_extracted(bundle, ok)):
-        out.append({"path": item["path"], "tags": item["tags"], "prediction": encode_prediction(pred)})
+        out.append({"path": item["path"], "tags": item["tags"], "prediction": pred.to_json()})
     return out
 
 
@@ -70,6 +69,8 @@ def embed_on_queue(url: str, paths: list[str], model_version: str, max_duration_
     """Enqueue ``paths`` in chunks and yield (path, item, prediction) as workers finish them."""
     if not paths:
         return
+    from embedding import Prediction
+
     q = _queue(url)
     jobs = {}
     for i in range(0, len(paths), chunk):
@@ -88,7 +89,7 @@ def embed_on_queue(url: str, paths: list[str], model_version: str, max_duration_
                         if "error" in r:
                             yield r["path"], r, None
                         else:
-                            yield r["path"], {"path": r["path"], "tags": r["tags"]}, decode_prediction(r["prediction"])
+                            yield r["path"], {"path": r["path"], "tags": r["tags"]}, Prediction.from_json(r["prediction"])
                     finished.append(jid)
                 elif status in ("failed", "stopped", "canceled"):
                     reason = f"queue job {status}"

@@ -73,7 +73,7 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
 
 
 class Recommender:
-    """The service's behaviour over one library (the facade the API and CLI call)."""
+    """Genre-aware ranking over one library: similar tracks, playlists and paths (``Service`` calls it)."""
 
     def __init__(self, library: Library) -> None:
         self.library = library

@@ -1,4 +1,4 @@
-"""The service facade: everything the HTTP API does, as plain method calls.
+"""The service facade: everything both front doors (HTTP and the command line) ask, as plain method calls.
 
 One ``Service`` per server process holds the model (loaded once), the prediction cache and
 one ``Library`` per index backend asked for (they share the catalog file, the model and the
@@ -6,39 +6,36 @@ cache). ``start()`` loads and warms the model, opens the index and checks Redis,
 background by default, so a server answers ``/healthz`` at once and reports ``starting``
 on ``/readyz`` until everything is loaded.
 
-Tracks added through the service keep their audio under ``SONICSORT_HOME/uploads``: the
-service owns those files and deletes them with their track. Files of an ingested folder
-are never deleted, only forgotten.
+Tracks added through the service keep their audio in its ``UploadStore``
+(``SONICSORT_HOME/uploads``), deleted with their track; files of an ingested folder are
+never deleted, only forgotten. The music map is ``musicmap.MusicMap``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
-from .cache import AnswerCache, PredictionCache
+from .cache import PredictionCache
 from .catalog import NewTrack, Track
 from .config import Settings
-from .errors import BadRequest, NotReady, RecommenderError, UnknownTrack
+from .errors import ERROR_KINDS, BadRequest, NotReady, UnknownTrack
+from .extract import read_tags
 from .library import Library, sha256_bytes
+from .musicmap import MusicMap
 from .recommend import Recommender, Scored
+from .uploads import UploadStore
 
 log = logging.getLogger(__name__)
 
-# mutagen's file type → the extension an upload is stored under (so `ingest` finds it too)
-_EXT_OF_TYPE = {"FLAC": ".flac", "MP3": ".mp3", "EasyMP3": ".mp3", "OggVorbis": ".ogg", "OggOpus": ".opus",
-                "OggFLAC": ".oga", "WAVE": ".wav", "AIFF": ".aiff", "MP4": ".m4a", "EasyMP4": ".m4a"}
-
-
 class Service:
-    """The model, cache and libraries of one server process, and what the API asks of them.
+    """The one facade of sonicsort: what the HTTP API and the command line ask, as method calls.
+
+    It holds the model, the prediction cache and one ``Library`` (catalog + index) per index
+    backend of one process.
 
     Parameters
     ----------
@@ -60,11 +57,12 @@ class Service:
         self._done = threading.Event()
         self.state = "starting"
         self.error: str | None = None
+        self._start_error: Exception | None = None
         self.started_at = time.time()
         self.ready_after_s: float | None = None
         self._on_started: list = []
-        self._map: tuple | None = None
-        self.answers = AnswerCache(int(self.settings.answer_cache_mb * 1_000_000))
+        self._map = MusicMap()
+        self.uploads = UploadStore(self.settings.uploads_dir)
 
     def on_started(self, fn) -> None:
         """Call ``fn()`` when start-up has finished (at once if it already has)."""
@@ -73,33 +71,43 @@ class Service:
             fn()
 
     # ---------------------------------------------------------------- start-up
-    def start(self, *, background: bool = True) -> "Service":
+    def start(self, *, background: bool = True, warm: bool = True) -> "Service":
+        """Load the model, check it against the catalog, open (or rebuild) the index and probe
+        Redis; in a thread by default (``/readyz`` says ``starting`` until done). ``warm``:
+        also run the model once, so the first request does not pay for tracing it."""
         if background:
-            threading.Thread(target=self._start, name="sonicsort-start", daemon=True).start()
+            threading.Thread(target=self._start, args=(warm,), name="sonicsort-start", daemon=True).start()
         else:
-            self._start()
+            self._start(warm)
         return self
 
-    def _start(self) -> None:
+    def open(self) -> "Service":
+        """Start now, for one command's work (no warm-up): raises what made start-up fail."""
+        self.start(background=False, warm=False)
+        if self._start_error is not None:
+            raise self._start_error
+        return self
+
+    def _start(self, warm: bool = True) -> None:
         t0 = time.perf_counter()
         try:
             library = self.library()
             self._bundle = library.bundle  # loaded from settings.model_dir unless one was given; shared
-            self._bundle.warm_up()  # tf.function tracing and librosa's numba kernels, not on a request
+            if warm:
+                self._bundle.warm_up()  # tf.function tracing and librosa's numba kernels, not on a request
             library.check_model()
             library.index  # noqa: B018 - load (or rebuild) and reconcile now, not on the first request
             self.cache.ping()
             self.ready_after_s = time.perf_counter() - t0
             self.state = "ready"
-            log.info("ready in %.1f s: model %s, %d tracks, %s index, cache %s", self.ready_after_s,
-                     self._bundle.version, len(library.catalog), library.backend, self.cache.state())
+            # a server says so; a command (open) has its own output
+            log.log(logging.INFO if warm else logging.DEBUG, "ready in %.1f s: model %s, %d tracks, %s index, cache %s",
+                    self.ready_after_s, self._bundle.version, len(library.catalog), library.backend, self.cache.state())
         except Exception as exc:
-            from embedding.errors import EmbeddingError
-            from index.errors import VectorIndexError
-
-            if not isinstance(exc, (RecommenderError, EmbeddingError, VectorIndexError)):
+            if not isinstance(exc, ERROR_KINDS):
                 log.exception("the service failed to start")
             self.error = str(exc)
+            self._start_error = exc
             self.state = "failed"
         finally:
             self._done.set()
@@ -143,6 +151,12 @@ class Service:
         self.require_ready()
         return self._bundle
 
+    def load_model(self):
+        """The model bundle, loaded now if start-up has not (for work that needs no index)."""
+        if self._bundle is None:
+            self._bundle = self.library().bundle
+        return self._bundle
+
     def library(self, backend: str | None = None) -> Library:
         """The library for ``backend`` (default: the configured one), opened on first use."""
         backend = backend or self.settings.backend
@@ -165,17 +179,13 @@ class Service:
         return self.library().catalog
 
     # ---------------------------------------------------------------- prediction
-    def answer_token(self) -> tuple[str, int] | None:
-        """What a stored answer depends on besides its request: the model and the catalog's
-        generation (None while not ready or with the answer cache off: store nothing)."""
-        if self.state != "ready" or not self.answers.enabled:
+    def state_token(self) -> tuple[str, int] | None:
+        """What every answer about the catalog depends on besides its request: the model version
+        and the catalog's generation (None while not ready). A front door may keep an answer
+        for as long as this token stays the same."""
+        if self.state != "ready":
             return None
         return self._bundle.version, self.catalog.generation
-
-    def stored_answer(self, key: Any) -> tuple[tuple[str, int] | None, bytes | None]:
-        """(the current answer token, the answer stored under ``key`` for it or None)."""
-        token = self.answer_token()
-        return token, (self.answers.get(key, token) if token is not None else None)
 
     def predict(self, data: bytes, *, k: int = 10, genre: str | None = None, genre_mode: str = "any",
                 backend: str | None = None, sha256: str | None = None, **similar_opts: Any) -> dict[str, Any]:
@@ -202,7 +212,7 @@ class Service:
 
         ``tag``: only tracks that have that front-end tag (``catalog._top_tag_rows``; case-insensitive).
         """
-        if genre and self._bundle is not None:
+        if genre and self._bundle is not None:  # checked once a model is loaded (start, load_model)
             Recommender(self.library()).check_genre(genre)
         if tag and self._bundle is not None and self._bundle.tag_names:
             known = {t.lower(): t for t in self._bundle.tag_names}
@@ -240,32 +250,18 @@ class Service:
         if known is not None:
             return lib.catalog.get(known), False
         pred, _, _ = lib.predict_bytes(data, sha256=sha)  # AudioError here: nothing written yet
-        folder = self.settings.uploads_dir / sha[:2]
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".upload.", dir=folder)
-        final: Path | None = None
+        final = self.uploads.write(data, sha, filename)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            final = folder / (sha + _extension(tmp, filename))
-            os.replace(tmp, final)
-            from .extract import read_tags
-
             tags = read_tags(final)
             if tags["title"] == final.stem:  # no title tag: the uploaded file's name, else a plain label
                 tags["title"] = Path(filename).stem if filename and Path(filename).stem else "Untitled upload"
             st = final.stat()
-            rec = NewTrack(path=str(final), size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
-                           title=(title or tags["title"])[:500], artist=(artist or tags["artist"] or None),
-                           album=(album or tags["album"] or None), duration_s=pred.duration_s, genre=pred.genre,
-                           probabilities=pred.probabilities, embedding=pred.embedding,
-                           model_version=pred.model_version, is_silent=pred.is_silent, tags=pred.tags)
+            rec = NewTrack.from_prediction(pred, path=str(final), sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                           title=title or tags["title"], artist=artist or tags["artist"],
+                                           album=album or tags["album"])
             (track_id,) = lib.add_tracks([rec])
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            if final is not None and lib.catalog.ids_for_hashes([sha]).get(sha) is None:
+            if lib.catalog.ids_for_hashes([sha]).get(sha) is None:
                 final.unlink(missing_ok=True)
             raise
         return lib.catalog.get(track_id), True
@@ -276,11 +272,7 @@ class Service:
         lib = self.library(backend)
         t = lib.catalog.get(track_id)
         lib.remove_tracks([track_id])
-        uploads = self.settings.uploads_dir.resolve()
-        for p in t.paths:
-            path = Path(p).resolve()
-            if uploads in path.parents:
-                path.unlink(missing_ok=True)
+        self.uploads.delete_owned(t.paths)
         return t
 
     # ---------------------------------------------------------------- playlists
@@ -300,87 +292,36 @@ class Service:
 
     # ---------------------------------------------------------------- the map
     def map(self, limit: int = 5000) -> dict[str, Any]:
-        """The catalog projected to 2-D for a music map: PCA of the (L2-normalised) embeddings.
-
-        The projection is fitted on every track (or a fixed sample of 50,000) and kept until
-        the catalog changes (its generation). At most ``limit`` points come back: an even
-        spread by id when the catalog is larger, each with its id, title, artist and genre.
-        """
+        """The catalog projected to 2-D for a music map (``musicmap.MusicMap.points``)."""
         self.require_ready()
+        return self._map.points(self.library().catalog, self._bundle.version, limit)
+
+    # ---------------------------------------------------------------- catalog maintenance
+    def ingest(self, roots: Sequence[str | Path], **options: Any):
+        """Scan folders into the catalog and the index (``recommender.ingest.ingest``; its options).
+        Returns its ``IngestReport``."""
+        from .ingest import ingest
+
+        return ingest(self.library(), roots, **options)
+
+    def reindex(self):
+        """Rebuild the index of the configured backend from the catalog. Returns the index."""
         lib = self.library()
-        key = (lib.catalog.generation, self._bundle.version)
-        with self._lock:
-            cached = self._map if self._map is not None and self._map[0] == key else None
-        if cached is None:
-            cached = (key, *_project(lib.catalog))
-            with self._lock:
-                self._map = cached
-        _, ids, xy, labels, explained = cached
-        n = len(ids)
-        pick = np.arange(n) if n <= limit else np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
-        points = [{"id": int(ids[i]), "x": round(float(xy[i, 0]), 5), "y": round(float(xy[i, 1]), 5),
-                   "genre": labels[i][2], "title": labels[i][0], "artist": labels[i][1]} for i in pick]
-        return {"method": "pca", "total": n, "explained_variance": [round(float(v), 5) for v in explained],
-                "generation": key[0], "points": points}
+        lib.check_model()
+        return lib.rebuild_index()
+
+    def reembed(self, *, progress=None) -> int:
+        """Re-embed every track made by another model than the loaded one. Returns how many."""
+        return self.library().reembed(progress=progress)
 
     # ---------------------------------------------------------------- reporting
     def stats(self) -> dict[str, Any]:
+        """Catalog counts, model versions, index and cache state; needs no loaded model."""
         return self.library().stats()
 
     def close(self) -> None:
         for lib in self._libraries.values():
             lib.close()
-
-
-_MAP_FIT_MAX = 50_000
-
-
-def _project(catalog) -> tuple[np.ndarray, np.ndarray, list[tuple], list[float]]:
-    """(ids, 2-D coordinates scaled into [-1, 1], (title, artist, genre) per id, explained variance)."""
-    from sklearn.decomposition import PCA
-
-    labels = catalog.labels()
-    ids = np.array([r[0] for r in labels], np.int64)
-    if len(ids) == 0:
-        return ids, np.zeros((0, 2), np.float32), [], [0.0, 0.0]
-    parts = list(catalog.embeddings())
-    got = np.concatenate([i for i, _ in parts])
-    vecs = np.concatenate([v for _, v in parts]).astype(np.float64)
-    if not np.array_equal(got, ids):  # changed between the two reads: keep the tracks both saw
-        keep = np.isin(ids, got)
-        ids, labels = ids[keep], [lab for lab, k in zip(labels, keep) if k]
-        vecs = vecs[np.isin(got, ids)]
-    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)  # cosine geometry
-    if len(ids) < 3:
-        xy = np.zeros((len(ids), 2))
-        explained = [0.0, 0.0]
-    else:
-        rng = np.random.default_rng(0)
-        fit = vecs if len(vecs) <= _MAP_FIT_MAX else vecs[rng.choice(len(vecs), _MAP_FIT_MAX, replace=False)]
-        pca = PCA(n_components=2, svd_solver="full" if len(fit) <= 5000 else "randomized", random_state=0).fit(fit)
-        xy = pca.transform(vecs)
-        xy /= max(float(np.abs(xy).max()), 1e-12)
-        explained = list(pca.explained_variance_ratio_)
-    return ids, xy.astype(np.float32), [(r[1], r[2], r[3]) for r in labels], explained
-
-
-def _extension(path: str, filename: str | None) -> str:
-    """The stored upload's extension: the uploaded name's when it is an audio one, else its sniffed type."""
-    from embedding.audio import AUDIO_EXTENSIONS
-
-    if filename:
-        ext = Path(filename).suffix.lower()
-        if ext in AUDIO_EXTENSIONS:
-            return ext
-    try:
-        import mutagen
-
-        f = mutagen.File(path)
-        if f is not None:
-            return _EXT_OF_TYPE.get(type(f).__name__, ".audio")
-    except Exception:  # unknown to mutagen: the decoder still read it
-        pass
-    return ".audio"
 
 
 __all__ = ["Service"]

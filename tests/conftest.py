@@ -8,6 +8,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import csv
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -258,3 +260,79 @@ def serve_catalog(home: Path, bundle, redis_url: str):
         r = redis.Redis.from_url(redis_url)
         for k in r.scan_iter(prefix + "*"):
             r.delete(k)
+
+
+# ---------------------------------------------------------------- catalogs, libraries and the CLI
+CLI = [sys.executable, "-m", "api.cli"]
+
+
+def music(folder: Path, n: int = 9, seconds: float = 2.0, offset: int = 0) -> list[Path]:
+    return [write_clip(folder / GENRES[i % 3] / f"track-{i + offset:03d}.wav", GENRES[i % 3], seconds=seconds,
+                       seed=1000 + i + offset) for i in range(n)]
+
+
+class CountingBundle:
+    """The real bundle, counting model calls (to prove a second ingest does no model work)."""
+
+    def __init__(self, bundle) -> None:
+        self._b, self.calls = bundle, 0
+
+    def __getattr__(self, name):
+        return getattr(self._b, name)
+
+    def predict_features(self, *a, **kw):
+        self.calls += 1
+        return self._b.predict_features(*a, **kw)
+
+
+def agree(lib) -> bool:
+    """The library's index holds exactly the catalog's tracks."""
+    return sorted(lib.index.ids().tolist()) == lib.catalog.ids().tolist()
+
+
+def run_cli(args, env, **kw):
+    return subprocess.run(CLI + args, env=env, capture_output=True, text=True, timeout=300, **kw)
+
+
+@pytest.fixture
+def make_library(tmp_path, tiny_bundle):
+    """Libraries on the tiny model, without a prediction cache unless a test passes ``cache=``."""
+    from recommender.cache import PredictionCache
+    from recommender.config import Settings
+    from recommender.library import Library
+
+    made = []
+
+    def make(backend: str = "hnsw", bundle=None, home: Path | None = None, cache=None, **settings):
+        s = Settings(home=home or tmp_path / "home", redis_url="", **settings)
+        lib = Library(s, bundle=bundle or tiny_bundle, backend=backend,
+                      cache=cache if cache is not None else PredictionCache(None))
+        made.append(lib)
+        return lib
+
+    yield make
+    for lib in made:
+        lib.close()
+
+
+@pytest.fixture
+def cli_env(tmp_path, tiny_bundle):
+    """The environment of a ``sonicsort`` process on a catalog of this test's own, with the tiny
+    model and no cache (a test that wants Redis adds ``SONICSORT_REDIS_URL``)."""
+    return dict(os.environ, SONICSORT_HOME=str(tmp_path / "home"), SONICSORT_MODEL_DIR=str(tiny_bundle.directory),
+                SONICSORT_REDIS_URL="", TF_CPP_MIN_LOG_LEVEL="3")
+
+
+# ---------------------------------------------------------------- tiers
+REDIS_FIXTURES = {"redis_url", "cache_prefix", "private_redis"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """``redis`` and ``browser`` markers follow from the fixtures a test uses, so the quick tier
+    (``-m "not redis and not browser"``) never needs a Redis server or Chromium."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & REDIS_FIXTURES:
+            item.add_marker(pytest.mark.redis)
+        if "browser" in names:
+            item.add_marker(pytest.mark.browser)

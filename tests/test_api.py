@@ -264,7 +264,7 @@ def test_repeated_predict_is_answered_whole_until_the_catalog_changes(api_home, 
     from prometheus_client.parser import text_string_to_metric_families
 
     srv = make_server(api_home, tiny_bundle, redis_url, cache_prefix)
-    answers = srv.service.answers
+    answers = srv.app.extensions["sonicsort_answers"]
     wav = {"Content-Type": "audio/wav"}
     try:
         data = clip_bytes(tmp_path, "chirp", 5150)
@@ -305,7 +305,7 @@ def test_repeated_predict_is_answered_whole_until_the_catalog_changes(api_home, 
     try:
         for cached in (True, True):
             assert srv.post(f"/v1/predict?k={k}", data=data, headers=wav).json()["cached"] is cached
-        assert len(srv.service.answers) == 0 and srv.service.answers.hits == 0
+        assert len(srv.app.extensions["sonicsort_answers"]) == 0 and srv.app.extensions["sonicsort_answers"].hits == 0
     finally:
         srv.close()
 

@@ -7,17 +7,18 @@ import sys
 
 import h5py
 import numpy as np
+import pytest
 
-from .conftest import write_clip
+from .conftest import music, run_cli, write_clip
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "SONICSORT_REDIS_URL": ""}  # no cache unless a test wants one
 
 
 def run(*args, home=None, check=True):
     env = dict(ENV)
     if home is not None:
         env["SONICSORT_HOME"] = str(home)
-    p = subprocess.run([sys.executable, "-m", "recommender.cli", *map(str, args)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "api.cli", *map(str, args)], capture_output=True, text=True,
                        env=env, timeout=600)
     if check:
         assert p.returncode == 0, p.stderr
@@ -32,6 +33,7 @@ def one_line_error(p):
     return lines
 
 
+@pytest.mark.slow
 def test_predict_with_the_shipped_model(tmp_path):
     clip = write_clip(tmp_path / "song.ogg", "drone", seconds=4.0, format="OGG", subtype="VORBIS")
     p = run("predict", clip, home=tmp_path)
@@ -67,6 +69,7 @@ def test_usage_errors_and_bad_model_dir(tmp_path):
     assert "--epochs" in one_line_error(p)[0]
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_from_the_command_line(toy_dataset, tmp_path):
     out = tmp_path / "model"
     # the default recipe: the musicnn front end under a (here tiny) BiLSTM head
@@ -100,6 +103,7 @@ def test_train_then_evaluate_from_the_command_line(toy_dataset, tmp_path):
     assert "balanced accuracy" in p.stdout and "baseline logistic_regression" in p.stdout
 
 
+@pytest.mark.slow
 def test_demo_builds_and_ingests_a_library(tmp_path):
     p = run("demo", "--no-serve", "--per-style", "2", home=tmp_path)
     assert "sonicsort demo: 12 tracks from" in p.stdout and "predicted genres:" in p.stdout
@@ -154,3 +158,23 @@ def test_bench_ann_bad_input(tmp_path):
                       (["--backends", "nope"], "no runs"), (["-k", "0"], "positive")]:
         p = run("bench", "ann", *args, "--out", tmp_path / "o", home=tmp_path, check=False)
         assert msg in one_line_error(p)[0]
+
+
+@pytest.mark.slow
+def test_cli_ingest_stats_reindex(tmp_path, cli_env, redis_url, cache_prefix):
+    cli_env = dict(cli_env, SONICSORT_REDIS_URL=redis_url, SONICSORT_CACHE_PREFIX=cache_prefix)
+    music(tmp_path / "music", n=6)
+    r = run_cli(["ingest", str(tmp_path / "music"), "--json", "--workers", "0"], cli_env)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["added"] == 6 and d["failed"] == 0
+    r = run_cli(["stats", "--json"], cli_env)
+    s = json.loads(r.stdout)
+    assert s["tracks"] == 6 and sum(s["per_genre"].values()) == 6 and s["index"]["count"] == 6
+    assert s["cache"]["state"] == "ok"
+    r = run_cli(["reindex", "--backend", "annoy"], cli_env)
+    assert r.returncode == 0 and "6 tracks" in r.stdout
+    r = run_cli(["stats", "--backend", "annoy"], cli_env)
+    assert "annoy, 6 vectors" in r.stdout
+    r = run_cli(["ingest", str(tmp_path / "nowhere")], cli_env)
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "no such file" in r.stderr

@@ -18,6 +18,8 @@ from recommender.config import Settings
 from recommender.ingest import ingest
 from recommender.library import Library
 
+pytestmark = pytest.mark.slow  # gunicorn and sonicsort processes end to end
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -45,7 +47,7 @@ def served(tmp_path, tiny_bundle, redis_url, cache_prefix):
     env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_MODEL_DIR": str(tiny_bundle.directory),
            "SONICSORT_REDIS_URL": redis_url, "SONICSORT_CACHE_PREFIX": cache_prefix, "SONICSORT_API_KEY": "k",
            "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "recommender.cli", "serve", "--port", str(port), "--workers", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2",
                              "--threads", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -78,7 +80,7 @@ def test_serve_two_workers_follow_catalog_changes(served):
         assert new_id in [s["id"] for s in items]
     # so is a track ingested by another process while the server runs
     extra = write_clip(tmp / "more" / "late.wav", "drone", seconds=2.0, seed=5050)
-    p = subprocess.run([sys.executable, "-m", "recommender.cli", "ingest", str(extra.parent), "--workers", "0", "--json"],
+    p = subprocess.run([sys.executable, "-m", "api.cli", "ingest", str(extra.parent), "--workers", "0", "--json"],
                        env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     late = fresh_get(url + "/v1/tracks?q=late").json()["items"]
@@ -101,7 +103,7 @@ def test_serve_two_workers_follow_catalog_changes(served):
 def test_serve_refuses_a_busy_port(served):
     url, proc, env, tmp = served
     port = url.rsplit(":", 1)[1]
-    p = subprocess.run([sys.executable, "-m", "recommender.cli", "serve", "--port", port], env=env,
+    p = subprocess.run([sys.executable, "-m", "api.cli", "serve", "--port", port], env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in p.stderr

@@ -46,9 +46,7 @@ class AnnoyIndex(VectorIndex):
         with self._build_lock:
             if not self._dirty:
                 return
-            store = self._store
-            live = np.flatnonzero(store._live)
-            ids, vecs = store._ids[live], store._vecs[live]
+            ids, vecs = self._store.items()
             forest = _Annoy(self.dim, _METRIC[self.metric])
             forest.set_seed(int(self.params["seed"]))
             for item, v in enumerate(vecs):
@@ -66,17 +64,17 @@ class AnnoyIndex(VectorIndex):
             store = ExactIndex(self.dim, self.metric)
             if len(self._item_ids):
                 vecs = np.stack([self._forest.get_item_vector(int(i)) for i in range(len(self._item_ids))])
-                store._add(self._item_ids, vecs.astype(np.float32))
+                store.add(self._item_ids, vecs.astype(np.float32))
             self._store = store
         return self._store
 
     # ---------------------------------------------------------------- hooks
     def _add(self, ids, vectors) -> None:
-        self._materialise()._add(ids, vectors)
+        self._materialise().add(ids, vectors)
         self._dirty = True
 
     def _remove(self, ids) -> None:
-        self._materialise()._remove(ids)
+        self._materialise().remove(ids)
         self._dirty = True
 
     def _search(self, q, k, allowed, **query_params):

@@ -27,6 +27,12 @@ class ExactIndex(VectorIndex):
         self._free: list[int] = []
         self._live = np.zeros(0, bool)
 
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (n,), vectors (n, dim)) of every live entry, vectors as stored (unit length for cosine)."""
+        with self._lock.read():
+            live = np.flatnonzero(self._live)
+            return self._ids[live].copy(), self._vecs[live].copy()
+
     def _stored(self, vectors: np.ndarray) -> np.ndarray:
         if self.metric == "cosine":  # normalise once at insert, not per query
             return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

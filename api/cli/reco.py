@@ -1,0 +1,104 @@
+"""Recommendation commands: ``similar``, ``playlist`` and ``path``, through the same facade as the API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from .common import EXIT_OK, CliError, add_library_args, emit, service
+
+
+def add_commands(sub, common) -> None:
+    p = sub.add_parser("similar", parents=[common], help="catalog tracks that sound like a track or an audio file",
+                       description="The k nearest catalog tracks by embedding, excluding the query itself and its "
+                                   "exact duplicates, with similarity, genre agreement and score for each.")
+    p.add_argument("query", metavar="TRACK_ID_OR_FILE", help="a catalog track id, or an audio file")
+    p.add_argument("-k", type=int, default=10, help="how many (default 10)")
+    p.add_argument("--genre", help="only tracks of this predicted genre")
+    p.add_argument("--genre-mode", choices=["any", "same", "boost"], default="any",
+                   help="any (default); same: the query's genre only; boost: re-rank by genre agreement")
+    p.add_argument("--boost", type=float, default=0.3, help="genre agreement weight for --genre-mode boost (default 0.3)")
+    p.add_argument("--artist-cap", type=int, help="at most N tracks per artist")
+    p.add_argument("--mmr", type=float, metavar="LAMBDA", help="diversify by MMR (1 = relevance only, 0.7 is a good start)")
+    add_library_args(p)
+    p.set_defaults(func=cmd_similar)
+
+    p = sub.add_parser("playlist", parents=[common], help="a playlist that flows from seed tracks",
+                       description="Start with the seed tracks; each next track is close to the previous one and to "
+                                   "the seeds' centre; no repeats, no artist twice in a row, a cap per artist.")
+    p.add_argument("seeds", nargs="+", type=int, metavar="SEED", help="seed track ids")
+    p.add_argument("--length", type=int, default=20, help="tracks in the playlist, seeds included (default 20)")
+    p.add_argument("--genre", action="append", help="only tracks of this genre (repeatable)")
+    p.add_argument("--artist-cap", type=int, default=2, help="at most N tracks per artist (default 2)")
+    p.add_argument("--m3u", metavar="FILE", help="also write an M3U8 playlist (paths relative to its folder)")
+    add_library_args(p)
+    p.set_defaults(func=cmd_playlist)
+
+    p = sub.add_parser("path", parents=[common], help="a listening journey from one track to another",
+                       description="Steps along the great circle between two tracks' embeddings, each the nearest "
+                                   "unused catalog track; starts at A, ends at B.")
+    p.add_argument("start", type=int, metavar="A", help="first track id")
+    p.add_argument("end", type=int, metavar="B", help="last track id")
+    p.add_argument("--length", type=int, default=10, help="tracks in the path, both ends included (default 10)")
+    p.add_argument("--m3u", metavar="FILE", help="also write an M3U8 playlist")
+    add_library_args(p)
+    p.set_defaults(func=cmd_path)
+
+
+def _playlist_out(args, items, what: str) -> int:
+    from recommender.recommend import to_json, to_m3u8
+
+    data = {"tracks": to_json(items)}
+    if args.m3u:
+        out = Path(args.m3u)
+        text = to_m3u8(items, relative_to=out.parent, title=what)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+        data["m3u"] = str(out)
+    lines = [f"{i + 1:>3}. [{s.track.id}] {s.track.title}" + (f" — {s.track.artist}" if s.track.artist else "")
+             + f"  ({s.track.genre}, sim {s.similarity:.3f})" for i, s in enumerate(items)]
+    if args.m3u:
+        lines.append(f"wrote {args.m3u}")
+    emit(args, data, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_similar(args: argparse.Namespace, settings) -> int:
+    svc = service(args, settings)
+    opts = dict(genre=args.genre, genre_mode=args.genre_mode, boost_weight=args.boost, artist_cap=args.artist_cap,
+                mmr_lambda=args.mmr)
+    q = args.query
+    if q.lstrip("-").isdigit() and not Path(q).exists():
+        track_id = int(q)
+        res = svc.similar_to_track(track_id, args.k, **opts)
+        about: dict[str, Any] = {"track_id": track_id, "genre": svc.track(track_id).genre}
+    else:
+        path = Path(q)
+        if not path.is_file():
+            raise CliError(f"{q}: neither a track id nor an audio file")
+        out = svc.predict(path.read_bytes(), k=args.k, **opts)  # what POST /v1/predict answers
+        res = out["similar"]
+        about = {"file": str(path), "genre": out["prediction"].genre, "cached": out["cached"],
+                 "track_id": out["track_id"]}
+    data = {"query": about, "results": [r.to_dict() for r in res]}
+    lines = [f"similar to {about.get('file') or 'track ' + str(about['track_id'])} (genre {about['genre']}):"]
+    for i, r in enumerate(res):
+        t = r.track
+        lines.append(f"{i + 1:>3}. [{t.id}] {t.title}" + (f" — {t.artist}" if t.artist else "")
+                     + f"  {t.genre:<10} score {r.score:.3f} (similarity {r.similarity:.3f}, genre agreement "
+                       f"{r.genre_agreement:.2f})")
+    emit(args, data, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_playlist(args: argparse.Namespace, settings) -> int:
+    items = service(args, settings).playlist(args.seeds, args.length, genres=args.genre, artist_cap=args.artist_cap)
+    return _playlist_out(args, items, "sonicsort playlist")
+
+
+def cmd_path(args: argparse.Namespace, settings) -> int:
+    items = service(args, settings).path(args.start, args.end, args.length)
+    return _playlist_out(args, items, "sonicsort path")

@@ -1,0 +1,79 @@
+"""The library: the index kept equal to the catalog, and the catalog's model checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from .conftest import agree, music
+from recommender.errors import ModelMismatch
+from recommender.ingest import ingest
+
+
+def test_model_mismatch_refuses_or_reembeds(tmp_path, make_library, tiny_bundle):
+    from embedding import ModelBundle
+
+    music(tmp_path / "music", n=4)
+    lib = make_library()
+    ingest(lib, [tmp_path / "music"], workers=0)
+    other = ModelBundle.load(tiny_bundle.directory)
+    # the same weights re-initialised: a genuinely different model with another version
+    rng = np.random.default_rng(0)
+    other.model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in other.model.get_weights()])
+    other.save(tmp_path / "other-model")
+    other = ModelBundle.load(tmp_path / "other-model")
+    assert other.version != tiny_bundle.version
+    refusing = make_library(bundle=other)
+    with pytest.raises(ModelMismatch, match="reembed"):
+        ingest(refusing, [tmp_path / "music"], workers=0)
+    reembedding = make_library(bundle=other, on_model_mismatch="reembed")
+    rep = ingest(reembedding, [tmp_path / "music"], workers=0)
+    assert rep.unchanged == 4 and reembedding.catalog.model_version == other.version
+    assert reembedding.catalog.ids_not_from(other.version) == [] and agree(reembedding)
+    assert reembedding.index.tag == other.version
+
+
+def test_index_rebuilt_when_missing_or_corrupt(tmp_path, make_library):
+    music(tmp_path / "music", n=5)
+    lib = make_library()
+    ingest(lib, [tmp_path / "music"], workers=0)
+    (lib.index_path / "hnsw.bin").write_bytes(b"garbage")
+    fresh = make_library()
+    assert len(fresh.index) == 5 and agree(fresh)
+    import shutil
+
+    shutil.rmtree(fresh.index_path)
+    assert len(make_library().index) == 5
+
+
+def test_v1_catalog_upgrades_in_place_and_reembeds_to_the_v2_model(tmp_path, make_library, tiny_bundle,
+                                                                    tiny_v1_bundle):
+    """A catalog of schema 1 built with a v1 model: opened by this sonicsort it gains the tags
+    column, refuses the v2 model until re-embedded, and after `reembed` its tracks carry tags."""
+    import sqlite3
+
+    music(tmp_path / "music", n=6)
+    old = make_library(bundle=tiny_v1_bundle)
+    ingest(old, [tmp_path / "music"], workers=0)
+    assert all(t.tags == {} for t in old.catalog.get_many(old.catalog.ids()).values())
+    old.close()
+    db = sqlite3.connect(tmp_path / "home" / "catalog.sqlite3")  # make it a schema-1 file, as 0.1 wrote them
+    db.executescript("DROP TABLE track_tags; ALTER TABLE tracks DROP COLUMN tags; "
+                     "UPDATE meta SET value='1' WHERE key='schema_version';")
+    db.close()
+
+    refusing = make_library()  # the v2 model on the v1 model's catalog
+    assert refusing.catalog.get_meta("schema_version") == "2"
+    with pytest.raises(ModelMismatch, match="sonicsort reembed"):
+        refusing.check_model()
+    refusing.close()
+    lib = make_library(on_model_mismatch="reembed")
+    lib.check_model()
+    tracks = lib.catalog.get_many(lib.catalog.ids())
+    assert len(tracks) == 6 and lib.catalog.ids_not_from(tiny_bundle.version) == []
+    assert all(len(t.tags) == 50 for t in tracks.values())
+    top = tracks[min(tracks)].top_tags(1)[0][0]
+    found = lib.catalog.search(tag=top.upper())  # tags match case-insensitively
+    assert min(tracks) in [t.id for t in found]
+    assert {t.id for t in tracks.values() if top in dict(t.top_tags())} <= {t.id for t in found}
+    assert lib.catalog.search(tag="no such tag") == []
