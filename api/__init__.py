@@ -1,7 +1,9 @@
-"""The HTTP front of sonicsort: ``create_app(config)`` builds the Flask app.
+"""The front doors of sonicsort: HTTP and the command line.
 
-Routes live in blueprints (``v1`` for the JSON API, ``ops`` for health, metrics and the
-OpenAPI document); all behaviour is in ``recommender.service.Service``.
+HTTP: ``create_app(config)`` builds the Flask app; routes live in blueprints (``v1`` for the
+JSON API, ``ops`` for health, metrics and the OpenAPI document), beside the answer cache of
+repeated uploads (``answers``, ``fastpath``). The command line is ``api.cli`` (the
+``sonicsort`` command). Both call ``recommender.service.Service``, where all behaviour is.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""sonicsort's behaviour: configuration, the command line, and (as it grows) the catalog,
-recommendations, playlists and the Redis prediction cache."""
+"""sonicsort's behaviour: settings, the catalog, ingest, genre-aware recommendations and
+playlists, the Redis prediction cache and the RQ queue, behind one facade
+(``recommender.service.Service``) that both front doors in ``api`` call."""
 
 from importlib.metadata import PackageNotFoundError, version
 

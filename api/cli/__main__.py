@@ -4,4 +4,5 @@ import sys
 
 from . import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned child (the demo's ingest) imports the main module
+    sys.exit(main())
