@@ -59,8 +59,16 @@ def init_app(app: Flask) -> None:
         headers = {k: v for k, v in exc.get_headers() if k.lower() not in ("content-type", "content-length")}
         detail = exc.description or HTTP_STATUS_CODES.get(exc.code or 500, "")
         if exc.code == 413:
+            from flask import request
+
             limit = app.config.get("MAX_CONTENT_LENGTH")
-            detail = f"the upload is larger than this server accepts ({limit / 1e6:g} MB)" if limit else detail
+            sent = request.content_length if request else None
+            if limit and (sent is None or sent > limit):
+                detail = f"the upload is larger than this server accepts ({limit / 1e6:g} MB)"
+            else:  # within the byte limit: the form parser's own limits (parts, in-memory fields)
+                parts = app.config.get("MAX_FORM_PARTS") or 1000
+                detail = (f"the form has more parts than this server accepts (at most {parts} fields and files), "
+                          "or a text field larger than it keeps in memory; send the audio as field 'file'")
         return problem(exc.code or 500, detail, headers)
 
     def _known(exc: Exception):

@@ -121,7 +121,10 @@ def similar_options(k_min: int = 1) -> dict[str, Any]:
 def json_body() -> dict[str, Any]:
     if not request.is_json:
         raise ApiError(415, "send a JSON object with Content-Type: application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # json's parser recurses once per level of nesting
+        raise _bad("the JSON body is nested too deeply") from None
     if not isinstance(body, dict):
         raise _bad("the body must be a JSON object")
     return body

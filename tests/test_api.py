@@ -131,6 +131,14 @@ def test_upload_over_the_limit_413(api_home, tiny_bundle, tmp_path):
         assert srv.post("/v1/predict", data=small, headers={"Content-Type": "audio/wav"}).status_code == 200
     finally:
         srv.close()
+    srv = make_server(api_home, tiny_bundle, None)  # the default 50 MB
+    try:  # within the byte limit, over the form parser's part limit: its own message, not "larger than"
+        many = {f"f{i}": "x" for i in range(2000)}
+        body = assert_problem(srv.post("/v1/predict", data=many, files={"file": ("s.wav", b"RIFF", "audio/wav")}),
+                              413, "parts")
+        assert "MB" not in body["detail"]
+    finally:
+        srv.close()
 
 
 # ---------------------------------------------------------------- tracks
@@ -382,6 +390,11 @@ def test_playlist_body_must_be_json(server):
     assert_problem(server.post("/v1/playlists", data="seeds=1", headers={"Content-Type": "text/plain"}), 415, "JSON")
     assert_problem(server.post("/v1/playlists", data="[1, 2]", headers={"Content-Type": "application/json"}), 400, "object")
     assert_problem(server.post("/v1/playlists", data="{not json", headers={"Content-Type": "application/json"}), 400)
+    deep = "[" * 100_000 + "]" * 100_000  # 200 kB: Python's json parser recurses once per level
+    for route in ("/v1/playlists", "/v1/paths"):
+        assert_problem(server.post(route, data=deep, headers={"Content-Type": "application/json"}), 400, "nested")
+        assert_problem(server.post(route, data='{"seeds": ' + deep + "}", headers={"Content-Type": "application/json"}),
+                       400, "nested")
 
 
 def test_paths(server):
