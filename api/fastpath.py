@@ -69,5 +69,6 @@ class PredictFastPath:
         self.metrics.predictions.labels("hit").inc()
         self.metrics.observe("POST", ROUTE, 200, elapsed)
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(hit))),
+                                  ("X-Content-Type-Options", "nosniff"),
                                   ("Server-Timing", server_timing(elapsed))])
         return [hit]

@@ -20,7 +20,15 @@ bp = Blueprint("page", __name__, static_folder="web", static_url_path="/ui")
 
 @bp.get("/")
 def home():
-    resp = send_from_directory(WEB_DIR, "index.html", max_age=0)
-    resp.headers["Content-Security-Policy"] = CSP
-    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return send_from_directory(WEB_DIR, "index.html", max_age=0)
+
+
+@bp.after_app_request
+def _security_headers(resp):
+    """Every answer of the app says its type is meant (nosniff: JSON, audio and static files
+    are never run as something else); every HTML answer, ``/ui/index.html`` as much as ``/``,
+    carries the page's Content-Security-Policy."""
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if resp.mimetype == "text/html":
+        resp.headers.setdefault("Content-Security-Policy", CSP)
     return resp

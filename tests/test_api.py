@@ -284,6 +284,7 @@ def test_repeated_predict_is_answered_whole_until_the_catalog_changes(api_home, 
         again = srv.post(f"/v1/predict?k={k}", data=data, headers=wav)
         assert again.status_code == 200 and again.headers["Content-Type"] == "application/json"
         assert again.json() == {**first.json(), "cached": True} and answers.hits == 1
+        assert again.headers["X-Content-Type-Options"] == "nosniff"  # answered before Flask, same headers
         assert "app;dur=" in again.headers["Server-Timing"]
         # as multipart: the view finds the same stored answer once it has the file's hash
         multi = srv.post(f"/v1/predict?k={k}", files={"file": ("q.wav", data, "audio/wav")})

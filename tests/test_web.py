@@ -372,3 +372,9 @@ def test_the_page_and_its_assets_come_from_the_app(web):
         a = requests.get(web.url + asset)
         assert a.status_code == 200 and ctype in a.headers["Content-Type"], asset
         assert "https://" not in a.text and "http://" not in a.text.replace("http://www.w3.org/2000/svg", "")
+        assert a.headers["X-Content-Type-Options"] == "nosniff", asset
+    same = requests.get(web.url + "/ui/index.html")  # the page under its static path: the same protection
+    assert same.status_code == 200 and same.headers["Content-Security-Policy"] == csp
+    assert r.headers["X-Content-Type-Options"] == same.headers["X-Content-Type-Options"] == "nosniff"
+    for url in ("/v1/genres", "/v1/tracks/999999", "/openapi.json"):  # JSON and problem+json alike
+        assert requests.get(web.url + url).headers["X-Content-Type-Options"] == "nosniff", url
