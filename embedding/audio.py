@@ -91,11 +91,11 @@ class Excerpts:
         return cls(n_samples=len(audio.samples), sr=audio.sr, pieces=pieces, is_silent=audio.is_silent)
 
 
-def _merge(spans: Spans, gap: int = 0) -> list[tuple[int, int]]:
-    """Sorted, disjoint (start, stop) ranges covering ``spans``; ranges closer than ``gap`` join."""
+def _merge(spans: Spans) -> list[tuple[int, int]]:
+    """Sorted, disjoint (start, stop) ranges covering ``spans``; touching or overlapping ones join."""
     out: list[list[int]] = []
     for a, b in sorted((int(a), int(b)) for a, b in spans if b > a):
-        if out and a <= out[-1][1] + gap:
+        if out and a <= out[-1][1]:
             out[-1][1] = max(out[-1][1], b)
         else:
             out.append([a, b])
@@ -174,6 +174,17 @@ def _prepare(source: AudioSource):
     return handle, data, name
 
 
+def _mono_at(y: np.ndarray, native_sr: int, sr: int) -> np.ndarray:
+    """Decoded frames (n, channels) → mono float32 at ``sr``: the one mix-down and resampler
+    both a whole decode and its excerpts go through, so they agree."""
+    import librosa
+
+    mono = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
+    if native_sr != sr:
+        mono = librosa.resample(mono, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
 def load_audio(
     source: AudioSource,
     *,
@@ -200,8 +211,6 @@ def load_audio(
     AudioError
         empty, truncated or non-audio input, too short, too long.
     """
-    import librosa
-
     handle, data, name = _prepare(source)
     try:
         with sf.SoundFile(handle) as f:
@@ -238,10 +247,7 @@ def load_audio(
     if duration_s < min_duration_s:
         raise AudioError(f"{name}: audio is {duration_s:.2f} s long, shorter than the minimum {min_duration_s} s")
 
-    mono = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
-    if native_sr != sr:
-        mono = librosa.resample(mono, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
-    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    mono = _mono_at(y, native_sr, sr)
     is_silent = bool(np.max(np.abs(mono)) < SILENCE_PEAK) if mono.size else True
     if is_silent:
         log.warning("%s: audio is silent; its prediction carries no information", name)
@@ -288,8 +294,6 @@ def load_excerpts(
     read that comes back short goes through ``load_audio`` and is cut afterwards, with the
     same errors ``load_audio`` raises.
     """
-    import librosa
-
     handle, data, name = _prepare(source)
     whole_source = data if data is not None else source
     try:
@@ -317,13 +321,11 @@ def load_excerpts(
                 y = f.read(hi - lo, dtype="float32", always_2d=True)
                 if len(y) < hi - lo or not np.all(np.isfinite(y)):
                     raise _DecodeWhole  # damaged or truncated: the whole decode says what it is
-                mono = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
-                if native_sr != sr:
-                    mono = librosa.resample(mono, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
+                mono = _mono_at(y, native_sr, sr)
                 first = lo * sr // native_sr
                 for a, b in wanted:
                     if first <= a and b <= first + len(mono):
-                        pieces.append((a, np.ascontiguousarray(mono[a - first : b - first], dtype=np.float32)))
+                        pieces.append((a, mono[a - first : b - first]))
             if len(pieces) != len(wanted):
                 raise _DecodeWhole
     except AudioError:

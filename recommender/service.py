@@ -56,7 +56,6 @@ class Service:
         self._lock = threading.Lock()
         self._done = threading.Event()
         self.state = "starting"
-        self.error: str | None = None
         self._start_error: Exception | None = None
         self.started_at = time.time()
         self.ready_after_s: float | None = None
@@ -106,13 +105,17 @@ class Service:
         except Exception as exc:
             if not isinstance(exc, ERROR_KINDS):
                 log.exception("the service failed to start")
-            self.error = str(exc)
             self._start_error = exc
             self.state = "failed"
         finally:
             self._done.set()
             for fn in self._on_started:
                 fn()
+
+    @property
+    def error(self) -> str | None:
+        """Why start-up failed, None while it has not."""
+        return None if self._start_error is None else str(self._start_error)
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Wait until start-up finished (ready or failed). Returns whether it is ready."""
