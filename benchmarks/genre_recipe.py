@@ -102,6 +102,10 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "v2_ls_e128": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "embedding_dim": 128}),
     "v2_ls_d5": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "dropout": 0.5}),
     "v2_ls_skip": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "mean_skip": True}),
+    # a cosine classifier (NormFace-style) so the loss shapes the embedding's cosine geometry
+    "v2_ls_cos10": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "cosine_scale": 10.0}),
+    "v2_ls_cos16": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "cosine_scale": 16.0}),
+    "v2_cos16": ({"kind": "musicnn"}, {"label_smoothing": 0.0, "cosine_scale": 16.0}),
 }
 
 

@@ -50,6 +50,10 @@ class ModelConfig:
     average_last: int = 0
     # v2: the embedding also sees the mean of the patch features beside the BiLSTM's state
     mean_skip: bool = False
+    # v2: > 0 makes the genre layer a cosine classifier of this scale (unit-length embedding and
+    # class vectors, as in NormFace / CosFace): softmax over scaled cosines, so the training
+    # loss itself shapes the embedding's cosine neighbourhoods the recommender searches
+    cosine_scale: float = 0.0
     seed: int = 1234
 
     @classmethod
@@ -123,7 +127,14 @@ def build_sequence_head(*, n_features: int, n_genres: int, config: ModelConfig, 
         x = layers.Concatenate(name="state_and_mean")([x, layers.Dropout(config.dropout, name="dropout_mean")(mean)])
     embedding = layers.Dense(config.embedding_dim, activation=config.embedding_activation, name="embedding")(x)
     x = layers.Dropout(config.dropout, name="dropout_embedding")(embedding)
-    outputs = layers.Dense(n_genres, activation="softmax", name="genre")(x)
+    if config.cosine_scale > 0:
+        x = layers.UnitNormalization(name="embedding_unit")(x)
+        x = layers.Dense(n_genres, use_bias=False, kernel_constraint=keras.constraints.UnitNorm(axis=0),
+                         name="genre_cosine")(x)
+        x = layers.Rescaling(config.cosine_scale, name="cosine_scale")(x)
+        outputs = layers.Activation("softmax", name="genre")(x)
+    else:
+        outputs = layers.Dense(n_genres, activation="softmax", name="genre")(x)
     return keras.Model(inputs, outputs, name="sonicsort_sequence_bilstm")
 
 
