@@ -9,7 +9,7 @@ import math
 import re
 from typing import Any, Mapping, Sequence
 
-from flask import request
+from flask import current_app, request
 
 from .errors import ApiError
 
@@ -143,6 +143,22 @@ def is_audio_type(mimetype: str | None) -> bool:
     return bool(mimetype) and (mimetype.startswith("audio/") or mimetype in AUDIO_TYPES)
 
 
+def _refuse_cut_stream(n_read: int) -> None:
+    """A body without Content-Length (chunked) is read up to MAX_CONTENT_LENGTH and then stops
+    without a word: one more byte tells a body of the limit's size from a longer one, which is
+    refused (413) rather than stored shortened."""
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit and n_read >= limit:
+        try:
+            more = request.stream.read(1)
+        except RequestEntityTooLarge:
+            more = b"1"
+        if more:
+            raise ApiError(413, f"the upload is larger than this server accepts ({limit / 1e6:g} MB)")
+
+
 def audio_upload() -> tuple[bytes, str | None]:
     """The uploaded audio and its file name: a multipart field ``file``, or the raw body with
     an audio content type. Other content types get 415; a missing or empty upload 400."""
@@ -158,6 +174,8 @@ def audio_upload() -> tuple[bytes, str | None]:
         data, name = f.read(), f.filename or None
     elif is_audio_type(ctype):
         data, name = request.get_data(cache=False), None
+        if request.content_length is None:
+            _refuse_cut_stream(len(data))
     else:
         what = ctype or "no Content-Type"
         raise ApiError(415, f"{what} is not audio: send the file as multipart field 'file', or the raw "

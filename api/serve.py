@@ -1,4 +1,5 @@
-"""``sonicsort serve``: the app under gunicorn.
+"""``sonicsort serve``: the app under gunicorn, in uvicorn workers (``api.asgi``: slow clients
+wait in each worker's event loop; the Flask app runs complete requests in a thread pool).
 
 The master process prepares the index once (opens it, reconciles it with the catalog,
 saves it) without loading TensorFlow, then forks the workers. Each worker builds its own
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -25,12 +27,47 @@ from recommender.config import Settings
 log = logging.getLogger("sonicsort.serve")
 
 
+try:
+    from uvicorn_worker import UvicornWorker
+except ImportError:  # pragma: no cover - a dependency; the message says what to install
+    UvicornWorker = object
+
+
+class Worker(UvicornWorker):  # type: ignore[misc, valid-type]
+    """uvicorn's gunicorn worker: pure-Python HTTP (h11) on asyncio, no ASGI lifespan (the app
+    starts itself when it is built).
+
+    gunicorn's own workers leave when their master dies (they watch their parent pid);
+    uvicorn's only hear from it through signals, so a master killed with SIGKILL would leave
+    them serving, with TensorFlow loaded, forever. A watchdog thread makes them stop
+    gracefully (SIGTERM to themselves) within a second of losing the master."""
+
+    CONFIG_KWARGS = {"loop": "asyncio", "http": "h11", "lifespan": "off"}
+
+    def run(self) -> None:
+        master = self.ppid
+
+        def watch() -> None:
+            while True:
+                time.sleep(1.0)
+                if os.getppid() != master:
+                    log.warning("worker %d: the gunicorn master %d is gone; stopping", os.getpid(), master)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+
+        threading.Thread(target=watch, daemon=True, name="sonicsort-master-watch").start()
+        super().run()
+
+
 def prepare_index(settings: Settings) -> int:
-    """Open, reconcile and save the index in this process (no model needed unless the catalog is empty)."""
+    """Open, reconcile and save the index in this process (no model needed unless the catalog is
+    empty), and sweep what crashed uploads left: before the workers fork none is in flight."""
     from recommender.library import Library
+    from recommender.uploads import UploadStore
 
     lib = Library(settings)
     try:
+        UploadStore(settings.uploads_dir).sweep_against(lib.catalog, grace_s=0)
         n = len(lib.catalog)
         if n:
             lib.index  # noqa: B018 - loads or rebuilds, reconciles, saves
@@ -107,11 +144,14 @@ def serve(settings: Settings, *, workers: int | None = None, threads: int | None
 
         multiprocess.mark_process_dead(worker.pid)
 
+    n_threads = threads or settings.web_threads
     options: dict[str, Any] = {
         "bind": f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
         "workers": workers or settings.web_workers,
-        "threads": threads or settings.web_threads,
-        "worker_class": "gthread",
+        "worker_class": "api.serve.Worker",
+        # this instance's own control socket (gunicornc -s PATH), not one per user that a second
+        # instance would take over and delete when it stops
+        "control_socket": os.path.join(metrics_dir, "gunicorn.ctl"),
         "timeout": 120,  # a worker loads TensorFlow in the background; requests stay short
         "graceful_timeout": 10,
         "keepalive": 5,
@@ -122,6 +162,8 @@ def serve(settings: Settings, *, workers: int | None = None, threads: int | None
         "proc_name": "sonicsort",
     }
 
+    log.info("gunicorn control socket of this instance: %s", options["control_socket"])
+
     class App(BaseApplication):
         def load_config(self) -> None:
             for k, v in options.items():
@@ -130,10 +172,12 @@ def serve(settings: Settings, *, workers: int | None = None, threads: int | None
 
         def load(self):
             from . import create_app
+            from .asgi import asgi_app
 
             app = create_app({"PERSIST_INDEX": False})
             app.extensions["sonicsort"].on_started(freeze_gc)
-            return app
+            return asgi_app(app, threads=n_threads, max_bytes=int(app.config["MAX_CONTENT_LENGTH"]),
+                            body_timeout_s=settings.body_timeout_s)
 
     try:
         App().run()

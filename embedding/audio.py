@@ -3,10 +3,19 @@
 Decoding goes through libsndfile (``soundfile``), which reads wav, flac, ogg/vorbis,
 opus, mp3 and au from a path, bytes or a file object. Formats libsndfile cannot read
 (m4a/aac) fall back to librosa's audioread path when a system decoder exists.
+
+What one file may cost is bounded (``DecodeLimits``): its channels, sample rate, duration
+and decoded samples (channels × frames) are checked from the header before anything is
+decoded, and decoding runs in blocks that are mixed down to mono and resampled as they
+come, so memory holds one block plus the mono result whatever the file's channels and rate.
+A header that gives no length is read as a stream with the same caps. A file cut short
+(fewer frames than its header promises, a WAV whose data chunk runs past the end, an Ogg
+stream without its end-of-stream page) is refused as truncated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -30,6 +39,45 @@ DEFAULT_MAX_DURATION_S = 20 * 60.0
 # Peak below this (about -80 dBFS) counts as digital silence.
 SILENCE_PEAK = 1e-4
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".au", ".snd", ".aiff", ".aif", ".m4a")
+# samples (all channels) decoded per block: 4 MB of float32
+_BLOCK_SAMPLES = 1 << 20
+# a frame count at or above this is libsndfile's "unknown" (a FLAC header may leave it unset)
+_UNKNOWN_FRAMES = 1 << 40
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What decoding one file may cost; a file beyond any limit is refused with a message that
+    names the limit and its ``SONICSORT_*`` setting (``recommender.config.Settings``).
+
+    Attributes
+    ----------
+    max_duration_s : longest audio accepted (``SONICSORT_MAX_DURATION_S``)
+    max_channels : most channels (``SONICSORT_MAX_CHANNELS``)
+    max_sample_rate : highest native sample rate in Hz (``SONICSORT_MAX_SAMPLE_RATE``)
+    max_decoded_samples : most samples decoded, channels × frames
+        (``SONICSORT_MAX_DECODED_SAMPLES``; the default is 20 minutes of 96 kHz stereo). It bounds
+        the time a file costs: an 8-channel 192 kHz file of 20 minutes holds 1.8 billion.
+    """
+
+    max_duration_s: float = DEFAULT_MAX_DURATION_S
+    max_channels: int = 8
+    max_sample_rate: int = 192_000
+    max_decoded_samples: int = 2 * 96_000 * 1200
+
+    def with_duration(self, max_duration_s: float | None) -> "DecodeLimits":
+        return self if max_duration_s is None else dataclasses.replace(self, max_duration_s=float(max_duration_s))
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DecodeLimits":
+        names = {f.name: f.type for f in dataclasses.fields(cls)}
+        return cls(**{k: (float(v) if k == "max_duration_s" else int(v)) for k, v in d.items() if k in names})
+
+
+DEFAULT_LIMITS = DecodeLimits()
 
 
 @dataclass(frozen=True)
@@ -185,12 +233,171 @@ def _mono_at(y: np.ndarray, native_sr: int, sr: int) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def _check_header(f: sf.SoundFile, name: str, lim: DecodeLimits) -> bool:
+    """Refuse, before decoding, a file whose header is beyond ``lim``; True when it gives a length."""
+    channels, native_sr, frames = int(f.channels), int(f.samplerate), int(f.frames)
+    if channels > lim.max_channels:
+        raise AudioError(f"{name}: audio has {channels} channels, over the limit of {lim.max_channels} "
+                         "(SONICSORT_MAX_CHANNELS)")
+    if native_sr > lim.max_sample_rate:
+        raise AudioError(f"{name}: audio is sampled at {native_sr} Hz, over the limit of {lim.max_sample_rate} Hz "
+                         "(SONICSORT_MAX_SAMPLE_RATE)")
+    if native_sr <= 0 or channels <= 0:
+        raise AudioError(f"{name}: not a decodable audio file (its header gives no sample rate or channels)")
+    known = 0 < frames < _UNKNOWN_FRAMES
+    if known and frames / native_sr > lim.max_duration_s:
+        raise AudioError(f"{name}: audio is {frames / native_sr:.0f} s long, over the limit of "
+                         f"{lim.max_duration_s:.0f} s (SONICSORT_MAX_DURATION_S)")
+    if known and frames * channels > lim.max_decoded_samples:
+        raise AudioError(f"{name}: audio holds {frames * channels:,} samples ({channels} channels "
+                         f"× {frames / native_sr:.0f} s at {native_sr} Hz), over the limit of "
+                         f"{lim.max_decoded_samples:,} (SONICSORT_MAX_DECODED_SAMPLES)")
+    return known
+
+
+def _read_block(f: sf.SoundFile, frames: int, known: bool) -> np.ndarray:
+    """Up to ``frames`` frames (frames, channels) float32 from where ``f`` stands.
+
+    For a stream whose header gives no length, libsndfile reads to its end correctly, but
+    ``SoundFile.read`` then seeks its bookkeeping position past the end, which fails and
+    drops the block. There the block is read through soundfile's own libsndfile binding,
+    without that seek."""
+    if known:
+        return f.read(frames=frames, dtype="float32", always_2d=True)
+    try:
+        from soundfile import _ffi, _snd
+    except ImportError:  # another soundfile: its own read
+        return f.read(frames=frames, dtype="float32", always_2d=True)
+    buf = np.empty((frames, int(f.channels)), np.float32)
+    got = int(_snd.sf_readf_float(f._file, _ffi.cast("float *", buf.ctypes.data), frames))
+    if got < 0 or _snd.sf_error(f._file):
+        raise sf.LibsndfileError(_snd.sf_error(f._file))
+    return buf[:max(got, 0)]
+
+
+def _read_mono(f: sf.SoundFile, name: str, lim: DecodeLimits, sr: int) -> tuple[np.ndarray, int]:
+    """Decode ``f`` from its start in blocks, each mixed down and resampled as it comes.
+
+    Returns (mono float32 at ``sr``, native frames decoded). The caps of ``lim`` hold while
+    reading, so a header that gives no (or a false) length costs no more than one that does.
+    Mix-down and resampler are ``_mono_at``'s (the streaming soxr resampler at the same
+    quality gives the one-shot call's samples)."""
+    channels, native_sr = int(f.channels), int(f.samplerate)
+    known = 0 < int(f.frames) < _UNKNOWN_FRAMES
+    cap_duration = int((lim.max_duration_s + 1.0) * native_sr)
+    cap_samples = lim.max_decoded_samples // channels
+    cap = min(cap_duration, cap_samples)
+    block = max(4096, _BLOCK_SAMPLES // channels)
+    stream = None
+    if native_sr != sr:
+        import soxr
+
+        stream = soxr.ResampleStream(native_sr, sr, 1, dtype="float32", quality="HQ")
+    out: list[np.ndarray] = []
+    n = 0
+    while n <= cap:
+        y = _read_block(f, min(block, cap + 1 - n), known)
+        if len(y) == 0:
+            break
+        n += len(y)
+        if not np.all(np.isfinite(y)):
+            raise AudioError(f"{name}: audio contains invalid (NaN/infinite) samples")
+        mono = y.mean(axis=1) if channels > 1 else y[:, 0].copy()
+        out.append(stream.resample_chunk(mono) if stream is not None else mono)
+    if n > cap:
+        if cap == cap_duration:
+            raise AudioError(f"{name}: audio is over the limit of {lim.max_duration_s:.0f} s (SONICSORT_MAX_DURATION_S)")
+        raise AudioError(f"{name}: audio holds more than {lim.max_decoded_samples:,} samples "
+                         f"({channels} channels at {native_sr} Hz), over the limit (SONICSORT_MAX_DECODED_SAMPLES)")
+    if stream is not None:
+        out.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    mono = np.concatenate(out) if out else np.zeros(0, np.float32)
+    del out
+    if stream is not None:  # the length librosa.resample gives (fix_length to ceil(n · sr / native_sr))
+        want = int(np.ceil(n * sr / native_sr))
+        mono = mono[:want] if len(mono) >= want else np.concatenate([mono, np.zeros(want - len(mono), np.float32)])
+    return np.ascontiguousarray(mono, dtype=np.float32), n
+
+
+def _head(handle, size: int) -> bytes:
+    if isinstance(handle, io.BytesIO):
+        return handle.getvalue()[:size]
+    with open(handle, "rb") as fh:
+        return fh.read(size)
+
+
+def _mp3_states_length(handle) -> bool:
+    """Whether the MP3's first frame is a Xing, Info or VBRI frame (which gives the exact length),
+    after any ID3v2 tag."""
+    head = _head(handle, 10)
+    skip = 0
+    if head[:3] == b"ID3" and len(head) == 10:  # ID3v2: a syncsafe size after the 10-byte header
+        skip = 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F))
+    frame = _head(handle, skip + 2048)[skip:]
+    return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+def _tail(handle, size: int = 1 << 16) -> bytes:
+    if isinstance(handle, io.BytesIO):
+        return handle.getvalue()[-size:]
+    with open(handle, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - size))
+        return fh.read()
+
+
+def _ogg_has_end(tail: bytes) -> bool:
+    """Whether the last Ogg page ends the file and carries the end-of-stream flag."""
+    pos = tail.rfind(b"OggS")
+    while pos >= 0:
+        if pos + 27 <= len(tail):
+            nseg = tail[pos + 26]
+            if pos + 27 + nseg <= len(tail):
+                end = pos + 27 + nseg + sum(tail[pos + 27 : pos + 27 + nseg])
+                if end == len(tail):
+                    return bool(tail[pos + 5] & 0x04)
+        pos = tail.rfind(b"OggS", 0, pos)
+    return False
+
+
+def _check_complete(f: sf.SoundFile, handle, name: str, n_native: int) -> None:
+    """Refuse a file cut short: fewer frames than its header promises (beyond 1%; for MP3 only
+    where a Xing/Info/VBRI frame states the length),
+    a WAV whose data chunk runs past the end of the file, an Ogg stream without its end page."""
+    frames, native_sr = int(f.frames), int(f.samplerate)
+    # an MP3's length is an estimate unless a Xing/Info/VBRI frame gives it (VBR files without
+    # one miss it by more than 1%): without one a short MP3 read is not taken for a cut file
+    exact = f.format != "MP3" or _mp3_states_length(handle)
+    if exact and n_native < frames - max(frames // 100, native_sr // 20):
+        raise AudioError(f"{name}: truncated file: its header promises {frames / native_sr:.1f} s, "
+                         f"only {n_native / native_sr:.1f} s decode")
+    _check_container(f, handle, name)
+
+
+def _check_container(f: sf.SoundFile, handle, name: str) -> None:
+    """The truncation checks that need no decoding (the container's own bookkeeping)."""
+    fmt = f.format
+    if fmt in ("WAV", "WAVEX", "RF64"):
+        import re
+
+        for line in f.extra_info.splitlines():
+            m = re.match(r"\s*data\s*:\s*(\d+)\s*\(should be (\d+)\)", line)
+            # 0 and 0xFFFFFFFF are a streaming writer's "length unknown", not a promise
+            if m and int(m.group(1)) > int(m.group(2)) and int(m.group(1)) not in (0, 0xFFFFFFFF):
+                raise AudioError(f"{name}: truncated file: its data chunk promises {int(m.group(1))} bytes, "
+                                 f"the file holds {int(m.group(2))}")
+    elif fmt == "OGG" and not _ogg_has_end(_tail(handle)):
+        raise AudioError(f"{name}: truncated file: the Ogg stream ends without its end-of-stream page")
+
+
+
 def load_audio(
     source: AudioSource,
     *,
     sr: int = TARGET_SR,
-    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    max_duration_s: float | None = None,
     min_duration_s: float = MIN_DURATION_S,
+    limits: DecodeLimits | None = None,
 ) -> Audio:
     """Decode ``source`` to mono float32 at ``sr`` Hz.
 
@@ -199,8 +406,9 @@ def load_audio(
     source : path, bytes or binary file object
     sr : target sample rate in Hz
     max_duration_s : longer audio is refused (checked from the header before decoding
-        where the format allows)
+        where the format allows); overrides ``limits.max_duration_s``
     min_duration_s : shorter audio is refused
+    limits : what the file may cost (default ``DEFAULT_LIMITS``)
 
     Returns
     -------
@@ -209,18 +417,18 @@ def load_audio(
     Raises
     ------
     AudioError
-        empty, truncated or non-audio input, too short, too long.
+        empty, truncated or non-audio input, too short, beyond a limit of ``limits``.
     """
+    lim = (limits or DEFAULT_LIMITS).with_duration(max_duration_s)
+    max_duration_s = lim.max_duration_s
     handle, data, name = _prepare(source)
     try:
         with sf.SoundFile(handle) as f:
             native_sr = int(f.samplerate)
-            if f.frames > 0 and f.frames / native_sr > max_duration_s:
-                raise AudioError(
-                    f"{name}: audio is {f.frames / native_sr:.0f} s long, over the limit of {max_duration_s:.0f} s"
-                )
-            max_frames = int((max_duration_s + 1.0) * native_sr)
-            y = f.read(frames=max_frames, dtype="float32", always_2d=True)
+            known = _check_header(f, name, lim)
+            mono, n_native = _read_mono(f, name, lim, sr)
+            if known:
+                _check_complete(f, handle, name, n_native)
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
@@ -230,6 +438,9 @@ def load_audio(
         if "format not recognised" in msg or "unknown format" in msg or "unimplemented" in msg:
             y, native_sr = _decode_fallback(source, data, name, max_duration_s)
             y = y.reshape(len(y), -1)
+            if y.size and not np.all(np.isfinite(y)):
+                raise AudioError(f"{name}: audio contains invalid (NaN/infinite) samples") from None
+            n_native, mono = len(y), (_mono_at(y, native_sr, sr) if y.size else np.zeros(0, np.float32))
         elif msg.startswith("error opening"):
             # libsndfile's open errors ("file does not exist", "unknown error in flac
             # decoder") mislead: the file exists, its bytes are not audio it can read
@@ -237,17 +448,14 @@ def load_audio(
         else:
             raise AudioError(f"{name}: cannot decode audio ({str(exc).strip() or type(exc).__name__})") from None
 
-    if y.size == 0:
+    if n_native == 0:
         raise AudioError(f"{name}: no audio frames (empty or truncated file)")
-    if not np.all(np.isfinite(y)):
-        raise AudioError(f"{name}: audio contains invalid (NaN/infinite) samples")
-    duration_s = y.shape[0] / native_sr
+    duration_s = n_native / native_sr
     if duration_s > max_duration_s:
-        raise AudioError(f"{name}: audio is over the limit of {max_duration_s:.0f} s")
+        raise AudioError(f"{name}: audio is over the limit of {max_duration_s:.0f} s (SONICSORT_MAX_DURATION_S)")
     if duration_s < min_duration_s:
         raise AudioError(f"{name}: audio is {duration_s:.2f} s long, shorter than the minimum {min_duration_s} s")
 
-    mono = _mono_at(y, native_sr, sr)
     is_silent = bool(np.max(np.abs(mono)) < SILENCE_PEAK) if mono.size else True
     if is_silent:
         log.warning("%s: audio is silent; its prediction carries no information", name)
@@ -267,9 +475,10 @@ def load_excerpts(
     spans: Callable[[int], Spans],
     *,
     sr: int = TARGET_SR,
-    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    max_duration_s: float | None = None,
     min_duration_s: float = MIN_DURATION_S,
     whole_above: float = 0.6,
+    limits: DecodeLimits | None = None,
 ) -> Excerpts:
     """Decode only the stretches of ``source`` that ``spans`` asks for, at ``sr`` Hz, mono.
 
@@ -279,7 +488,7 @@ def load_excerpts(
     spans : the track's length in samples at ``sr`` → the (start, stop) sample ranges wanted
     whole_above : when the wanted stretches (with their margins) cover more than this share
         of the track, the whole track is decoded and cut instead
-    max_duration_s, min_duration_s : as for ``load_audio``
+    max_duration_s, min_duration_s, limits : as for ``load_audio``
 
     Returns
     -------
@@ -294,15 +503,15 @@ def load_excerpts(
     read that comes back short goes through ``load_audio`` and is cut afterwards, with the
     same errors ``load_audio`` raises.
     """
+    lim = (limits or DEFAULT_LIMITS).with_duration(max_duration_s)
     handle, data, name = _prepare(source)
     whole_source = data if data is not None else source
     try:
         with sf.SoundFile(handle) as f:
             native_sr, frames = int(f.samplerate), int(f.frames)
-            if frames <= 0 or not f.seekable() or frames / native_sr < min_duration_s:
+            if not _check_header(f, name, lim) or not f.seekable() or frames / native_sr < min_duration_s:
                 raise _DecodeWhole
-            if frames / native_sr > max_duration_s:
-                raise AudioError(f"{name}: audio is {frames / native_sr:.0f} s long, over the limit of {max_duration_s:.0f} s")
+            _check_container(f, handle, name)
             n = frames if native_sr == sr else int(np.ceil(frames * sr / native_sr))
             wanted = _merge(spans(n))
             # a range of native samples that starts on a multiple of ``step`` starts on a whole target sample
@@ -331,7 +540,7 @@ def load_excerpts(
     except AudioError:
         raise
     except (_DecodeWhole, sf.LibsndfileError, RuntimeError, TypeError, ValueError):
-        audio = load_audio(whole_source, sr=sr, max_duration_s=max_duration_s, min_duration_s=min_duration_s)
+        audio = load_audio(whole_source, sr=sr, min_duration_s=min_duration_s, limits=lim)
         return Excerpts.of(audio, spans(len(audio.samples)))
     peak = max((float(np.max(np.abs(y))) for _, y in pieces if y.size), default=0.0)
     is_silent = peak < SILENCE_PEAK

@@ -27,7 +27,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .audio import DEFAULT_MAX_DURATION_S, Audio, AudioSource, Excerpts
+from .audio import Audio, AudioSource, DecodeLimits, Excerpts
 from .errors import ModelError
 from .features import FeatureConfig, Normalizer, decode_for_features, segment_features
 from .model import ModelConfig
@@ -288,10 +288,12 @@ class ModelBundle:
             embs.append(e.numpy())
         return np.concatenate(probs), np.concatenate(embs)
 
-    def decode(self, source: AudioSource, *, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> Audio | Excerpts:
+    def decode(self, source: AudioSource, *, max_duration_s: float | None = None,
+               limits: DecodeLimits | None = None) -> Audio | Excerpts:
         """Decode what the model reads of ``source``: with the patch cap, only those patches'
-        stretches (``decode_for_features``), so a long track decodes in about the time a short one does."""
-        return decode_for_features(source, self.feature_config, max_duration_s=max_duration_s)
+        stretches (``decode_for_features``), so a long track decodes in about the time a short one does.
+        ``limits`` bound what the file may cost (``embedding.audio.DecodeLimits``)."""
+        return decode_for_features(source, self.feature_config, max_duration_s=max_duration_s, limits=limits)
 
     def features(self, audio: Audio | Excerpts) -> np.ndarray:
         """Normalised model input for ``audio``: (n_segments, n_frames, n_features)."""
@@ -300,9 +302,10 @@ class ModelBundle:
     def predict_audio(self, audio: Audio | Excerpts) -> Prediction:
         return self.predict_features([self.features(audio)], [audio.duration_s], [audio.is_silent])[0]
 
-    def predict(self, source: AudioSource, *, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> Prediction:
+    def predict(self, source: AudioSource, *, max_duration_s: float | None = None,
+                limits: DecodeLimits | None = None) -> Prediction:
         """Decode ``source`` (path, bytes or file object) and predict its genre and embedding."""
-        return self.predict_audio(self.decode(source, max_duration_s=max_duration_s))
+        return self.predict_audio(self.decode(source, max_duration_s=max_duration_s, limits=limits))
 
     def predict_many(self, audios: Iterable[Audio | Excerpts]) -> list[Prediction]:
         """Batch several tracks' segments through the model in one go."""

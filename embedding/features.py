@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .audio import DEFAULT_MAX_DURATION_S, Audio, AudioSource, Excerpts, load_audio, load_excerpts, segment_starts
+from .audio import Audio, AudioSource, DecodeLimits, Excerpts, load_audio, load_excerpts, segment_starts
 from .errors import ModelError
 
 FEATURE_KINDS = ("musicnn", "logmel", "mfcc")
@@ -180,9 +180,10 @@ def segment_frames(frames: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.stack([frames[s : s + n] for s in starts]).astype(np.float32)
 
 
-def decode_for_features(source: AudioSource, config: FeatureConfig, *,
-                        max_duration_s: float = DEFAULT_MAX_DURATION_S) -> Audio | Excerpts:
-    """Decode what ``segment_features`` reads of ``source``, and no more.
+def decode_for_features(source: AudioSource, config: FeatureConfig, *, max_duration_s: float | None = None,
+                        limits: DecodeLimits | None = None) -> Audio | Excerpts:
+    """Decode what ``segment_features`` reads of ``source``, and no more, within ``limits``
+    (``embedding.audio.DecodeLimits``; ``max_duration_s`` overrides its duration).
 
     With a cap on musicnn patches that is only the capped patches' stretches
     (``load_excerpts``: a 20-minute track decodes about 12 s); otherwise the whole track.
@@ -191,8 +192,8 @@ def decode_for_features(source: AudioSource, config: FeatureConfig, *,
         from .musicnn import patch_spans
 
         return load_excerpts(source, lambda n: patch_spans(n, max_patches=config.max_patches),
-                             sr=config.sr, max_duration_s=max_duration_s)
-    return load_audio(source, sr=config.sr, max_duration_s=max_duration_s)
+                             sr=config.sr, max_duration_s=max_duration_s, limits=limits)
+    return load_audio(source, sr=config.sr, max_duration_s=max_duration_s, limits=limits)
 
 
 def segment_features(audio: Audio | Excerpts, config: FeatureConfig) -> np.ndarray:

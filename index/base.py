@@ -125,6 +125,21 @@ def topk(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, axis=1).astype(np.int64), np.take_along_axis(pd, order, axis=1)
 
 
+@contextmanager
+def _save_lock(path: Path):
+    """An exclusive ``flock`` on ``.<name>.lock`` beside the index folder: two savers (workers of
+    one server, or a server and ``sonicsort reindex``) would otherwise move the folder away
+    under each other, and the second rename onto a non-empty folder fails."""
+    import fcntl
+
+    with open(path.with_name(f".{path.name}.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class VectorIndex(ABC):
     """Nearest-neighbour index over (int64 id, float vector) pairs.
 
@@ -275,13 +290,14 @@ class VectorIndex(ABC):
                 self._save_native(tmp)
                 header = {"format_version": FORMAT_VERSION, "saved_at": time.time(), **self.info()}
             (tmp / HEADER_FILE).write_text(json.dumps(header, indent=1))
-            if path.exists():
-                old = path.with_name(f".{path.name}.old.{os.getpid()}")
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
+            with _save_lock(path):  # one swap at a time, across threads and processes
+                if path.exists():
+                    old = path.with_name(f".{path.name}.old.{os.getpid()}.{threading.get_ident()}")
+                    os.replace(path, old)
+                    os.replace(tmp, path)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import CatalogError, UnknownTrack
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TOP_TAGS = 5  # a track "has" the front end's tags it ranks highest; ``search(tag=...)`` finds them
 # ... and the few that stand out most against their usual probability (moods rarely rank high)
 SALIENT_TAGS, SALIENT_LIFT = 3, 3.0
@@ -192,6 +192,11 @@ class Catalog:
                 for stmt in _SCHEMA.strip().split(";"):
                     if stmt.strip():
                         db.execute(stmt)
+                # v2 → v3: ids are never reused. SQLite gives a new row max(id) + 1, so deleting the
+                # newest track would hand its id to the next one; the highest id ever given is kept
+                # in meta and new ids count up from it (a catalog from before starts at its max(id))
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('last_track_id', "
+                           "(SELECT CAST(COALESCE(MAX(id), 0) AS TEXT) FROM tracks))")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             raise CatalogError(f"{self.path}: cannot open the catalog ({exc})") from None
@@ -413,7 +418,7 @@ class Catalog:
 
     # ---------------------------------------------------------------- writes
     def add(self, new: list[NewTrack], links: list[tuple[str, int, int, int]] = (), *,
-            tag_priors: dict[str, float] | None = None) -> list[int]:
+            tag_priors: dict[str, float] | None = None, created: list[bool] | None = None) -> list[int]:
         """Store new tracks and extra paths of known tracks in one transaction.
 
         ``tag_priors``: the model's (``ModelBundle.tag_priors``), for the tags a track is found by.
@@ -421,6 +426,9 @@ class Catalog:
         ``links``: (path, track_id, size, mtime_ns) for files whose audio is already here.
         Returns the ids of ``new`` in order (an already stored hash gets its existing id and
         the new path). All embeddings must come from the catalog's model version.
+        ``created``: a list that gets, for each of ``new``, whether this call stored its row (the
+        check and the insert share one write transaction, so of concurrent adds of the same
+        audio, from any process, exactly one creates it).
         """
         now = time.time()
         ids: list[int] = []
@@ -432,23 +440,28 @@ class Catalog:
                                    f"of model {current[0] if current else None}")
             if versions and not current:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('model_version', ?)", (versions.pop(),))
+            last = int(db.execute("SELECT value FROM meta WHERE key='last_track_id'").fetchone()[0])
+            last = max(last, int(db.execute("SELECT COALESCE(MAX(id), 0) FROM tracks").fetchone()[0]))
             for t in new:
                 row = db.execute("SELECT id FROM tracks WHERE sha256=?", (t.sha256,)).fetchone()
                 if row is None:
-                    cur = db.execute(
-                        "INSERT INTO tracks (sha256, title, artist, album, duration_s, genre, probabilities,"
-                        " embedding, model_version, is_silent, added_at, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (t.sha256, t.title, t.artist, t.album, float(t.duration_s), t.genre,
+                    last = tid = last + 1  # never an id a deleted track had
+                    db.execute(
+                        "INSERT INTO tracks (id, sha256, title, artist, album, duration_s, genre, probabilities,"
+                        " embedding, model_version, is_silent, added_at, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (tid, t.sha256, t.title, t.artist, t.album, float(t.duration_s), t.genre,
                          json.dumps(t.probabilities), np.asarray(t.embedding, "<f4").tobytes(),
                          t.model_version, int(t.is_silent), now, json.dumps(t.tags)))
-                    tid = int(cur.lastrowid)
                     db.executemany("INSERT INTO track_tags VALUES (?,?,?)", _top_tag_rows(tid, t.tags, tag_priors))
                 else:
                     tid = int(row[0])
+                if created is not None:
+                    created.append(row is None)
                 ids.append(tid)
                 db.execute("INSERT OR REPLACE INTO paths VALUES (?,?,?,?,?)", (t.path, tid, t.size, t.mtime_ns, now))
             for path, tid, size, mtime_ns in links:
                 db.execute("INSERT OR REPLACE INTO paths VALUES (?,?,?,?,?)", (path, tid, size, mtime_ns, now))
+            db.execute("UPDATE meta SET value=? WHERE key='last_track_id'", (str(last),))
             if new:
                 self._bump(db)
         return ids

@@ -29,6 +29,10 @@ class Settings:
     backend: str = "hnsw"
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_duration_s: float = 20 * 60.0
+    # what decoding one file may cost (embedding.audio.DecodeLimits): beyond any of these it is refused
+    max_channels: int = 8
+    max_sample_rate: int = 192_000
+    max_decoded_samples: int = 2 * 96_000 * 1200  # channels × frames: 20 minutes of 96 kHz stereo
     cache_ttl_s: int = 30 * 86400
     cache_prefix: str = "sonicsort:"
     # what to do when the catalog's embeddings come from another model than the loaded one:
@@ -41,9 +45,20 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     web_workers: int = 2  # gunicorn worker processes (each loads the model once)
-    web_threads: int = 4  # threads per worker
+    web_threads: int = 4  # threads per worker (each runs one complete request at a time)
+    # a request body not complete this long after its headers gets 408 (slow clients wait in
+    # the worker's event loop meanwhile, holding no thread)
+    body_timeout_s: float = 60.0
     # whole /v1/predict answers kept in each worker for repeated uploads (0: off)
     answer_cache_mb: float = 32.0
+
+    @property
+    def decode_limits(self):
+        """The ``embedding.audio.DecodeLimits`` these settings give every decode."""
+        from embedding.audio import DecodeLimits
+
+        return DecodeLimits(max_duration_s=self.max_duration_s, max_channels=self.max_channels,
+                            max_sample_rate=self.max_sample_rate, max_decoded_samples=self.max_decoded_samples)
 
     @property
     def catalog_path(self) -> Path:
@@ -77,6 +92,7 @@ class Settings:
 
 
 # how each non-string field is read from its environment variable
-_FROM_ENV = {"home": Path, "model_dir": Path, "max_duration_s": float, "cache_ttl_s": int, "ingest_workers": int,
-             "max_upload_mb": float, "port": int, "web_workers": int, "web_threads": int,
+_FROM_ENV = {"home": Path, "model_dir": Path, "max_duration_s": float, "max_channels": int, "max_sample_rate": int,
+             "max_decoded_samples": int, "cache_ttl_s": int, "ingest_workers": int,
+             "max_upload_mb": float, "port": int, "web_workers": int, "web_threads": int, "body_timeout_s": float,
              "answer_cache_mb": float}

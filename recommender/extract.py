@@ -32,13 +32,18 @@ def read_tags(path: str | Path) -> dict[str, str | None]:
     return tags
 
 
-def extract(path: str, config, normalizer, max_duration_s: float) -> dict[str, Any]:
-    """Decode + features + tags of one file: what the model needs, computed anywhere."""
+def extract(path: str, config, normalizer, limits) -> dict[str, Any]:
+    """Decode + features + tags of one file: what the model needs, computed anywhere.
+
+    ``limits``: ``embedding.audio.DecodeLimits`` or its ``to_dict()`` (as it crosses processes)."""
     from embedding import AudioError, segment_features
+    from embedding.audio import DecodeLimits
     from embedding.features import decode_for_features
 
+    if isinstance(limits, dict):
+        limits = DecodeLimits.from_dict(limits)
     try:
-        audio = decode_for_features(path, config, max_duration_s=max_duration_s)
+        audio = decode_for_features(path, config, limits=limits)
     except AudioError as exc:
         return {"path": path, "error": str(exc).replace(f"{path}: ", "")}
     except OSError as exc:

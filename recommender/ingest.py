@@ -88,12 +88,12 @@ def scan(roots: Iterable[str | os.PathLike]) -> list[Path]:
 _W: dict[str, Any] = {}
 
 
-def _init_worker(feature_config: dict[str, Any], normalizer: dict[str, Any], max_duration_s: float) -> None:
+def _init_worker(feature_config: dict[str, Any], normalizer: dict[str, Any], limits: dict[str, Any]) -> None:
     from embedding import FeatureConfig, Normalizer
 
     _W["config"] = FeatureConfig.from_dict(feature_config)
     _W["norm"] = Normalizer.from_dict(normalizer)
-    _W["max_duration_s"] = max_duration_s
+    _W["limits"] = limits
 
 
 def _hash_job(path: str) -> tuple[str, str | None, str | None]:
@@ -104,7 +104,7 @@ def _hash_job(path: str) -> tuple[str, str | None, str | None]:
 
 
 def _extract_job(path: str) -> dict[str, Any]:
-    return extract(path, _W["config"], _W["norm"], _W["max_duration_s"])
+    return extract(path, _W["config"], _W["norm"], _W["limits"])
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -217,7 +217,7 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
     n_workers = workers if workers is not None else (library.settings.ingest_workers or (os.cpu_count() or 1))
     if len(todo) < 4 or queue_url:
         n_workers = 0  # starting processes costs more than it saves
-    initargs = (bundle.feature_config.to_dict(), bundle.normalizer.to_dict(), library.settings.max_duration_s)
+    initargs = (bundle.feature_config.to_dict(), bundle.normalizer.to_dict(), library.settings.decode_limits.to_dict())
     stat_of = {p: (size, mtime) for p, size, mtime in todo}
     last_save = time.monotonic()
     with _Runner(n_workers, initargs) as runner:
@@ -270,7 +270,7 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
         if queue_url:
             from .queue import embed_on_queue
 
-            results = embed_on_queue(queue_url, list(to_embed), version, library.settings.max_duration_s,
+            results = embed_on_queue(queue_url, list(to_embed), version, library.settings.decode_limits.to_dict(),
                                      chunk=batch_tracks)
         else:
             results = _embed_local(runner, bundle, list(to_embed), batch_tracks)

@@ -107,7 +107,7 @@ class Library:
         for i, tid in enumerate(stale):
             t = tracks[tid]
             path = next(p for p in t.paths if Path(p).is_file())
-            pred = bundle.predict(path, max_duration_s=self.settings.max_duration_s)
+            pred = bundle.predict(path, limits=self.settings.decode_limits)
             updates.append((tid, pred.genre, pred.probabilities, pred.embedding, pred.is_silent, pred.tags))
             if len(updates) >= batch or i == len(stale) - 1:
                 self.catalog.replace_embeddings(updates, bundle.version, final=i == len(stale) - 1,
@@ -203,12 +203,14 @@ class Library:
                 log.info("index reconciled with the catalog: +%d −%d", len(missing), len(extra))
             return {"added": int(len(missing)), "removed": int(len(extra))}
 
-    def add_tracks(self, records: list, links: list = ()) -> list[int]:
-        """Store new tracks in the catalog (one transaction), then in the live index."""
+    def add_tracks(self, records: list, links: list = (), *, created: list[bool] | None = None) -> list[int]:
+        """Store new tracks in the catalog (one transaction), then in the live index.
+        ``created``: as for ``Catalog.add``."""
         with self._index_lock:
             idx = self.index
             in_step = self._index_generation == self.catalog.generation
-            ids = self.catalog.add(records, links, tag_priors=self.bundle.tag_priors if records else None)
+            ids = self.catalog.add(records, links, tag_priors=self.bundle.tag_priors if records else None,
+                                   created=created)
             first: dict[int, np.ndarray] = {}
             for rec, tid in zip(records, ids):
                 first.setdefault(tid, rec.embedding)
@@ -244,7 +246,7 @@ class Library:
         cached = self.cache.get(sha, version)
         if cached is not None:
             return cached, sha, True
-        pred = self.bundle.predict(data, max_duration_s=self.settings.max_duration_s)
+        pred = self.bundle.predict(data, limits=self.settings.decode_limits)
         self.cache.put(sha, pred)
         return pred, sha, False
 
@@ -258,6 +260,13 @@ class Library:
             index_info = {k: header.get(k) for k in ("backend", "params", "metric", "dim", "count", "tag")}
         except IndexFileError:
             index_info = {"backend": self.backend, "count": None, "note": "not built yet"}
+        # the live count: this process's index when it has one in step, else the catalog's, which
+        # every serving worker's index holds once it has caught up (it does before its next
+        # query); the file on disk is saved now and then, so it may be behind ("saved_count")
+        index_info["saved_count"] = index_info.get("count")
+        with self._index_lock:
+            live = self._index is not None and self._index_generation == self.catalog.generation
+            index_info["count"] = len(self._index) if live else s["tracks"]
         size = sum(p.stat().st_size for p in self.index_path.glob("*") if p.is_file()) if self.index_path.is_dir() else 0
         index_info["bytes"] = size
         index_info["path"] = str(self.index_path)

@@ -41,8 +41,9 @@ def _queue(url: str):
     return Queue(QUEUE_NAME, connection=_connect(url), serializer=JSONSerializer, default_timeout=3600)
 
 
-def embed_paths(paths: list[str], model_version: str, max_duration_s: float) -> list[dict[str, Any]]:
-    """The job: decode, featurise and predict ``paths`` with this worker's model."""
+def embed_paths(paths: list[str], model_version: str, limits: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job: decode, featurise and predict ``paths`` with this worker's model, within the
+    ingesting process's decode limits (``DecodeLimits.to_dict()``)."""
     bundle = _WORKER.get("bundle")
     if bundle is None:
         from embedding import ModelBundle
@@ -56,7 +57,7 @@ def embed_paths(paths: list[str], model_version: str, max_duration_s: float) -> 
                 for p in paths]
     from .extract import extract, predict_extracted
 
-    items = [extract(p, bundle.feature_config, bundle.normalizer, max_duration_s) for p in paths]
+    items = [extract(p, bundle.feature_config, bundle.normalizer, limits) for p in paths]
     out = [i for i in items if "error" in i]
     ok = [i for i in items if "error" not in i]
     for item, pred in zip(ok, predict_extracted(bundle, ok)):
@@ -64,7 +65,7 @@ def embed_paths(paths: list[str], model_version: str, max_duration_s: float) -> 
     return out
 
 
-def embed_on_queue(url: str, paths: list[str], model_version: str, max_duration_s: float, *,
+def embed_on_queue(url: str, paths: list[str], model_version: str, limits: dict[str, Any], *,
                    chunk: int = 32, poll_s: float = 0.2) -> Iterator[tuple[str, dict[str, Any], Any]]:
     """Enqueue ``paths`` in chunks and yield (path, item, prediction) as workers finish them."""
     if not paths:
@@ -75,7 +76,7 @@ def embed_on_queue(url: str, paths: list[str], model_version: str, max_duration_
     jobs = {}
     for i in range(0, len(paths), chunk):
         part = paths[i:i + chunk]
-        job = q.enqueue(embed_paths, part, model_version, max_duration_s, result_ttl=3600, failure_ttl=3600)
+        job = q.enqueue(embed_paths, part, model_version, limits, result_ttl=3600, failure_ttl=3600)
         jobs[job.id] = (job, part)
     log.info("queued %d job(s) of up to %d files on %s (%s); waiting for `sonicsort worker` processes",
              len(jobs), chunk, QUEUE_NAME, url)

@@ -14,6 +14,7 @@ never deleted, only forgotten. The music map is ``musicmap.MusicMap``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -96,6 +97,7 @@ class Service:
                 self._bundle.warm_up()  # tf.function tracing and librosa's numba kernels, not on a request
             library.check_model()
             library.index  # noqa: B018 - load (or rebuild) and reconcile now, not on the first request
+            self.sweep_uploads()
             self.cache.ping()
             self.ready_after_s = time.perf_counter() - t0
             self.state = "ready"
@@ -143,7 +145,8 @@ class Service:
             index["tracks"] = len(lib._index)
         out = {"status": status,
                "model": {"loaded": self.state == "ready", "version": self._bundle.version if self._bundle else None},
-               "index": index, "cache": cache_state, "uptime_s": round(time.time() - self.started_at, 1)}
+               "index": index, "cache": cache_state, "uptime_s": round(time.time() - self.started_at, 1),
+               "worker_pid": os.getpid()}
         if self.error:
             out["error"] = self.error
         return out
@@ -243,8 +246,10 @@ class Service:
                   backend: str | None = None) -> tuple[Track, bool]:
         """Add uploaded audio to the catalog and the live index. Returns (track, created).
 
-        The same audio again returns its existing track (created False). Nothing is written
-        when the audio cannot be decoded; a failed catalog write removes the stored file.
+        The same audio again returns its existing track (created False), also when uploads of
+        it race each other in other threads or processes: one of them creates it, and they
+        share one stored file. Nothing is written when the audio cannot be decoded; a failed
+        catalog write removes the stored file (a crash leaves it for ``sweep_uploads``).
         """
         self.require_ready()
         lib = self.library(backend)
@@ -253,7 +258,7 @@ class Service:
         if known is not None:
             return lib.catalog.get(known), False
         pred, _, _ = lib.predict_bytes(data, sha256=sha)  # AudioError here: nothing written yet
-        final = self.uploads.write(data, sha, filename)
+        final = self.uploads.write(data, sha)
         try:
             tags = read_tags(final)
             if tags["title"] == final.stem:  # no title tag: the uploaded file's name, else a plain label
@@ -262,12 +267,13 @@ class Service:
             rec = NewTrack.from_prediction(pred, path=str(final), sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                            title=title or tags["title"], artist=artist or tags["artist"],
                                            album=album or tags["album"])
-            (track_id,) = lib.add_tracks([rec])
+            created: list[bool] = []
+            (track_id,) = lib.add_tracks([rec], created=created)
         except BaseException:
             if lib.catalog.ids_for_hashes([sha]).get(sha) is None:
                 final.unlink(missing_ok=True)
             raise
-        return lib.catalog.get(track_id), True
+        return lib.catalog.get(track_id), created[0]
 
     def delete_track(self, track_id: int, *, backend: str | None = None) -> Track:
         """Remove a track from the catalog and the live index; delete its uploaded audio."""
@@ -316,6 +322,11 @@ class Service:
     def reembed(self, *, progress=None) -> int:
         """Re-embed every track made by another model than the loaded one. Returns how many."""
         return self.library().reembed(progress=progress)
+
+    def sweep_uploads(self, *, grace_s: float = 60.0, dry_run: bool = False) -> list[Path]:
+        """Remove what a crash mid-upload or mid-delete left in the upload store: temporary
+        files, and stored files no catalog row refers to, older than ``grace_s``. Returns them."""
+        return self.uploads.sweep_against(self.library().catalog, grace_s=grace_s, dry_run=dry_run)
 
     # ---------------------------------------------------------------- reporting
     def stats(self) -> dict[str, Any]:

@@ -1,19 +1,32 @@
 """Audio added through the service, kept under ``SONICSORT_HOME/uploads``.
 
-The service owns these files: each is named by its content hash (``ab/abcd….flac``),
-written to a temporary file, synced and renamed into place, and deleted with its track.
+The service owns these files: each is named by its content hash and its content's type
+(``ab/abcd….flac``; the client's file name plays no part, so a WAV sent as ``song.mp3`` is
+stored and served as WAV, and every upload of the same audio lands on the same file). A file
+is written to a temporary ``.upload.*`` file, synced and renamed into place, then the
+catalog commits its row; a track's file is deleted after its row. A crash between the two
+steps leaves a temporary or an unreferenced file, never a row without its file:
+``UploadStore.sweep`` removes those (at start-up and by ``sonicsort stats --repair``).
 Files of an ingested folder are never deleted, only forgotten.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
+from typing import Iterable
 
-# mutagen's file type → the extension an upload is stored under (so `ingest` finds it too)
-_EXT_OF_TYPE = {"FLAC": ".flac", "MP3": ".mp3", "EasyMP3": ".mp3", "OggVorbis": ".ogg", "OggOpus": ".opus",
-                "OggFLAC": ".oga", "WAVE": ".wav", "AIFF": ".aiff", "MP4": ".m4a", "EasyMP4": ".m4a"}
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".upload."
+# libsndfile's container (and, for Ogg, codec) → the extension an upload is stored under
+_EXT_OF_FORMAT = {"WAV": ".wav", "WAVEX": ".wav", "RF64": ".wav", "FLAC": ".flac", "MP3": ".mp3", "AU": ".au",
+                  "AIFF": ".aiff", "OGG": ".ogg", "W64": ".w64", "CAF": ".caf"}
+# mutagen's file type, for what libsndfile does not read (m4a)
+_EXT_OF_TYPE = {"MP4": ".m4a", "EasyMP4": ".m4a", "AAC": ".aac"}
 
 
 class UploadStore:
@@ -22,19 +35,19 @@ class UploadStore:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
 
-    def write(self, data: bytes, sha256: str, filename: str | None = None) -> Path:
-        """Store ``data`` atomically as ``<sha[:2]>/<sha><ext>``; the extension is the uploaded
-        name's when it is an audio one, else the sniffed type's. Returns the final path."""
+    def write(self, data: bytes, sha256: str) -> Path:
+        """Store ``data`` atomically as ``<sha[:2]>/<sha><ext>``, the extension from the content
+        (``content_extension``). Returns the final path; the same audio always gets the same one."""
         folder = self.folder / sha256[:2]
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".upload.", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            final = folder / (sha256 + _extension(tmp, filename))
-            os.replace(tmp, final)
+            final = folder / (sha256 + content_extension(tmp))
+            os.replace(tmp, final)  # the same bytes under the same name: concurrent writers agree
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -49,19 +62,59 @@ class UploadStore:
             if self.owns(p):
                 Path(p).resolve().unlink(missing_ok=True)
 
+    def sweep(self, referenced: Iterable[str], *, grace_s: float = 60.0, dry_run: bool = False) -> list[Path]:
+        """Remove what a crash left: temporary ``.upload.*`` files, and stored files no catalog
+        row refers to, when older than ``grace_s`` (an upload in flight in another process
+        is younger). Returns the files removed (or, ``dry_run``, that would be)."""
+        if not self.folder.is_dir():
+            return []
+        keep = {str(Path(p).resolve()) for p in referenced}
+        cutoff = time.time() - grace_s
+        removed = []
+        for sub in sorted(self.folder.iterdir()):
+            if not sub.is_dir():
+                continue
+            for f in sorted(sub.iterdir()):
+                try:
+                    if not f.is_file() or f.stat().st_mtime > cutoff:
+                        continue
+                except FileNotFoundError:
+                    continue
+                if f.name.startswith(TEMP_PREFIX) or str(f.resolve()) not in keep:
+                    if not dry_run:
+                        f.unlink(missing_ok=True)
+                    removed.append(f)
+        return removed
 
-def _extension(path: str, filename: str | None) -> str:
-    """The stored upload's extension: the uploaded name's when it is an audio one, else its sniffed type."""
-    from embedding.audio import AUDIO_EXTENSIONS
 
-    if filename:
-        ext = Path(filename).suffix.lower()
-        if ext in AUDIO_EXTENSIONS:
-            return ext
+    def sweep_against(self, catalog, *, grace_s: float = 60.0, dry_run: bool = False) -> list[Path]:
+        """``sweep``, keeping every file ``catalog`` (a ``Catalog``) records a path for."""
+        referenced = set(catalog.path_states_under(str(self.folder)))
+        if self.folder.is_dir():
+            referenced |= set(catalog.path_states_under(str(self.folder.resolve())))
+        removed = self.sweep(referenced, grace_s=grace_s, dry_run=dry_run)
+        if removed and not dry_run:
+            log.warning("removed %d file(s) an interrupted upload or delete left in %s", len(removed), self.folder)
+        return removed
+
+
+def content_extension(path: str | Path) -> str:
+    """The stored upload's extension, from what the file holds: libsndfile's container (Ogg
+    split into .ogg and .opus by codec), else mutagen's type, else ``.audio``."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        if info.format == "OGG":
+            return ".opus" if info.subtype == "OPUS" else ".ogg"
+        if info.format in _EXT_OF_FORMAT:
+            return _EXT_OF_FORMAT[info.format]
+    except Exception:  # not for libsndfile: ask mutagen
+        pass
     try:
         import mutagen
 
-        f = mutagen.File(path)
+        f = mutagen.File(str(path))
         if f is not None:
             return _EXT_OF_TYPE.get(type(f).__name__, ".audio")
     except Exception:  # unknown to mutagen: the decoder still read it

@@ -129,6 +129,15 @@ def test_upload_over_the_limit_413(api_home, tiny_bundle, tmp_path):
         assert_problem(srv.post("/v1/predict", files={"file": ("big.wav", big, "audio/wav")}), 413)
         small = write_clip(tmp_path / "small.wav", "drone", seconds=1.0, seed=4, subtype="PCM_U8").read_bytes()
         assert srv.post("/v1/predict", data=small, headers={"Content-Type": "audio/wav"}).status_code == 200
+
+        def chunked(data: bytes):  # a generator body goes out with Transfer-Encoding: chunked, no length
+            return (data[i:i + 8192] for i in range(0, len(data), 8192))
+
+        n = len(srv.service.library().catalog)
+        for route in ("/v1/predict", "/v1/tracks"):  # never cut at the limit and used, never stored
+            assert_problem(srv.post(route, data=chunked(big), headers={"Content-Type": "audio/wav"}), 413, "0.05 MB")
+        assert len(srv.service.library().catalog) == n
+        assert srv.post("/v1/predict", data=chunked(small), headers={"Content-Type": "audio/wav"}).status_code == 200
     finally:
         srv.close()
     srv = make_server(api_home, tiny_bundle, None)  # the default 50 MB

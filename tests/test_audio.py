@@ -59,13 +59,53 @@ def test_truncated_file(tmp_path):
         load_audio(cut)
 
 
-def test_truncated_wav_keeps_what_is_there_or_fails_clearly(tmp_path):
-    p = write_clip(tmp_path / "full.wav", "clicks", seconds=2.0)
+@pytest.mark.parametrize("ext,kw", [f for f in FORMATS if f[0] != "au"])
+def test_a_file_cut_in_half_is_refused_as_truncated(tmp_path, ext, kw):
+    p = write_clip(tmp_path / f"full.{ext}", "clicks", seconds=2.0, **kw)
     data = p.read_bytes()
-    cut = tmp_path / "cut.wav"
+    cut = tmp_path / f"cut.{ext}"
     cut.write_bytes(data[: len(data) // 2])
-    a = load_audio(cut)  # the header promises 2 s; half the samples are there
-    assert 0.9 < a.duration_s < 1.1
+    with pytest.raises(AudioError, match="truncated|damaged|decode"):
+        load_audio(cut)
+    with pytest.raises(AudioError, match="truncated|damaged|decode"):
+        load_audio(data[: len(data) // 2])
+
+
+def _unset_flac_length(data: bytes) -> bytes:
+    """The same FLAC with STREAMINFO's total-samples field 0 ("unknown"), as the format allows."""
+    assert data[:4] == b"fLaC"
+    head = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)
+    return data[:18] + head.to_bytes(8, "big") + data[26:]
+
+
+def test_flac_without_a_length_streams_under_the_caps(tmp_path):
+    from embedding.audio import DecodeLimits
+
+    p = write_clip(tmp_path / "full.flac", "chirp", seconds=3.0)
+    blind = _unset_flac_length(p.read_bytes())
+    with sf.SoundFile(tmp_path / "full.flac") as f:
+        assert f.frames == 3 * SR
+    a, b = load_audio(p), load_audio(blind)
+    np.testing.assert_array_equal(a.samples, b.samples)  # the whole stream, not "418293516410647 s"
+    with pytest.raises(AudioError, match="over the limit of 2 s"):
+        load_audio(blind, max_duration_s=2.0)
+    with pytest.raises(AudioError, match="SONICSORT_MAX_DECODED_SAMPLES"):
+        load_audio(blind, limits=DecodeLimits(max_decoded_samples=SR))
+
+
+def test_header_limits_refuse_before_decoding(tmp_path):
+    from embedding.audio import DecodeLimits
+
+    y = np.zeros((4800, 4), np.float32)
+    p = tmp_path / "quad.wav"
+    sf.write(p, y, 48_000)
+    with pytest.raises(AudioError, match=r"4 channels, over the limit of 2 \(SONICSORT_MAX_CHANNELS\)"):
+        load_audio(p, limits=DecodeLimits(max_channels=2))
+    with pytest.raises(AudioError, match="48000 Hz, over the limit of 44100 Hz"):
+        load_audio(p, limits=DecodeLimits(max_sample_rate=44_100))
+    with pytest.raises(AudioError, match="19,200 samples .*over the limit of 10,000"):
+        load_audio(p, limits=DecodeLimits(max_decoded_samples=10_000))
+    assert load_audio(p, min_duration_s=0.05).duration_s == pytest.approx(0.1, abs=1e-3)
 
 
 def test_too_short(tmp_path):
@@ -158,8 +198,10 @@ def test_excerpts_fall_back_to_a_whole_decode_with_the_same_errors(tmp_path):
                                log_mel_patches(load_audio(short, sr=16_000).samples, max_patches=4), atol=1e-3)
     data = _stereo_44k(tmp_path / "full.wav", 20.0).read_bytes()
     cut = tmp_path / "cut.wav"
-    cut.write_bytes(data[: len(data) // 2])  # header promises 20 s: the last excerpt reads short
-    assert abs(load_excerpts(cut, spans, sr=16_000).duration_s - load_audio(cut, sr=16_000).duration_s) < 1e-9
+    cut.write_bytes(data[: len(data) // 2])  # header promises 20 s: both refuse it as truncated
+    for load in (load_audio, lambda p, sr: load_excerpts(p, spans, sr=sr)):
+        with pytest.raises(AudioError, match="truncated"):
+            load(cut, sr=16_000)
     (tmp_path / "notes.mp3").write_text("not a song\n" * 50)
     for bad, match in [(tmp_path / "notes.mp3", "text"), (b"", "empty"), (tmp_path / "nope.wav", "no such file")]:
         with pytest.raises(AudioError, match=match):

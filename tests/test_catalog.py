@@ -69,3 +69,38 @@ def test_tracks_are_found_by_tags_that_stand_out_against_the_model_priors(tmp_pa
     no_priors = Catalog(tmp_path / "d.sqlite3")
     (only,) = no_priors.add([rec(3, 0.07)])
     assert no_priors.search(tag="mellow") == []  # top 5 only, without the model's priors
+
+
+def test_ids_are_never_reused_and_an_older_catalog_migrates_in_place(tmp_path):
+    """Add A, delete it, add B: B gets a new id, across connections and reopenings. A schema-2
+    file (as 0.2 wrote it, no id high-water mark) upgrades on open and keeps its ids."""
+    import sqlite3
+
+    from recommender.catalog import SCHEMA_VERSION, Catalog, NewTrack
+
+    def rec(i: int) -> NewTrack:
+        return NewTrack(path=f"/m/{i}.wav", size=1, mtime_ns=1, sha256=f"h{i}", title=f"T{i}", artist="A",
+                        album=None, duration_s=1.0, genre="drone", probabilities={"drone": 1.0},
+                        embedding=np.ones(4, np.float32), model_version="m1")
+
+    a = Catalog(tmp_path / "c.sqlite3")
+    (t1, t2) = a.add([rec(1), rec(2)])
+    a.remove([t2])
+    (t3,) = a.add([rec(3)])
+    assert t3 > t2  # SQLite alone would hand out t2 again
+    a.remove([t3])
+    a.close()
+    b = Catalog(tmp_path / "c.sqlite3")
+    (t4,) = b.add([rec(4)])
+    assert t4 > t3 and b.add([rec(1)]) == [t1]  # known audio keeps its id
+    b.close()
+
+    db = sqlite3.connect(tmp_path / "c.sqlite3")  # make it a schema-2 file, then open it
+    db.executescript("DELETE FROM meta WHERE key='last_track_id'; UPDATE meta SET value='2' WHERE key='schema_version';")
+    db.close()
+    c = Catalog(tmp_path / "c.sqlite3")
+    assert c.get_meta("schema_version") == str(SCHEMA_VERSION) and sorted(c.ids().tolist()) == [t1, t4]
+    c.remove([t4])
+    (t5,) = c.add([rec(5)])
+    assert t5 > t4  # the mark starts at the old file's max(id): its newest id is not handed out again
+    c.close()

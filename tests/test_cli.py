@@ -112,6 +112,10 @@ def test_demo_builds_and_ingests_a_library(tmp_path):
     p = run("demo", "--no-serve", "--per-style", "2", "--json", home=tmp_path)  # again: nothing new to do
     d = json.loads(p.stdout)
     assert d["tracks"] == 12 and d["ingest"]["unchanged"] == 12 and d["ingest"]["added"] == 0
+    # the command it prints reaches the demo's catalog, not the empty one at SONICSORT_HOME
+    assert d["serve_command"] == f"SONICSORT_HOME={tmp_path / 'demo'} sonicsort serve"
+    stats = json.loads(run("stats", "--json", home=tmp_path / "demo").stdout)
+    assert stats["tracks"] == 12 and stats["index"]["count"] == 12
     p = run("demo", "--no-serve", "--music", tmp_path / "nowhere", home=tmp_path, check=False)
     assert one_line_error(p)
 

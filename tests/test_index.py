@@ -200,7 +200,32 @@ def test_failed_save_leaves_the_old_index(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         idx.save(path)
     assert len(load_index(path)) == 2
-    assert [p.name for p in tmp_path.iterdir()] == ["i"]  # no temp leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".i.lock", "i"]  # no temp leftovers, the savers' lock
+
+
+@pytest.mark.parametrize("backend", ["hnsw", "exact"])
+def test_concurrent_saves_of_one_index_never_collide(tmp_path, backend):
+    """Workers of one server (threads here, processes there) saving the same index folder at
+    once: every save succeeds and the folder is always a whole index."""
+    idx = create_index(backend, 8)
+    idx.add(np.arange(200), np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32))
+    errors: list[BaseException] = []
+
+    def saver():
+        try:
+            for _ in range(10):
+                idx.save(tmp_path / "i")
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=saver) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(load_index(tmp_path / "i")) == 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".i.lock", "i"]
 
 
 @pytest.mark.parametrize("backend", ALL)

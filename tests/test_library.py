@@ -63,7 +63,7 @@ def test_v1_catalog_upgrades_in_place_and_reembeds_to_the_v2_model(tmp_path, mak
     db.close()
 
     refusing = make_library()  # the v2 model on the v1 model's catalog
-    assert refusing.catalog.get_meta("schema_version") == "2"
+    assert refusing.catalog.get_meta("schema_version") == "3"
     with pytest.raises(ModelMismatch, match="sonicsort reembed"):
         refusing.check_model()
     refusing.close()

@@ -31,34 +31,46 @@ def fresh_get(url: str, **kw):
     """A new connection each time, so gunicorn may hand it to either worker."""
     with requests.Session() as s:
         s.headers["Connection"] = "close"
-        return s.get(url, timeout=30, **kw)
+        return s.get(url, **{"timeout": 30, **kw})
 
 
-@pytest.fixture
-def served(tmp_path, tiny_bundle, redis_url, cache_prefix):
+def launch(tmp_path, bundle, redis_url, cache_prefix, *, workers: int = 2, threads: int = 2,
+           env_extra: dict[str, str] | None = None):
+    """`sonicsort serve` on 12 ingested clips, ready on every worker: (url, process, env)."""
     music = tmp_path / "music"
     for i in range(12):
         write_clip(music / f"t{i:02d}.wav", GENRES[i % 3], seconds=2.0, seed=900 + i)
     home = tmp_path / "home"
-    lib = Library(Settings(home=home), bundle=tiny_bundle, cache=PredictionCache(None))
+    lib = Library(Settings(home=home), bundle=bundle, cache=PredictionCache(None))
     assert ingest(lib, [music], workers=0).added == 12
     lib.close()
     port = free_port()
-    env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_MODEL_DIR": str(tiny_bundle.directory),
+    env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_MODEL_DIR": str(bundle.directory),
            "SONICSORT_REDIS_URL": redis_url, "SONICSORT_CACHE_PREFIX": cache_prefix, "SONICSORT_API_KEY": "k",
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2",
-                             "--threads", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers),
+                             "--threads", str(threads)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     ready = 0
-    while ready < 6 and time.monotonic() < deadline:  # several fresh connections: both workers ready
+    while ready < 3 * workers and time.monotonic() < deadline:  # several fresh connections: every worker ready
         try:
-            ready = ready + 1 if fresh_get(url + "/readyz").status_code == 200 else 0
+            ready = ready + 1 if fresh_get(url + "/readyz", timeout=10).status_code == 200 else 0
         except requests.ConnectionError:
             assert proc.poll() is None, proc.stdout.read()
+        except requests.Timeout:
+            ready = 0
         time.sleep(0.2)
-    assert ready >= 6, "gunicorn did not get ready"
+    if ready < 3 * workers:
+        proc.terminate()
+        raise AssertionError("gunicorn did not get ready: " + (proc.stdout.read() or "")[-3000:])
+    return url, proc, env
+
+
+@pytest.fixture
+def served(tmp_path, tiny_bundle, redis_url, cache_prefix):
+    url, proc, env = launch(tmp_path, tiny_bundle, redis_url, cache_prefix)
     yield url, proc, env, tmp_path
     if proc.poll() is None:
         proc.kill()

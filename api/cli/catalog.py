@@ -62,6 +62,9 @@ def add_commands(sub, common) -> None:
                        description="Print the catalog's track counts per genre, model version, the index backend "
                                    "and sizes, and the prediction cache's state.")
     add_library_args(p)
+    p.add_argument("--repair", action="store_true",
+                   help="also remove what an interrupted upload or delete left in SONICSORT_HOME/uploads "
+                        "(temporary files, and files no track refers to, older than a minute) and list them")
     p.set_defaults(func=cmd_stats)
 
 
@@ -117,16 +120,23 @@ def cmd_stats(args: argparse.Namespace, settings) -> int:
     svc = service(args, settings, ready=False)  # no model needed: stats also describe a catalog of another model
     svc.cache.ping()
     s = svc.stats()
+    if args.repair:
+        s["repair"] = {"removed": [str(p) for p in svc.sweep_uploads()]}
     lines = [f"catalog {s['catalog_path']}: {s['tracks']} tracks ({s['paths']} files, "
              f"{s['duration_s'] / 3600:.2f} h of audio, {s['catalog_bytes'] / 1e6:.1f} MB)"]
     for g, n in s["per_genre"].items():
         lines.append(f"  {g:<12} {n}")
     lines.append("model versions: " + (", ".join(f"{v} ({n})" for v, n in s["model_versions"].items()) or "none yet"))
     ix = s["index"]
-    lines.append(f"index: {ix['backend']}, {ix.get('count')} vectors, {ix['bytes'] / 1e6:.1f} MB at {ix['path']}"
-                 + (f" ({ix['note']})" if ix.get("note") else ""))
+    behind = (f", the saved file {ix['saved_count']}" if ix.get("saved_count") not in (None, ix["count"]) else "")
+    lines.append(f"index: {ix['backend']}, {ix['count']} vectors live{behind}, {ix['bytes'] / 1e6:.1f} MB "
+                 f"at {ix['path']}" + (f" ({ix['note']})" if ix.get("note") else ""))
     c = s["cache"]
     lines.append(f"prediction cache: {c['state']} ({c['url']})")
+    if args.repair:
+        gone = s["repair"]["removed"]
+        lines.append(f"repair: removed {len(gone)} file(s) left by interrupted uploads or deletes"
+                     + "".join(f"\n  {p}" for p in gone))
     emit(args, s, "\n".join(lines))
     return EXIT_OK
 

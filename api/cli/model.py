@@ -85,7 +85,7 @@ def cmd_predict(args: argparse.Namespace, settings) -> int:
     results, failed = [], 0
     for f in args.files:
         try:
-            p = bundle.predict(f, max_duration_s=settings.max_duration_s)
+            p = bundle.predict(f, limits=settings.decode_limits)
             results.append({"file": f, **p.to_dict(with_embedding=args.json)})
         except AudioError as exc:
             failed += 1

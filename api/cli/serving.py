@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -78,10 +79,14 @@ def cmd_demo(args: argparse.Namespace, settings) -> int:
     finally:
         svc.close()
     n, per_genre = stats["tracks"], stats["per_genre"]
-    summary = {"home": str(settings.home), "source": source, "tracks": n, "per_genre": per_genre, "ingest": report}
+    summary = {"home": str(settings.home), "serve_command": f"SONICSORT_HOME={shlex.quote(str(settings.home))} sonicsort serve",
+               "source": source, "tracks": n, "per_genre": per_genre, "ingest": report}
     lines = [f"sonicsort demo: {n} tracks from {source}",
              "  predicted genres: " + ", ".join(f"{g} {c}" for g, c in per_genre.items()),
-             f"  catalog and index in {settings.home}"]
+             f"  catalog and index in {settings.home}",
+             # the demo keeps its own catalog beside the user's: this is how to reach it again
+             f"  serve it again: SONICSORT_HOME={shlex.quote(str(settings.home))} sonicsort serve "
+             f"(or sonicsort stats, tracks, similar with that SONICSORT_HOME)"]
     for f in report["failures"][:5]:
         lines.append(f"  could not read {f['path']}: {f['reason']}")
     if args.no_serve:

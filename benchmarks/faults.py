@@ -1,0 +1,259 @@
+"""Faults the CI tests only sample (issue 17), against a real `sonicsort serve` (2 workers × 4
+threads by default) on a generated catalog. Not part of CI: it takes a few minutes.
+
+1. Slow clients: 8, 32 and 64 connections that send headers and then trickle a body at
+   1 byte/s, while 4 normal clients call ``/v1/tracks/ID/similar``: their p50/p99 and errors.
+2. Kills: 100 uploads of new audio from 2 clients while a worker is killed with SIGKILL at
+   random moments (gunicorn starts a new one); an upload whose connection dies is sent
+   again. Then the consistency check: catalog rows = stored upload files = every worker's
+   index, no temporary file left, and every upload answered 201 or 200 is in the catalog.
+3. Same-audio bursts: 10 bursts of 8 simultaneous uploads of one new clip: 201s per burst.
+
+    python benchmarks/faults.py --out benchmarks/results/faults.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+import soundfile as sf
+
+KEY = "fault-key"
+
+
+def clip(seed: int, seconds: float = 2.0, sr: int = 22_050) -> bytes:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.3 * np.sin(2 * np.pi * rng.uniform(80, 900) * t) + 0.05 * rng.standard_normal(len(t))
+    buf = io.BytesIO()
+    sf.write(buf, y.astype(np.float32), sr, format="WAV")
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc, n: int = 8, timeout: float = 180) -> None:
+    deadline, ok = time.monotonic() + timeout, 0
+    while ok < n and time.monotonic() < deadline:
+        try:
+            ok = ok + 1 if requests.get(url + "/readyz", timeout=5, headers={"Connection": "close"}).ok else 0
+        except requests.RequestException:
+            if proc.poll() is not None:
+                sys.exit(f"serve exited: {proc.stdout.read()[-2000:]}")
+        time.sleep(0.2)
+    if ok < n:
+        sys.exit("serve did not get ready")
+
+
+def pct(xs: list[float], q: float) -> float:
+    return round(float(np.percentile(xs, q)) * 1000, 1) if xs else float("nan")
+
+
+def slow_clients(url: str, port: int, n_slow: int, n_requests: int = 400) -> dict:
+    stop = threading.Event()
+    socks = []
+    for _ in range(n_slow):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\nContent-Length: 100000\r\n\r\n")
+        socks.append(s)
+
+    def trickle():
+        while not stop.is_set():
+            for s in socks:
+                try:
+                    s.send(b"\x00")
+                except OSError:
+                    pass
+            stop.wait(1.0)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    time.sleep(1.0)
+    lat, errors = [], 0
+
+    def client(i):
+        nonlocal errors
+        with requests.Session() as http:
+            for j in range(n_requests // 4):
+                t0 = time.perf_counter()
+                try:
+                    r = http.get(f"{url}/v1/tracks/{1 + (i * 7 + j) % 40}/similar?k=10", timeout=10)
+                    if r.status_code != 200:
+                        errors += 1
+                    else:
+                        lat.append(time.perf_counter() - t0)
+                except requests.RequestException:
+                    errors += 1
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(client, range(4)))
+    stop.set()
+    for s in socks:
+        s.close()
+    return {"slow_connections": n_slow, "requests": n_requests, "errors": errors,
+            "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
+
+
+def worker_pids(master: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def kills(url: str, master: int, home: Path, n_uploads: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    done = threading.Event()
+    killed = []
+
+    def killer():
+        while not done.is_set():
+            time.sleep(rng.uniform(0.3, 1.5))
+            pids = worker_pids(master)
+            if pids and not done.is_set():
+                victim = rng.choice(pids)
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append(victim)
+                except ProcessLookupError:
+                    pass
+
+    answered: dict[int, int] = {}  # upload number -> track id
+    retries = 0
+
+    def upload(i: int):
+        nonlocal retries
+        data = clip(10_000 + i)
+        for attempt in range(60):
+            try:
+                r = requests.post(url + "/v1/tracks", data=data, timeout=30,
+                                  headers={"Content-Type": "audio/wav", "X-API-Key": KEY, "Connection": "close"})
+                if r.status_code in (200, 201):
+                    answered[i] = r.json()["id"]
+                    return
+            except requests.RequestException:
+                pass
+            retries += 1
+            time.sleep(0.5)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(upload, range(n_uploads)))
+    done.set()
+    t.join()
+    time.sleep(2)
+    return {"uploads": n_uploads, "answered": len(answered), "workers_killed": len(killed), "retries": retries,
+            "answered_ids": answered}
+
+
+def consistency(url: str, home: Path, answered: dict[int, int], n_ingested: int) -> dict:
+    from recommender.catalog import Catalog
+
+    cat = Catalog(home / "catalog.sqlite3")
+    ids = set(cat.ids().tolist())
+    tracks = cat.get_many(sorted(ids))
+    uploads = home / "uploads"
+    files = {str(p.resolve()) for p in uploads.rglob("*") if p.is_file() and not p.name.startswith(".upload.")}
+    temps = [p for p in uploads.rglob(".upload.*")]
+    referenced = {str(Path(p).resolve()) for t in tracks.values() for p in t.paths if str(p).startswith(str(uploads))}
+    cat.close()
+    indexes = {}
+    for _ in range(40):  # one connection: a query brings that worker's index in step, then /readyz reports it
+        with requests.Session() as http:
+            http.get(f"{url}/v1/tracks/{min(ids)}/similar?k=1", timeout=30)
+            r = http.get(url + "/readyz", timeout=30).json()
+            indexes[r.get("worker_pid")] = r["index"].get("tracks")
+    return {"catalog_tracks": len(ids), "upload_files": len(files), "orphan_files": len(files - referenced),
+            "rows_without_file": len(referenced - files), "temp_files": len(temps),
+            "lost_answered_uploads": sum(1 for tid in answered.values() if tid not in ids),
+            "expected_tracks": n_ingested + len(set(answered.values())),
+            "worker_index_counts": indexes}
+
+
+def bursts(url: str, n_bursts: int = 10, width: int = 8) -> dict:
+    created, files_ok = [], 0
+    for b in range(n_bursts):
+        data = clip(50_000 + b)
+
+        def up(_):
+            return requests.post(url + "/v1/tracks", data=data, timeout=60,
+                                 headers={"Content-Type": "audio/wav", "X-API-Key": KEY, "Connection": "close"})
+
+        with ThreadPoolExecutor(width) as pool:
+            rs = list(pool.map(up, range(width)))
+        created.append(sum(r.status_code == 201 for r in rs))
+        files_ok += len({r.json()["id"] for r in rs if r.ok}) == 1
+    return {"bursts": n_bursts, "width": width, "created_per_burst": created, "one_id_per_burst": files_ok}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--uploads", type=int, default=100)
+    ap.add_argument("--slow", default="8,32,64")
+    ap.add_argument("--seed", type=int, default=17)
+    ap.add_argument("--out", default="benchmarks/results/faults.json")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="sonicsort-faults-"))
+    home, music = tmp / "home", tmp / "music"
+    music.mkdir(parents=True)
+    for i in range(40):
+        (music / f"t{i:02d}.wav").write_bytes(clip(i, seconds=3.0))
+    env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_API_KEY": KEY, "SONICSORT_REDIS_URL": "none",
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run([sys.executable, "-m", "api.cli", "ingest", str(music)], env=env, check=True,
+                   capture_output=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers",
+                             str(args.workers), "--threads", str(args.threads)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    results: dict = {"workers": args.workers, "threads": args.threads}
+    try:
+        wait_ready(url, proc)
+        results["baseline"] = slow_clients(url, port, 0)
+        results["slow_clients"] = [slow_clients(url, port, int(n)) for n in args.slow.split(",")]
+        for r in [results["baseline"], *results["slow_clients"]]:
+            print(f"slow clients {r['slow_connections']:>3}: /similar p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+                  f"errors {r['errors']} of {r['requests']}", flush=True)
+        k = kills(url, proc.pid, home, args.uploads, args.seed)
+        wait_ready(url, proc)
+        c = consistency(url, home, k.pop("answered_ids"), 40)
+        results["kills"], results["consistency"] = k, c
+        print(f"kills: {k['workers_killed']} workers killed during {k['uploads']} uploads "
+              f"({k['answered']} answered, {k['retries']} resent)", flush=True)
+        print(f"consistency: {c}", flush=True)
+        results["bursts"] = bursts(url)
+        print(f"bursts: {results['bursts']}", flush=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

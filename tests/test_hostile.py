@@ -1,0 +1,245 @@
+"""Hostile inputs and faults (issue 17): decoding bombs, cut and mislabelled uploads, races and
+crashes. The long cases (slow clients at 8/32/64 connections, 100 random kills) are in
+``benchmarks/faults.py``; these are the CI-sized ones, on generated audio."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from .conftest import write_clip
+
+
+def _flac_8ch_192k(path: Path, seconds: int) -> bytes:
+    """Silence, 8 channels at 192 kHz: FLAC packs it into a few hundred bytes a second."""
+    with sf.SoundFile(path, "w", samplerate=192_000, channels=8, format="FLAC", subtype="PCM_16") as f:
+        block = np.zeros((192_000, 8), np.float32)
+        for _ in range(seconds):
+            f.write(block)
+    return path.read_bytes()
+
+
+def _set_flac_length(data: bytes, frames: int) -> bytes:
+    """The same FLAC with STREAMINFO's 36-bit total-samples field set to ``frames`` (0: unknown)."""
+    assert data[:4] == b"fLaC"
+    head = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1) | frames
+    return data[:18] + head.to_bytes(8, "big") + data[26:]
+
+
+# The request runs in a child process, so its peak RSS is its own: the app on a fresh
+# catalog, warmed up by one normal request, then the bomb; the growth of ru_maxrss is what
+# the bomb's request cost the worker.
+_CHILD = textwrap.dedent("""
+    import json, resource, sys
+    from pathlib import Path
+    from api import create_app
+    from embedding import ModelBundle
+    from recommender.config import Settings
+
+    model, home, normal, bomb = sys.argv[1:5]
+    app = create_app({"SETTINGS": Settings(home=Path(home), redis_url=""), "BUNDLE": ModelBundle.load(model),
+                      "START": "now"})
+    client = app.test_client()
+    def post(path):
+        r = client.post("/v1/predict?k=0", data=Path(path).read_bytes(), headers={"Content-Type": "audio/flac"})
+        return r.status_code, r.get_json()
+    assert post(normal)[0] == 200
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    status, body = post(bomb)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"status": status, "body": body, "growth_mb": (after - before) / 1024}))
+""")
+
+
+def _request_in_child(tmp_path: Path, bundle, bomb: bytes) -> dict:
+    normal = write_clip(tmp_path / "normal.flac", "chirp", seconds=2.0)
+    (tmp_path / "bomb.flac").write_bytes(bomb)
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(bundle.directory), str(tmp_path / "home"), str(normal),
+                          str(tmp_path / "bomb.flac")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_bomb_whose_header_admits_its_size_is_refused_before_decoding(tmp_path, tiny_bundle):
+    # 1 s of real frames, a header that says 1,199 s: 1.8 billion samples, inside the duration limit
+    bomb = _set_flac_length(_flac_8ch_192k(tmp_path / "one.flac", 1), 1199 * 192_000)
+    r = _request_in_child(tmp_path, tiny_bundle, bomb)
+    assert r["status"] == 422, r
+    assert "SONICSORT_MAX_DECODED_SAMPLES" in r["body"]["detail"]
+    assert r["growth_mb"] < 50, r
+
+
+def test_a_bomb_without_a_length_is_decoded_in_bounded_memory(tmp_path, tiny_bundle):
+    # 120 s of 8 × 192 kHz with the length unset: decoded whole it is 740 MB of float32 (and a
+    # copy); streamed in blocks, mixed down and resampled as it comes, it is its 16 kHz mono
+    bomb = _set_flac_length(_flac_8ch_192k(tmp_path / "long.flac", 120), 0)
+    assert len(bomb) < 1_000_000
+    r = _request_in_child(tmp_path, tiny_bundle, bomb)
+    assert r["status"] == 200, r
+    assert r["body"]["is_silent"] is True and abs(r["body"]["duration_s"] - 120) < 0.1
+    assert r["growth_mb"] < 300, r
+
+
+# ---------------------------------------------------------------- uploads: races, types, crashes
+@pytest.fixture
+def upload_server(tmp_path, tiny_bundle):
+    from .conftest import make_server
+
+    srv = make_server(tmp_path / "home", tiny_bundle, None)
+    assert srv.service.state == "ready", srv.service.error
+    yield srv
+    srv.close()
+
+
+def test_the_same_new_audio_uploaded_at_once_makes_one_track_and_one_file(upload_server, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    data = write_clip(tmp_path / "same.wav", "chirp", seconds=2.0, seed=77).read_bytes()
+    names = ["a.wav", "b.mp3", "c.flac", "d.au", "e", "f.wav", "g.ogg", "h.wav"]  # whatever the clients call it
+
+    def upload(name):
+        with requests.Session() as s:
+            return s.post(upload_server.url + "/v1/tracks", files={"file": (name, data, "audio/wav")}, timeout=60)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(upload, names))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200] * 7 + [201], codes
+    assert len({r.json()["id"] for r in answers}) == 1
+    lib = upload_server.service.library()
+    assert len(lib.catalog) == 1
+    (track,) = lib.catalog.get_many(lib.catalog.ids()).values()
+    stored = [p for p in (tmp_path / "home" / "uploads").rglob("*") if p.is_file()]
+    assert track.paths == [str(stored[0])] and len(stored) == 1 and stored[0].suffix == ".wav"
+
+
+@pytest.mark.parametrize("name,ctype", [("song.mp3", "audio/mpeg"), ("voice.au", "audio/basic")])
+def test_the_stored_type_comes_from_the_content_not_the_filename(upload_server, tmp_path, name, ctype):
+    data = write_clip(tmp_path / "real.wav", "drone", seconds=2.0, seed=len(name)).read_bytes()
+    r = upload_server.post("/v1/tracks", files={"file": (name, data, ctype)})
+    assert r.status_code == 201, r.text
+    audio = upload_server.get(f"/v1/tracks/{r.json()['id']}/audio")
+    assert audio.status_code == 200 and audio.content == data
+    assert audio.headers["Content-Type"] in ("audio/x-wav", "audio/wav"), audio.headers["Content-Type"]
+    flac = write_clip(tmp_path / "real.flac", "drone", seconds=2.0, seed=len(name) + 1).read_bytes()
+    r = upload_server.post("/v1/tracks", data=flac, headers={"Content-Type": "audio/wav"})
+    assert upload_server.get(f"/v1/tracks/{r.json()['id']}/audio").headers["Content-Type"] == "audio/flac"
+
+
+def test_what_a_crash_mid_upload_leaves_is_swept_and_reported(tmp_path, tiny_bundle, cli_env):
+    """A SIGKILL while the file is written leaves a ``.upload.*`` temp file; after the rename but
+    before the catalog commit, a whole file no row refers to. Start-up sweeps both (once they
+    are older than an upload in flight), `stats --repair` too, and says what it removed; the
+    tracks' own files stay."""
+    import os
+    import time
+
+    from .conftest import make_server, run_cli
+
+    home = tmp_path / "home"
+    srv = make_server(home, tiny_bundle, None)
+    data = write_clip(tmp_path / "kept.wav", "chirp", seconds=2.0, seed=5).read_bytes()
+    kept_id = srv.post("/v1/tracks", data=data, headers={"Content-Type": "audio/wav"}).json()["id"]
+    srv.close()
+    uploads = home / "uploads"
+    (kept,) = [p for p in uploads.rglob("*") if p.is_file()]
+
+    def crash_leftovers():
+        (uploads / "ab").mkdir(exist_ok=True)
+        temp, orphan = uploads / "ab" / ".upload.x1y2z3", uploads / "ab" / ("ab" + "0" * 62 + ".wav")
+        temp.write_bytes(data[:1000])
+        orphan.write_bytes(data)
+        old = time.time() - 3600
+        for p in (temp, orphan):
+            os.utime(p, (old, old))
+        fresh = uploads / "ab" / ".upload.inflight"  # another worker's upload in flight: left alone
+        fresh.write_bytes(b"x")
+        return temp, orphan, fresh
+
+    temp, orphan, fresh = crash_leftovers()
+    srv = make_server(home, tiny_bundle, None)  # start-up sweeps
+    assert srv.service.state == "ready"
+    assert not temp.exists() and not orphan.exists() and fresh.exists() and kept.exists()
+    assert srv.get(f"/v1/tracks/{kept_id}/audio").content == data
+    srv.close()
+
+    temp, orphan, fresh = crash_leftovers()
+    env = {**cli_env, "SONICSORT_HOME": str(home)}
+    out = run_cli(["stats", "--repair"], env)
+    assert out.returncode == 0, out.stderr
+    assert "repair: removed 2 file(s)" in out.stdout and str(orphan) in out.stdout and str(temp) in out.stdout
+    assert not temp.exists() and not orphan.exists() and fresh.exists() and kept.exists()
+
+
+# ---------------------------------------------------------------- slow clients, under `sonicsort serve`
+@pytest.mark.slow
+def test_slow_clients_hold_no_thread_and_late_bodies_get_408(tmp_path, tiny_bundle, redis_url, cache_prefix):
+    """One worker with 2 threads; 16 connections trickle their headers or bodies (as slow-loris
+    does) and stay open. Normal requests are still answered, every one; a body that does not
+    arrive in SONICSORT_BODY_TIMEOUT_S gets 408; over-limit bodies get 413, chunked or not."""
+    import socket
+    import time
+
+    import requests
+
+    from .test_serve import fresh_get, launch
+
+    url, proc, env = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, threads=2,
+                            env_extra={"SONICSORT_BODY_TIMEOUT_S": "4", "SONICSORT_MAX_UPLOAD_MB": "0.05"})
+    host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
+    slow = []
+    try:
+        for i in range(16):
+            s = socket.create_connection((host, port))
+            if i % 2:  # the headers, never finished
+                s.sendall(b"GET /v1/tracks/1/similar HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            else:  # the headers, then 10 of the 40,000 bytes announced
+                s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+                          b"Content-Length: 40000\r\n\r\n" + b"RIFF\x00\x00\x00\x00WA")
+            slow.append(s)
+        time.sleep(0.5)
+        for _ in range(20):  # 2 threads, 16 stuck clients: with threads reading bodies none would get through
+            r = fresh_get(url + "/v1/tracks/1/similar?k=5", timeout=3)
+            assert r.status_code == 200 and len(r.json()["items"]) == 5
+        slow[0].settimeout(10)  # the first body is now past its 4 s
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = slow[0].recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        data = write_clip(tmp_path / "big.wav", "drone", seconds=2.0, seed=3).read_bytes()  # ~88 kB > 50 kB
+        for body in (data, (data[i:i + 8192] for i in range(0, len(data), 8192))):
+            r = requests.post(url + "/v1/tracks", data=body, timeout=10,
+                              headers={"Content-Type": "audio/wav", "X-API-Key": "k"})
+            assert r.status_code == 413 and "0.05 MB" in r.json()["detail"], r.text
+        assert fresh_get(url + "/v1/tracks?limit=200").json()["items"].__len__() == 12  # nothing stored
+        # the master killed with SIGKILL: its workers notice and stop, they do not serve on as orphans
+        import os
+        import signal
+        import subprocess
+
+        workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                  text=True).stdout.split()]
+        assert workers
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+            time.sleep(0.2)
+        assert not any(Path(f"/proc/{w}").exists() for w in workers), "workers outlived their master"
+    finally:
+        for s in slow:
+            s.close()
+        proc.kill()
+        proc.wait(10)
