@@ -123,6 +123,10 @@ def serve(settings: Settings, *, workers: int | None = None, threads: int | None
     """Run gunicorn in the foreground until it is stopped (Ctrl-C, SIGTERM)."""
     from gunicorn.app.base import BaseApplication
 
+    from recommender.errors import BadRequest
+
+    if settings.web_server not in ("gthread", "uvicorn"):
+        raise BadRequest(f"SONICSORT_WEB_SERVER={settings.web_server!r}: choose gthread or uvicorn")
     host, port = settings.host, settings.port
     check_port_free(host, port)
     n = prepare_index(settings)
@@ -148,10 +152,13 @@ def serve(settings: Settings, *, workers: int | None = None, threads: int | None
     options: dict[str, Any] = {
         "bind": f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
         "workers": workers or settings.web_workers,
-        "worker_class": "api.serve.Worker",
+        # gthread (the default): a thread per connection being read; uvicorn: slow clients wait
+        # in an event loop (api.asgi), opt-in while a hang it shows is open (see README)
+        "worker_class": "api.serve.Worker" if settings.web_server == "uvicorn" else "gthread",
         # this instance's own control socket (gunicornc -s PATH), not one per user that a second
         # instance would take over and delete when it stops
         "control_socket": os.path.join(metrics_dir, "gunicorn.ctl"),
+        "threads": n_threads,  # gthread's; the uvicorn front gives them to its thread pool
         "timeout": 120,  # a worker loads TensorFlow in the background; requests stay short
         "graceful_timeout": 10,
         "keepalive": 5,
@@ -176,6 +183,8 @@ def serve(settings: Settings, *, workers: int | None = None, threads: int | None
 
             app = create_app({"PERSIST_INDEX": False})
             app.extensions["sonicsort"].on_started(freeze_gc)
+            if settings.web_server != "uvicorn":
+                return app
             return asgi_app(app, threads=n_threads, max_bytes=int(app.config["MAX_CONTENT_LENGTH"]),
                             body_timeout_s=settings.body_timeout_s)
 

@@ -241,20 +241,13 @@ def floor_app(environ, start_response):
     return [out]
 
 
-def floor_asgi():
-    """``floor_app`` in the front ``sonicsort serve`` puts around the Flask app (``api.asgi``)."""
-    from api.asgi import asgi_app
-
-    return asgi_app(floor_app, threads=4, max_bytes=50_000_000, body_timeout_s=60)
-
-
 def http_floor(files: list[Path], env: dict) -> dict:
     """What HTTP and gunicorn cost on this machine, without sonicsort: ``floor_app`` under the
-    same gunicorn settings (uvicorn workers, keep-alive), one client, a GET and a POST of each file."""
+    same gunicorn settings (gthread, keep-alive), one client, a GET and a POST of each file."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--chdir", str(Path(__file__).parent),
-                             "--worker-class", "api.serve.Worker", "--workers", "1", "--keep-alive", "5",
-                             "--no-control-socket", "--bind", f"127.0.0.1:{port}", "api_load:floor_asgi()"],
+                             "--worker-class", "gthread", "--workers", "1", "--threads", "4", "--keep-alive", "5",
+                             "--bind", f"127.0.0.1:{port}", "api_load:floor_app"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):

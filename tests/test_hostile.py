@@ -183,7 +183,7 @@ def test_what_a_crash_mid_upload_leaves_is_swept_and_reported(tmp_path, tiny_bun
 # ---------------------------------------------------------------- slow clients, under `sonicsort serve`
 @pytest.mark.slow
 def test_slow_clients_hold_no_thread_and_late_bodies_get_408(tmp_path, tiny_bundle, redis_url, cache_prefix):
-    """One worker with 2 threads; 16 connections trickle their headers or bodies (as slow-loris
+    """The uvicorn front (SONICSORT_WEB_SERVER=uvicorn), one worker with 2 threads; 16 connections trickle their headers or bodies (as slow-loris
     does) and stay open. Normal requests are still answered, every one; a body that does not
     arrive in SONICSORT_BODY_TIMEOUT_S gets 408; over-limit bodies get 413, chunked or not."""
     import socket
@@ -194,7 +194,8 @@ def test_slow_clients_hold_no_thread_and_late_bodies_get_408(tmp_path, tiny_bund
     from .test_serve import fresh_get, launch
 
     url, proc, env = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, threads=2,
-                            env_extra={"SONICSORT_BODY_TIMEOUT_S": "4", "SONICSORT_MAX_UPLOAD_MB": "0.05"})
+                            env_extra={"SONICSORT_BODY_TIMEOUT_S": "4", "SONICSORT_MAX_UPLOAD_MB": "0.05",
+                                       "SONICSORT_WEB_SERVER": "uvicorn"})
     host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
     slow = []
     try:

@@ -29,7 +29,8 @@ ENVIRONMENT = (
     "SONICSORT_CACHE_PREFIX, SONICSORT_ON_MODEL_MISMATCH (refuse|reembed), SONICSORT_INGEST_WORKERS, "
     "SONICSORT_MAX_DURATION_S, SONICSORT_MAX_CHANNELS, SONICSORT_MAX_SAMPLE_RATE, "
     "SONICSORT_MAX_DECODED_SAMPLES (what one file may cost to decode); for serve: SONICSORT_HOST, SONICSORT_PORT, SONICSORT_WEB_WORKERS, "
-    "SONICSORT_WEB_THREADS, SONICSORT_API_KEY (needed by changes through the API), "
+    "SONICSORT_WEB_THREADS, SONICSORT_WEB_SERVER (gthread|uvicorn), SONICSORT_BODY_TIMEOUT_S, "
+    "SONICSORT_API_KEY (needed by changes through the API), "
     "SONICSORT_MAX_UPLOAD_MB (default 50), SONICSORT_ANSWER_CACHE_MB (whole /v1/predict answers "
     "kept per worker, default 32, 0: off).")
 
