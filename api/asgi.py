@@ -4,7 +4,8 @@ gunicorn's threaded workers hand a connection to a thread as soon as it is reada
 thread then blocks reading the request: 8 clients that trickle a body at 1 byte/s held every
 thread of a 2 × 4 service, and a normal ``GET /similar`` waited 28 s. The field's answer is a
 front that buffers: nginx in front of a deployment, or, without an extra server, an
-asynchronous worker. So ``serve`` runs gunicorn with uvicorn's worker class
+asynchronous worker. With ``SONICSORT_WEB_SERVER=uvicorn`` (opt-in; README says why),
+``serve`` runs gunicorn with uvicorn's worker class
 (``uvicorn_worker.UvicornWorker``): each worker's event loop reads headers and bodies of any
 number of connections at once, and ``BufferedRequests`` holds a request until its whole body
 is there. Only then does the Flask (WSGI) app get it, in a pool of
@@ -20,6 +21,8 @@ import asyncio
 import json
 import time
 from typing import Any, Awaitable, Callable
+
+from .errors import too_large
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -50,7 +53,7 @@ class BufferedRequests:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = f"the upload is larger than this server accepts ({self.max_bytes / 1e6:g} MB)"
+        limit = too_large(self.max_bytes)
         length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await _problem(send, 413, "Content Too Large", limit)

@@ -30,6 +30,11 @@ class ApiError(Exception):
         self.status, self.detail, self.headers = status, detail, headers or {}
 
 
+def too_large(limit_bytes: int) -> str:
+    """The 413 message for a body over ``MAX_CONTENT_LENGTH`` (every door that refuses one says this)."""
+    return f"the upload is larger than this server accepts ({limit_bytes / 1e6:g} MB)"
+
+
 def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
     body = {"type": "about:blank", "title": HTTP_STATUS_CODES.get(status, "Error"), "status": status,
             "detail": detail, **extra}
@@ -64,7 +69,7 @@ def init_app(app: Flask) -> None:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             sent = request.content_length if request else None
             if limit and (sent is None or sent > limit):
-                detail = f"the upload is larger than this server accepts ({limit / 1e6:g} MB)"
+                detail = too_large(limit)
             else:  # within the byte limit: the form parser's own limits (parts, in-memory fields)
                 parts = app.config.get("MAX_FORM_PARTS") or 1000
                 detail = (f"the form has more parts than this server accepts (at most {parts} fields and files), "

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from flask import current_app, request
 
-from .errors import ApiError
+from .errors import ApiError, too_large
 
 AUDIO_TYPES = ("application/octet-stream", "application/ogg")  # besides audio/*
 MAX_K = 100
@@ -156,7 +156,7 @@ def _refuse_cut_stream(n_read: int) -> None:
         except RequestEntityTooLarge:
             more = b"1"
         if more:
-            raise ApiError(413, f"the upload is larger than this server accepts ({limit / 1e6:g} MB)")
+            raise ApiError(413, too_large(limit))
 
 
 def audio_upload() -> tuple[bytes, str | None]:

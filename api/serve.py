@@ -1,5 +1,6 @@
-"""``sonicsort serve``: the app under gunicorn, in uvicorn workers (``api.asgi``: slow clients
-wait in each worker's event loop; the Flask app runs complete requests in a thread pool).
+"""``sonicsort serve``: the app under gunicorn, in its threaded workers (gthread, the default) or,
+with ``SONICSORT_WEB_SERVER=uvicorn``, in uvicorn workers (``api.asgi``: slow clients wait in
+each worker's event loop; the Flask app runs complete requests in a thread pool).
 
 The master process prepares the index once (opens it, reconciles it with the catalog,
 saves it) without loading TensorFlow, then forks the workers. Each worker builds its own
@@ -22,18 +23,14 @@ import time
 import urllib.request
 from typing import Any, Callable
 
+from uvicorn_worker import UvicornWorker
+
 from recommender.config import Settings
 
 log = logging.getLogger("sonicsort.serve")
 
 
-try:
-    from uvicorn_worker import UvicornWorker
-except ImportError:  # pragma: no cover - a dependency; the message says what to install
-    UvicornWorker = object
-
-
-class Worker(UvicornWorker):  # type: ignore[misc, valid-type]
+class Worker(UvicornWorker):
     """uvicorn's gunicorn worker: pure-Python HTTP (h11) on asyncio, no ASGI lifespan (the app
     starts itself when it is built).
 

@@ -35,6 +35,9 @@ import numpy as np
 import requests
 import soundfile as sf
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_load import free_port  # noqa: E402
+
 KEY = "fault-key"
 
 
@@ -45,12 +48,6 @@ def clip(seed: int, seconds: float = 2.0, sr: int = 22_050) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, y.astype(np.float32), sr, format="WAV")
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, proc, n: int = 8, timeout: float = 180) -> None:

@@ -73,7 +73,7 @@ class DecodeLimits:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DecodeLimits":
-        names = {f.name: f.type for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: (float(v) if k == "max_duration_s" else int(v)) for k, v in d.items() if k in names})
 
 
@@ -222,12 +222,17 @@ def _prepare(source: AudioSource):
     return handle, data, name
 
 
+def _mix_down(y: np.ndarray) -> np.ndarray:
+    """Decoded frames (n, channels) → mono (n,): the channels' mean."""
+    return y.mean(axis=1) if y.shape[1] > 1 else y[:, 0].copy()
+
+
 def _mono_at(y: np.ndarray, native_sr: int, sr: int) -> np.ndarray:
-    """Decoded frames (n, channels) → mono float32 at ``sr``: the one mix-down and resampler
-    both a whole decode and its excerpts go through, so they agree."""
+    """Decoded frames (n, channels) → mono float32 at ``sr``: the mix-down and resampler an
+    excerpt goes through (``_read_mono`` streams the same ones over a whole decode)."""
     import librosa
 
-    mono = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
+    mono = _mix_down(y)
     if native_sr != sr:
         mono = librosa.resample(mono, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
     return np.ascontiguousarray(mono, dtype=np.float32)
@@ -275,15 +280,16 @@ def _read_block(f: sf.SoundFile, frames: int, known: bool) -> np.ndarray:
     return buf[:max(got, 0)]
 
 
-def _read_mono(f: sf.SoundFile, name: str, lim: DecodeLimits, sr: int) -> tuple[np.ndarray, int]:
+def _read_mono(f: sf.SoundFile, name: str, lim: DecodeLimits, sr: int, known: bool) -> tuple[np.ndarray, int]:
     """Decode ``f`` from its start in blocks, each mixed down and resampled as it comes.
 
     Returns (mono float32 at ``sr``, native frames decoded). The caps of ``lim`` hold while
     reading, so a header that gives no (or a false) length costs no more than one that does.
     Mix-down and resampler are ``_mono_at``'s (the streaming soxr resampler at the same
-    quality gives the one-shot call's samples)."""
+    quality gives the one-shot call's samples). ``known``: the header gives the length."""
+    import librosa
+
     channels, native_sr = int(f.channels), int(f.samplerate)
-    known = 0 < int(f.frames) < _UNKNOWN_FRAMES
     cap_duration = int((lim.max_duration_s + 1.0) * native_sr)
     cap_samples = lim.max_decoded_samples // channels
     cap = min(cap_duration, cap_samples)
@@ -302,7 +308,7 @@ def _read_mono(f: sf.SoundFile, name: str, lim: DecodeLimits, sr: int) -> tuple[
         n += len(y)
         if not np.all(np.isfinite(y)):
             raise AudioError(f"{name}: audio contains invalid (NaN/infinite) samples")
-        mono = y.mean(axis=1) if channels > 1 else y[:, 0].copy()
+        mono = _mix_down(y)
         out.append(stream.resample_chunk(mono) if stream is not None else mono)
     if n > cap:
         if cap == cap_duration:
@@ -313,9 +319,8 @@ def _read_mono(f: sf.SoundFile, name: str, lim: DecodeLimits, sr: int) -> tuple[
         out.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
     mono = np.concatenate(out) if out else np.zeros(0, np.float32)
     del out
-    if stream is not None:  # the length librosa.resample gives (fix_length to ceil(n · sr / native_sr))
-        want = int(np.ceil(n * sr / native_sr))
-        mono = mono[:want] if len(mono) >= want else np.concatenate([mono, np.zeros(want - len(mono), np.float32)])
+    if stream is not None:  # the length librosa.resample gives
+        mono = librosa.util.fix_length(mono, size=int(np.ceil(n * sr / native_sr)))
     return np.ascontiguousarray(mono, dtype=np.float32), n
 
 
@@ -390,7 +395,6 @@ def _check_container(f: sf.SoundFile, handle, name: str) -> None:
         raise AudioError(f"{name}: truncated file: the Ogg stream ends without its end-of-stream page")
 
 
-
 def load_audio(
     source: AudioSource,
     *,
@@ -426,7 +430,7 @@ def load_audio(
         with sf.SoundFile(handle) as f:
             native_sr = int(f.samplerate)
             known = _check_header(f, name, lim)
-            mono, n_native = _read_mono(f, name, lim, sr)
+            mono, n_native = _read_mono(f, name, lim, sr, known)
             if known:
                 _check_complete(f, handle, name, n_native)
     except AudioError:

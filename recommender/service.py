@@ -323,10 +323,10 @@ class Service:
         """Re-embed every track made by another model than the loaded one. Returns how many."""
         return self.library().reembed(progress=progress)
 
-    def sweep_uploads(self, *, grace_s: float = 60.0, dry_run: bool = False) -> list[Path]:
+    def sweep_uploads(self, *, grace_s: float = 60.0) -> list[Path]:
         """Remove what a crash mid-upload or mid-delete left in the upload store: temporary
         files, and stored files no catalog row refers to, older than ``grace_s``. Returns them."""
-        return self.uploads.sweep_against(self.library().catalog, grace_s=grace_s, dry_run=dry_run)
+        return self.uploads.sweep_against(self.library().catalog, grace_s=grace_s)
 
     # ---------------------------------------------------------------- reporting
     def stats(self) -> dict[str, Any]:

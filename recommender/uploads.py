@@ -62,10 +62,10 @@ class UploadStore:
             if self.owns(p):
                 Path(p).resolve().unlink(missing_ok=True)
 
-    def sweep(self, referenced: Iterable[str], *, grace_s: float = 60.0, dry_run: bool = False) -> list[Path]:
+    def sweep(self, referenced: Iterable[str], *, grace_s: float = 60.0) -> list[Path]:
         """Remove what a crash left: temporary ``.upload.*`` files, and stored files no catalog
         row refers to, when older than ``grace_s`` (an upload in flight in another process
-        is younger). Returns the files removed (or, ``dry_run``, that would be)."""
+        is younger). Returns the files removed."""
         if not self.folder.is_dir():
             return []
         keep = {str(Path(p).resolve()) for p in referenced}
@@ -81,19 +81,17 @@ class UploadStore:
                 except FileNotFoundError:
                     continue
                 if f.name.startswith(TEMP_PREFIX) or str(f.resolve()) not in keep:
-                    if not dry_run:
-                        f.unlink(missing_ok=True)
+                    f.unlink(missing_ok=True)
                     removed.append(f)
         return removed
 
-
-    def sweep_against(self, catalog, *, grace_s: float = 60.0, dry_run: bool = False) -> list[Path]:
+    def sweep_against(self, catalog, *, grace_s: float = 60.0) -> list[Path]:
         """``sweep``, keeping every file ``catalog`` (a ``Catalog``) records a path for."""
         referenced = set(catalog.path_states_under(str(self.folder)))
         if self.folder.is_dir():
             referenced |= set(catalog.path_states_under(str(self.folder.resolve())))
-        removed = self.sweep(referenced, grace_s=grace_s, dry_run=dry_run)
-        if removed and not dry_run:
+        removed = self.sweep(referenced, grace_s=grace_s)
+        if removed:
             log.warning("removed %d file(s) an interrupted upload or delete left in %s", len(removed), self.folder)
         return removed
 

@@ -41,6 +41,14 @@ def synth(genre: str, seconds: float, seed: int, sr: int = SR) -> np.ndarray:
     return (0.5 * y / np.max(np.abs(y))).astype(np.float32)
 
 
+def set_flac_length(data: bytes, frames: int) -> bytes:
+    """The same FLAC with STREAMINFO's 36-bit total-samples field set to ``frames`` (0: unknown,
+    as the format allows)."""
+    assert data[:4] == b"fLaC"
+    head = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1) | frames
+    return data[:18] + head.to_bytes(8, "big") + data[26:]
+
+
 def write_clip(path: Path, genre: str, seconds: float = 2.0, seed: int = 0, **kw) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, synth(genre, seconds, seed), SR, **kw)

@@ -5,7 +5,7 @@ import soundfile as sf
 from embedding import AudioError, FeatureConfig, load_audio, segment_features
 from embedding.audio import segment_starts
 
-from .conftest import SR, synth, write_clip
+from .conftest import SR, set_flac_length, synth, write_clip
 
 FORMATS = [("wav", {}), ("flac", {}), ("ogg", {"format": "OGG", "subtype": "VORBIS"}),
            ("mp3", {"format": "MP3", "subtype": "MPEG_LAYER_III"}), ("au", {"format": "AU", "subtype": "PCM_16"})]
@@ -71,18 +71,11 @@ def test_a_file_cut_in_half_is_refused_as_truncated(tmp_path, ext, kw):
         load_audio(data[: len(data) // 2])
 
 
-def _unset_flac_length(data: bytes) -> bytes:
-    """The same FLAC with STREAMINFO's total-samples field 0 ("unknown"), as the format allows."""
-    assert data[:4] == b"fLaC"
-    head = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)
-    return data[:18] + head.to_bytes(8, "big") + data[26:]
-
-
 def test_flac_without_a_length_streams_under_the_caps(tmp_path):
     from embedding.audio import DecodeLimits
 
     p = write_clip(tmp_path / "full.flac", "chirp", seconds=3.0)
-    blind = _unset_flac_length(p.read_bytes())
+    blind = set_flac_length(p.read_bytes(), 0)
     with sf.SoundFile(tmp_path / "full.flac") as f:
         assert f.frames == 3 * SR
     a, b = load_audio(p), load_audio(blind)

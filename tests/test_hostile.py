@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from .conftest import write_clip
+from .conftest import set_flac_length, write_clip
 
 
 def _flac_8ch_192k(path: Path, seconds: int) -> bytes:
@@ -24,13 +24,6 @@ def _flac_8ch_192k(path: Path, seconds: int) -> bytes:
         for _ in range(seconds):
             f.write(block)
     return path.read_bytes()
-
-
-def _set_flac_length(data: bytes, frames: int) -> bytes:
-    """The same FLAC with STREAMINFO's 36-bit total-samples field set to ``frames`` (0: unknown)."""
-    assert data[:4] == b"fLaC"
-    head = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1) | frames
-    return data[:18] + head.to_bytes(8, "big") + data[26:]
 
 
 # The request runs in a child process, so its peak RSS is its own: the app on a fresh
@@ -69,7 +62,7 @@ def _request_in_child(tmp_path: Path, bundle, bomb: bytes) -> dict:
 
 def test_a_bomb_whose_header_admits_its_size_is_refused_before_decoding(tmp_path, tiny_bundle):
     # 1 s of real frames, a header that says 1,199 s: 1.8 billion samples, inside the duration limit
-    bomb = _set_flac_length(_flac_8ch_192k(tmp_path / "one.flac", 1), 1199 * 192_000)
+    bomb = set_flac_length(_flac_8ch_192k(tmp_path / "one.flac", 1), 1199 * 192_000)
     r = _request_in_child(tmp_path, tiny_bundle, bomb)
     assert r["status"] == 422, r
     assert "SONICSORT_MAX_DECODED_SAMPLES" in r["body"]["detail"]
@@ -79,7 +72,7 @@ def test_a_bomb_whose_header_admits_its_size_is_refused_before_decoding(tmp_path
 def test_a_bomb_without_a_length_is_decoded_in_bounded_memory(tmp_path, tiny_bundle):
     # 120 s of 8 × 192 kHz with the length unset: decoded whole it is 740 MB of float32 (and a
     # copy); streamed in blocks, mixed down and resampled as it comes, it is its 16 kHz mono
-    bomb = _set_flac_length(_flac_8ch_192k(tmp_path / "long.flac", 120), 0)
+    bomb = set_flac_length(_flac_8ch_192k(tmp_path / "long.flac", 120), 0)
     assert len(bomb) < 1_000_000
     r = _request_in_child(tmp_path, tiny_bundle, bomb)
     assert r["status"] == 200, r
