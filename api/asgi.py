@@ -4,8 +4,8 @@ gunicorn's threaded workers hand a connection to a thread as soon as it is reada
 thread then blocks reading the request: 8 clients that trickle a body at 1 byte/s held every
 thread of a 2 × 4 service, and a normal ``GET /similar`` waited 28 s. The field's answer is a
 front that buffers: nginx in front of a deployment, or, without an extra server, an
-asynchronous worker. With ``SONICSORT_WEB_SERVER=uvicorn`` (opt-in; README says why),
-``serve`` runs gunicorn with uvicorn's worker class
+asynchronous worker. By default (``SONICSORT_WEB_SERVER=uvicorn``), ``serve`` runs gunicorn
+with uvicorn's worker class
 (``uvicorn_worker.UvicornWorker``): each worker's event loop reads headers and bodies of any
 number of connections at once, and ``BufferedRequests`` holds a request until its whole body
 is there. Only then does the Flask (WSGI) app get it, in a pool of

@@ -1,6 +1,6 @@
-"""``sonicsort serve``: the app under gunicorn, in its threaded workers (gthread, the default) or,
-with ``SONICSORT_WEB_SERVER=uvicorn``, in uvicorn workers (``api.asgi``: slow clients wait in
-each worker's event loop; the Flask app runs complete requests in a thread pool).
+"""``sonicsort serve``: the app under gunicorn, in uvicorn workers (the default; ``api.asgi``: slow
+clients wait in each worker's event loop, the Flask app runs complete requests in a thread
+pool) or, with ``SONICSORT_WEB_SERVER=gthread``, in gunicorn's threaded workers.
 
 The master process prepares the index once (opens it, reconciles it with the catalog,
 saves it) without loading TensorFlow, then forks the workers. Each worker builds its own
@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from typing import Any, Callable
 
 from uvicorn_worker import UvicornWorker
@@ -84,21 +83,25 @@ def check_port_free(host: str, port: int) -> None:
             raise BadRequest(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port") from None
 
 
-def _announce_when_ready(url: str, banner: Callable[[], str], timeout_s: float = 300.0) -> None:
-    def poll() -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        print(banner(), file=sys.stderr, flush=True)
-                        return
-            except Exception:
-                pass
-            time.sleep(0.5)
-        print(f"sonicsort: not ready after {timeout_s:.0f} s; see {url}/readyz", file=sys.stderr, flush=True)
+def announce_once(service, marker: str, url: str, banner: Callable[[], str]) -> None:
+    """Print the banner when the first worker has started (``Service.on_started``); the other
+    workers, and those gunicorn starts later, find ``marker`` taken and stay quiet.
 
-    threading.Thread(target=poll, daemon=True, name="sonicsort-announce").start()
+    This used to be a thread in the master polling ``/readyz``. A thread there is unsafe: the
+    master forks the workers while it runs, and a fork that lands while the thread is importing
+    a module (``encodings.idna``, on its first ``urlopen``) leaves that module's import lock
+    held in the child by a thread the child does not have. The worker's first request that
+    needs the module (werkzeug's URL map encodes the host with it) then waited forever: the
+    rare unanswered requests after start-up of issue 17."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return
+    if service.state == "ready":
+        print(banner(), file=sys.stderr, flush=True)
+    else:
+        print(f"sonicsort: the service could not start: {service.error}; see {url}/readyz", file=sys.stderr,
+              flush=True)
 
 
 def freeze_gc() -> None:
@@ -122,8 +125,8 @@ def serve(settings: Settings, *, workers: int | None = None, threads: int | None
 
     from recommender.errors import BadRequest
 
-    if settings.web_server not in ("gthread", "uvicorn"):
-        raise BadRequest(f"SONICSORT_WEB_SERVER={settings.web_server!r}: choose gthread or uvicorn")
+    if settings.web_server not in ("uvicorn", "gthread"):
+        raise BadRequest(f"SONICSORT_WEB_SERVER={settings.web_server!r}: choose uvicorn or gthread")
     host, port = settings.host, settings.port
     check_port_free(host, port)
     n = prepare_index(settings)
@@ -137,8 +140,6 @@ def serve(settings: Settings, *, workers: int | None = None, threads: int | None
             os.environ[f"SONICSORT_{f.upper()}"] = v
 
     url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
-    if banner is not None:
-        _announce_when_ready(url, lambda: banner(url))
 
     def child_exit(server, worker) -> None:
         from prometheus_client import multiprocess
@@ -149,8 +150,8 @@ def serve(settings: Settings, *, workers: int | None = None, threads: int | None
     options: dict[str, Any] = {
         "bind": f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
         "workers": workers or settings.web_workers,
-        # gthread (the default): a thread per connection being read; uvicorn: slow clients wait
-        # in an event loop (api.asgi), opt-in while a hang it shows is open (see README)
+        # uvicorn (the default): slow clients wait in an event loop (api.asgi); gthread: a
+        # thread per connection being read
         "worker_class": "api.serve.Worker" if settings.web_server == "uvicorn" else "gthread",
         # this instance's own control socket (gunicornc -s PATH), not one per user that a second
         # instance would take over and delete when it stops
@@ -179,7 +180,11 @@ def serve(settings: Settings, *, workers: int | None = None, threads: int | None
             from .asgi import asgi_app
 
             app = create_app({"PERSIST_INDEX": False})
-            app.extensions["sonicsort"].on_started(freeze_gc)
+            service = app.extensions["sonicsort"]
+            service.on_started(freeze_gc)
+            if banner is not None:
+                marker = os.path.join(metrics_dir, "announced")
+                service.on_started(lambda: announce_once(service, marker, url, lambda: banner(url)))
             if settings.web_server != "uvicorn":
                 return app
             return asgi_app(app, threads=n_threads, max_bytes=int(app.config["MAX_CONTENT_LENGTH"]),

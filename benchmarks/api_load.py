@@ -1,13 +1,14 @@
 """Load benchmark of the HTTP API under gunicorn (`sonicsort serve`) on this machine.
 
     python benchmarks/api_load.py [--data ../shared/data] [--pad 10000] [--clients 32] [--seconds 20]
-                                  [--servers 2x4,2x8,2x4:noanswers] [--client auto|wrk|python]
+                                  [--servers 2x4,2x4:gthread,2x8,2x4:noanswers] [--client auto|wrk|python]
                                   [--out benchmarks/results/api-load.json]
 
 1. Builds a catalog in a temporary home: the data folder's real tracks (ingested, cache off),
    plus ``--pad`` synthetic tracks (random unit embeddings) so the index has a realistic size.
-2. For each server shape (``--servers``: workers x threads), starts ``sonicsort serve`` and
-   waits until ``/readyz`` answers 200 on every worker; then 3 and 4 against it.
+2. For each server shape (``--servers``: workers x threads, the uvicorn front unless
+   ``:gthread``), starts ``sonicsort serve`` and waits until ``/readyz`` answers 200 on every
+   worker; then 3 and 4 against it.
 3. ``/v1/tracks/{id}/similar?k=10`` with ``--clients`` concurrent keep-alive clients for
    ``--seconds`` (random catalog ids): requests/s, p50/p90/p99 latency, errors. With wrk
    installed (Debian's ``wrk``) it drives the load, else a Python thread pool does.
@@ -241,13 +242,22 @@ def floor_app(environ, start_response):
     return [out]
 
 
-def http_floor(files: list[Path], env: dict) -> dict:
+def floor_asgi():
+    """``floor_app`` behind the uvicorn front of ``sonicsort serve`` (``api.asgi``)."""
+    from api.asgi import asgi_app
+
+    return asgi_app(floor_app, threads=4, max_bytes=50 * 2**20, body_timeout_s=60)
+
+
+def http_floor(files: list[Path], env: dict, web: str = "uvicorn") -> dict:
     """What HTTP and gunicorn cost on this machine, without sonicsort: ``floor_app`` under the
-    same gunicorn settings (gthread, keep-alive), one client, a GET and a POST of each file."""
+    same gunicorn settings (``web``: the uvicorn front or gthread; keep-alive), one client, a
+    GET and a POST of each file."""
     port = free_port()
+    worker = (["--worker-class", "api.serve.Worker", "api_load:floor_asgi()"] if web == "uvicorn"
+              else ["--worker-class", "gthread", "--threads", "4", "api_load:floor_app"])
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--chdir", str(Path(__file__).parent),
-                             "--worker-class", "gthread", "--workers", "1", "--threads", "4", "--keep-alive", "5",
-                             "--bind", f"127.0.0.1:{port}", "api_load:floor_app"],
+                             "--workers", "1", "--keep-alive", "5", "--bind", f"127.0.0.1:{port}", *worker],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -279,9 +289,10 @@ def main() -> None:
     ap.add_argument("--pad", type=int, default=10_000, help="synthetic catalog tracks added (default 10000)")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--servers", default="2x4,2x8,2x4:noanswers",
-                    help="server shapes to measure in turn, WORKERSxTHREADS[:noanswers], comma-separated "
-                         "(default 2x4,2x8,2x4:noanswers; 2x4 is sonicsort serve's default; :noanswers measures only /predict, "
+    ap.add_argument("--servers", default="2x4,2x4:gthread,2x8,2x4:noanswers",
+                    help="server shapes to measure in turn, WORKERSxTHREADS[:VARIANT[+VARIANT]], comma-separated "
+                         "(default 2x4,2x4:gthread,2x8,2x4:noanswers; 2x4 with the uvicorn front is sonicsort serve's "
+                         "default; :gthread runs gunicorn's threaded workers instead; :noanswers measures only /predict, "
                          "without the answer cache)")
     ap.add_argument("--predict-files", type=int, default=120,
                     help="real files for each /predict hit/miss run, half for each order (default 120)")
@@ -311,12 +322,18 @@ def main() -> None:
         for shape in args.servers.split(","):
             shape, _, variant = shape.partition(":")
             workers, threads = (int(x) for x in shape.lower().split("x"))
-            answers = variant != "noanswers"
+            variants = set(variant.split("+")) - {""}
+            if variants - {"noanswers", "gthread"}:
+                sys.exit(f"unknown server variant in {shape}:{variant}; choose noanswers, gthread")
+            answers = "noanswers" not in variants
+            web = "gthread" if "gthread" in variants else "uvicorn"
+            shape = f"{shape} {web}"
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port),
                                      "--workers", str(workers), "--threads", str(threads)],
-                                    env={**env, **({} if answers else {"SONICSORT_ANSWER_CACHE_MB": "0"})},
+                                    env={**env, "SONICSORT_WEB_SERVER": web,
+                                         **({} if answers else {"SONICSORT_ANSWER_CACHE_MB": "0"})},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_ready(url, proc)
             similar = None
@@ -342,11 +359,12 @@ def main() -> None:
                        "predict_hit_50x_faster_in_the_app": pred["passes"]["server_hit_speedup"] >= 50}
             if similar:
                 targets["similar_p99_under_50ms"] = similar["p99_ms"] < 50 and similar["errors"] == 0
-            runs.append({"server": {"workers": workers, "threads": threads, "backend": "hnsw", "answer_cache": answers},
+            runs.append({"server": {"workers": workers, "threads": threads, "web_server": web, "backend": "hnsw",
+                                    "answer_cache": answers},
                          "similar": similar, "predict": pred, "predict_k0": pred0, "targets": targets})
-        floor = http_floor(files[: args.predict_files], env)
+        floor = {web: http_floor(files[: args.predict_files], env, web) for web in ("uvicorn", "gthread")}
         floor["best_hit_speedup_over_http"] = round(runs[0]["predict"]["passes"]["miss_p50_ms"]
-                                                    / floor["post_file_p50_ms"], 1)
+                                                    / floor[runs[0]["server"]["web_server"]]["post_file_p50_ms"], 1)
         print(f"HTTP floor (gunicorn, no sonicsort): {floor}", file=sys.stderr)
         result = {"machine": {"cpus": os.cpu_count()}, "catalog_tracks": len(ids), "real_tracks": len(files),
                   "runs": runs, "http_floor": floor}

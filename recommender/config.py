@@ -49,8 +49,9 @@ class Settings:
     # a request body not complete this long after its headers gets 408 (slow clients wait in
     # the worker's event loop meanwhile, holding no thread)
     body_timeout_s: float = 60.0
-    # the gunicorn worker class of `serve`: "gthread" or "uvicorn" (slow clients hold no thread)
-    web_server: str = "gthread"
+    # the gunicorn worker class of `serve`: "uvicorn" (slow clients wait in an event loop and
+    # hold no thread) or "gthread" (gunicorn's threads, each reading its connection)
+    web_server: str = "uvicorn"
     # whole /v1/predict answers kept in each worker for repeated uploads (0: off)
     answer_cache_mb: float = 32.0
 

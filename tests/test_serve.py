@@ -69,14 +69,18 @@ def launch(tmp_path, bundle, redis_url, cache_prefix, *, workers: int = 2, threa
 
 
 @pytest.fixture
-def served(tmp_path, tiny_bundle, redis_url, cache_prefix):
-    url, proc, env = launch(tmp_path, tiny_bundle, redis_url, cache_prefix)
+def served(request, tmp_path, tiny_bundle, redis_url, cache_prefix):
+    """``sonicsort serve`` with its default front, or the ``SONICSORT_WEB_SERVER`` of an indirect parameter."""
+    web = getattr(request, "param", None)
+    url, proc, env = launch(tmp_path, tiny_bundle, redis_url, cache_prefix,
+                            env_extra={"SONICSORT_WEB_SERVER": web} if web else None)
     yield url, proc, env, tmp_path
     if proc.poll() is None:
         proc.kill()
         proc.wait(10)
 
 
+@pytest.mark.parametrize("served", ["uvicorn", "gthread"], indirect=True)
 def test_serve_two_workers_follow_catalog_changes(served):
     url, proc, env, tmp = served
     for _ in range(20):
@@ -107,9 +111,10 @@ def test_serve_two_workers_follow_catalog_changes(served):
                     if line.startswith('sonicsort_http_requests_total{') and '/similar' in line)
         assert total >= 24
         assert "pid=" not in [l for l in m.splitlines() if l.startswith("sonicsort_http_requests_total")][0]
-    # SIGTERM: a clean stop
+    # SIGTERM: a clean stop; the first worker to start said it was ready, once
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
+    assert proc.stdout.read().count("sonicsort is ready: open " + url) == 1
 
 
 def test_serve_refuses_a_busy_port(served):
