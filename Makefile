@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-quick venv dev redis browser bench-ann bench-api clean
+.PHONY: demo test test-quick venv dev redis postgres browser bench-ann bench-api clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +26,15 @@ demo: venv
 redis:
 	@bash scripts/ensure-redis.sh
 
+# PostgreSQL for the tests of the shared catalog (Debian's package; the tests use a private database)
+postgres:
+	@bash scripts/ensure-postgres.sh
+
 # Chromium for the browser tests (Debian's package; Playwright drives it, downloads nothing)
 browser:
 	@bash scripts/ensure-chromium.sh
 
-test: dev redis browser
+test: dev redis postgres browser
 	$(BIN)/python -m pytest
 
 # the tests that need neither Redis nor Chromium, and no end-to-end processes (about 2 minutes)

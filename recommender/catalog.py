@@ -1,10 +1,21 @@
-"""The catalog: one embedded SQLite database holding every track and its embedding.
+"""The catalog: every track and its embedding, in one SQL database.
+
+The embedded default is a SQLite file (``SONICSORT_HOME/catalog.sqlite3``); with
+``SONICSORT_CATALOG_URL=postgresql://…`` the same tables live in PostgreSQL (psycopg 3), so
+several API nodes can share one catalog. The statements are SQLAlchemy Core, written once
+for both; what differs (transactions' write lock, change detection, upserts) is in a few
+small methods below.
 
 Tracks are keyed by the sha256 of the file's bytes, so the same audio under two paths is
 one track and a moved file keeps its track. ``paths`` maps every file path seen to its
 track, with the size and modification time that let a second ingest skip unchanged files
-without reading them. Every write is one transaction (WAL journal): a process killed at
-any moment leaves the catalog as it was before or after that write, never in between.
+without reading them. Every write is one transaction: a process killed at any moment leaves
+the catalog as it was before or after that write, never in between. Writers are serialised
+(SQLite's ``BEGIN IMMEDIATE``; in PostgreSQL a row lock on the ``writes`` counter that every
+write transaction bumps first).
+
+The schema is versioned (``meta.schema_version``); ``MIGRATIONS`` upgrade an older catalog
+in place when it is opened.
 
 The ANN index is *derived* from this catalog (see ``recommender.library``); the catalog is
 the source of truth.
@@ -14,57 +25,107 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from .errors import CatalogError, UnknownTrack
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TOP_TAGS = 5  # a track "has" the front end's tags it ranks highest; ``search(tag=...)`` finds them
 # ... and the few that stand out most against their usual probability (moods rarely rank high)
 SALIENT_TAGS, SALIENT_LIFT = 3, 3.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tracks (
-    id INTEGER PRIMARY KEY,
-    sha256 TEXT NOT NULL UNIQUE,
-    title TEXT NOT NULL,
-    artist TEXT,
-    album TEXT,
-    duration_s REAL NOT NULL,
-    genre TEXT NOT NULL,
-    probabilities TEXT NOT NULL,
-    embedding BLOB NOT NULL,
-    model_version TEXT NOT NULL,
-    is_silent INTEGER NOT NULL DEFAULT 0,
-    added_at REAL NOT NULL,
-    tags TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS tracks_genre ON tracks (genre);
-CREATE TABLE IF NOT EXISTS track_tags (
-    track_id INTEGER NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
-    tag TEXT NOT NULL COLLATE NOCASE,
-    probability REAL NOT NULL,
-    PRIMARY KEY (track_id, tag)
-);
-CREATE INDEX IF NOT EXISTS track_tags_tag ON track_tags (tag, track_id);
-CREATE TABLE IF NOT EXISTS paths (
-    path TEXT PRIMARY KEY,
-    track_id INTEGER NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    seen_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS paths_track ON paths (track_id);
-"""
+_md = sa.MetaData()
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY is the rowid
+meta = sa.Table("meta", _md, sa.Column("key", sa.Text, primary_key=True), sa.Column("value", sa.Text, nullable=False))
+tracks = sa.Table(
+    "tracks", _md,
+    sa.Column("id", _ID, primary_key=True, autoincrement=False),
+    sa.Column("sha256", sa.Text, nullable=False, unique=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("artist", sa.Text),
+    sa.Column("album", sa.Text),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("genre", sa.Text, nullable=False),
+    sa.Column("probabilities", sa.Text, nullable=False),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("is_silent", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("added_at", sa.Float, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
+    sa.Index("tracks_genre", "genre"),
+)
+track_tags = sa.Table(
+    "track_tags", _md,
+    sa.Column("track_id", _ID, sa.ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("tag", sa.Text, primary_key=True),
+    sa.Column("probability", sa.Float, nullable=False),
+)
+paths = sa.Table(
+    "paths", _md,
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("track_id", _ID, sa.ForeignKey("tracks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False),
+    sa.Column("seq", sa.BigInteger),  # the order paths were recorded in: a track's first is its path
+    sa.Index("paths_track", "track_id"),
+    sa.Index("paths_seq", "seq"),
+)
+# tags match case-insensitively (``search(tag=)``), through this index in both databases
+_TAG_INDEX = sa.Index("track_tags_lower", sa.func.lower(track_tags.c.tag), track_tags.c.track_id)
+
+
+def _v2_tags(conn: sa.Connection) -> None:
+    """v1 → v2: the front end's tags (empty until ``sonicsort reembed``)."""
+    conn.exec_driver_sql("ALTER TABLE tracks ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'")
+    track_tags.create(conn, checkfirst=True)
+
+
+def _v3_last_id(conn: sa.Connection) -> None:
+    """v2 → v3: ids are never reused. SQLite gives a new row max(id) + 1, so deleting the newest
+    track would hand its id to the next one; the highest id ever given is kept in meta and new
+    ids count up from it (a catalog from before starts at its max(id))."""
+    top = conn.execute(sa.select(sa.func.coalesce(sa.func.max(tracks.c.id), 0))).scalar_one()
+    conn.execute(meta.delete().where(meta.c.key == "last_track_id"))
+    conn.execute(meta.insert().values(key="last_track_id", value=str(top)))
+
+
+def _v4_portable(conn: sa.Connection) -> None:
+    """v3 → v4, the schema PostgreSQL shares: paths keep their order in a ``seq`` column (SQLite's
+    rowid did it before), tags are matched through ``lower(tag)``, and a ``writes`` counter
+    tells other connections that something changed."""
+    conn.exec_driver_sql("ALTER TABLE paths ADD COLUMN seq BIGINT")
+    conn.exec_driver_sql("UPDATE paths SET seq = rowid")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS paths_seq ON paths (seq)")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS track_tags_lower ON track_tags (lower(tag), track_id)")
+    conn.execute(meta.insert().values(key="writes", value="0"))
+
+
+# schema version → the step that upgrades a catalog of the version before it, in place
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _v2_tags, 3: _v3_last_id, 4: _v4_portable}
+
+
+def catalog_url(where: str | Path) -> str:
+    """The SQLAlchemy URL of a catalog given as a SQLite file path or as a URL: ``sqlite:///…``,
+    or ``postgresql://…`` (psycopg 3, whatever driver the URL names)."""
+    text = str(where)
+    if "://" not in text:
+        return "sqlite:///" + str(Path(text).expanduser().resolve())
+    url = make_url(text)
+    if url.get_backend_name() == "postgresql":
+        return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if url.get_backend_name() == "sqlite":
+        return text
+    raise CatalogError(f"{url.render_as_string()}: a catalog is a SQLite file or a postgresql:// URL")
 
 
 @dataclass
@@ -139,9 +200,6 @@ class NewTrack:
                    is_silent=pred.is_silent, tags=pred.tags)
 
 
-_COLS = "id, sha256, title, artist, album, duration_s, genre, probabilities, model_version, is_silent, added_at, tags"
-
-
 def _top_tag_rows(track_id: int, tags: dict[str, float],
                   priors: dict[str, float] | None = None) -> list[tuple[int, str, float]]:
     """The tags ``search(tag=)`` finds a track by: its ``TOP_TAGS`` most probable, plus, given the
@@ -155,75 +213,119 @@ def _top_tag_rows(track_id: int, tags: dict[str, float],
 
 
 class Catalog:
-    """The SQLite catalog at ``path`` (created with its folder when missing).
+    """The catalog at ``where``: a SQLite file path (created with its folder when missing), or a
+    ``sqlite:///`` or ``postgresql://`` URL (the database must exist; its tables are created).
 
     Safe to share between threads (one connection, serialised by a lock); several
-    processes may open the same file (SQLite's own locking, WAL mode).
+    processes, or machines with PostgreSQL, may open the same catalog.
     """
 
-    def __init__(self, path: str | Path, *, row_cache: int = 20_000) -> None:
-        self.path = Path(path)
+    def __init__(self, where: str | Path, *, row_cache: int = 20_000) -> None:
+        self.url = catalog_url(where)
+        url = make_url(self.url)
+        self.dialect = url.get_backend_name()
+        self.path = Path(url.database) if self.dialect == "sqlite" and url.database else None
+        self.where = str(self.path) if self.path else url.render_as_string(hide_password=True)
         # Rows and vectors already read, kept while nothing was written: by this connection
-        # (``_writes``) or by any other (SQLite's ``PRAGMA data_version``). A server answers
-        # most requests from here instead of parsing the same rows again.
+        # (``_writes``) or by any other (SQLite's ``PRAGMA data_version``; the ``writes``
+        # counter in PostgreSQL). A server answers most requests from here instead of parsing
+        # the same rows again.
         self._row_cache = int(row_cache)
         self._rows: dict[int, Track] = {}
         self._vecs: dict[int, np.ndarray] = {}
         self._gen: int | None = None
         self._writes = 0
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[Any, int] | None = None
+        self._lock = threading.RLock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False,
-                                       isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._lock = threading.RLock()
-            with self._tx() as db:
-                has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone()
-                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() if has_meta else None
-                found = int(row[0]) if row else None
-                if found is not None and found > SCHEMA_VERSION:
-                    raise CatalogError(f"{self.path}: catalog schema {found} is not supported "
-                                       f"(this sonicsort reads {SCHEMA_VERSION} and older)")
-                if found == 1:  # v1 → v2: the front end's tags (empty until `sonicsort reembed`)
-                    db.execute("ALTER TABLE tracks ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'")
-                for stmt in _SCHEMA.strip().split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
-                # v2 → v3: ids are never reused. SQLite gives a new row max(id) + 1, so deleting the
-                # newest track would hand its id to the next one; the highest id ever given is kept
-                # in meta and new ids count up from it (a catalog from before starts at its max(id))
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('last_track_id', "
-                           "(SELECT CAST(COALESCE(MAX(id), 0) AS TEXT) FROM tracks))")
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        except sqlite3.DatabaseError as exc:
-            raise CatalogError(f"{self.path}: cannot open the catalog ({exc})") from None
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                engine = sa.create_engine(self.url, poolclass=sa.pool.StaticPool,
+                                          connect_args={"timeout": 30.0, "check_same_thread": False})
+
+                @sa.event.listens_for(engine, "connect")
+                def _pragmas(dbapi, _record) -> None:
+                    dbapi.isolation_level = None  # transactions are ours (BEGIN IMMEDIATE), not the driver's
+                    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+                        dbapi.execute("PRAGMA " + pragma)
+            else:
+                engine = sa.create_engine(self.url, poolclass=sa.pool.StaticPool,
+                                          connect_args={"connect_timeout": 10})
+            self._engine = engine
+            # autocommit: a read is its own statement; a write is one explicit transaction (``_tx``)
+            self._db = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            with self._tx(count=False) as db:
+                self._migrate(db)
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"{self.where}: cannot open the catalog ({_reason(exc)})") from None
+
+    def _migrate(self, db: sa.Connection) -> None:
+        has_meta = sa.inspect(db).has_table("meta")
+        found = db.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar() if has_meta else None
+        found = int(found) if found is not None else None
+        if found is not None and found > SCHEMA_VERSION:
+            raise CatalogError(f"{self.where}: catalog schema {found} is not supported "
+                               f"(this sonicsort reads {SCHEMA_VERSION} and older)")
+        if found is None:  # a new catalog: today's schema at once
+            _md.create_all(db)  # with _TAG_INDEX, which belongs to track_tags
+            db.execute(meta.insert(), [{"key": "last_track_id", "value": "0"}, {"key": "writes", "value": "0"},
+                                       {"key": "schema_version", "value": str(SCHEMA_VERSION)}])
+            return
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version](db)
+        if found < SCHEMA_VERSION:
+            db.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
     # ---------------------------------------------------------------- plumbing
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE … COMMIT, ROLLBACK on error)."""
+    def _tx(self, *, count: bool = True) -> Iterator[sa.Connection]:
+        """One write transaction, COMMIT at the end, ROLLBACK on error. Writers wait for each
+        other: SQLite's BEGIN IMMEDIATE, and in PostgreSQL the row lock of the ``writes``
+        counter, which the transaction bumps first (other connections' caches see it)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._db
+            db.exec_driver_sql("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
             try:
-                yield self._db
+                if count and self.dialect != "sqlite":
+                    db.execute(meta.update().where(meta.c.key == "writes")
+                               .values(value=sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.Text)))
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.exec_driver_sql("ROLLBACK")
                 raise
             finally:
                 self._writes += 1  # what was read before may have changed
-            self._db.execute("COMMIT")
+            db.exec_driver_sql("COMMIT")
 
-    def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+    def _q(self, stmt, params: dict[str, Any] | list | None = None) -> list:
         with self._lock:
-            return self._db.execute(sql, tuple(params)).fetchall()
+            return self._db.execute(stmt, params).all() if params is not None else self._db.execute(stmt).all()
+
+    def _upsert(self, table: sa.Table, rows: list[dict[str, Any]], *, replace: bool = True) -> None:
+        """INSERT … ON CONFLICT (primary key) DO UPDATE (``replace``) or DO NOTHING."""
+        if not rows:
+            return
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        stmt = insert(table)
+        keys = [c.name for c in table.primary_key.columns]
+        if replace:
+            stmt = stmt.on_conflict_do_update(index_elements=keys,
+                                              set_={c: stmt.excluded[c] for c in rows[0] if c not in keys})
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        self._db.execute(stmt, rows)
 
     def _fresh(self) -> None:
         """Drop the cached rows, vectors and generation if anything was written since they were read."""
         with self._lock:
-            seen = (self._db.execute("PRAGMA data_version").fetchone()[0], self._writes)
+            if self.dialect == "sqlite":
+                other = self._db.exec_driver_sql("PRAGMA data_version").scalar()
+            else:
+                other = self._db.execute(_WRITES).scalar()
+            seen = (other, self._writes)
             if seen != self._seen:
                 self._rows.clear()
                 self._vecs.clear()
@@ -238,16 +340,16 @@ class Catalog:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._engine.dispose()
 
     # ---------------------------------------------------------------- meta
     def get_meta(self, key: str) -> str | None:
-        row = self._q("SELECT value FROM meta WHERE key=?", (key,))
-        return row[0][0] if row else None
+        with self._lock:
+            return self._db.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
 
     def set_meta(self, **values: Any) -> None:
-        with self._tx() as db:
-            for k, v in values.items():
-                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, str(v)))
+        with self._tx():
+            self._upsert(meta, [{"key": k, "value": str(v)} for k, v in values.items()])
 
     @property
     def model_version(self) -> str | None:
@@ -263,34 +365,33 @@ class Catalog:
                 self._gen = int(self.get_meta("generation") or 0)
             return self._gen
 
-    @staticmethod
-    def _bump(db: sqlite3.Connection) -> None:
-        db.execute("INSERT INTO meta VALUES ('generation', '1') ON CONFLICT(key) DO UPDATE "
-                   "SET value = CAST(value AS INTEGER) + 1")
+    def _bump(self, db: sa.Connection) -> None:
+        updated = db.execute(meta.update().where(meta.c.key == "generation")
+                             .values(value=sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.Text))).rowcount
+        if not updated:
+            db.execute(meta.insert().values(key="generation", value="1"))
 
     # ---------------------------------------------------------------- reads
     def __len__(self) -> int:
-        return int(self._q("SELECT COUNT(*) FROM tracks")[0][0])
+        return int(self._q(sa.select(sa.func.count()).select_from(tracks))[0][0])
 
     def path_state(self, path: str) -> tuple[int, int, int] | None:
         """(track_id, size, mtime_ns) recorded for a file path, or None."""
-        row = self._q("SELECT track_id, size, mtime_ns FROM paths WHERE path=?", (path,))
+        row = self._q(sa.select(paths.c.track_id, paths.c.size, paths.c.mtime_ns).where(paths.c.path == path))
         return tuple(row[0]) if row else None  # type: ignore[return-value]
 
     def path_states_under(self, root: str) -> dict[str, tuple[int, int, int]]:
         """path → (track_id, size, mtime_ns) for every recorded path under folder ``root``, in one query."""
         prefix = root.rstrip("/") + "/"
-        rows = self._q("SELECT path, track_id, size, mtime_ns FROM paths WHERE substr(path, 1, ?) = ?",
-                       (len(prefix), prefix))
+        rows = self._q(sa.select(paths.c.path, paths.c.track_id, paths.c.size, paths.c.mtime_ns)
+                       .where(sa.func.substr(paths.c.path, 1, len(prefix)) == prefix))
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def ids_for_hashes(self, hashes: Iterable[str]) -> dict[str, int]:
         hashes = list(hashes)
         out: dict[str, int] = {}
         for i in range(0, len(hashes), 500):
-            chunk = hashes[i:i + 500]
-            rows = self._q(f"SELECT sha256, id FROM tracks WHERE sha256 IN ({','.join('?' * len(chunk))})", chunk)
-            out.update(rows)
+            out.update(self._q(sa.select(tracks.c.sha256, tracks.c.id).where(tracks.c.sha256.in_(hashes[i:i + 500]))))
         return out
 
     def _row_to_track(self, row: tuple, paths: list[str]) -> Track:
@@ -306,7 +407,7 @@ class Catalog:
             track_id = int(track_id)
         except (TypeError, ValueError):
             raise UnknownTrack(f"unknown track {track_id!r}") from None
-        if not 0 < track_id < 2**63:  # SQLite's integers are 64-bit
+        if not 0 < track_id < 2**63:  # the databases' integers are 64-bit
             raise UnknownTrack(f"unknown track {track_id}")
         found = self.get_many([track_id], with_embedding=with_embedding)
         if track_id not in found:
@@ -322,13 +423,12 @@ class Catalog:
             missing = [i for i in ids if i not in found]
             for i in range(0, len(missing), 500):
                 chunk = missing[i:i + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = self._q(f"SELECT {_COLS} FROM tracks WHERE id IN ({marks})", chunk)
-                paths: dict[int, list[str]] = {}
-                for p, t in self._q(f"SELECT path, track_id FROM paths WHERE track_id IN ({marks}) ORDER BY rowid", chunk):
-                    paths.setdefault(t, []).append(p)
+                rows = self._q(_ROWS, {"ids": chunk})
+                where: dict[int, list[str]] = {}
+                for p, t in self._q(_PATHS, {"ids": chunk}):
+                    where.setdefault(t, []).append(p)
                 for r in rows:
-                    found[r[0]] = self._row_to_track(r, paths.get(r[0], []))
+                    found[r[0]] = self._row_to_track(r, where.get(r[0], []))
                     self._remember(self._rows, r[0], found[r[0]])
             vecs = self._vectors(ids) if with_embedding else {}
         out: dict[int, Track] = {}
@@ -343,13 +443,14 @@ class Catalog:
         return out
 
     def ids(self) -> np.ndarray:
-        return np.array([r[0] for r in self._q("SELECT id FROM tracks ORDER BY id")], dtype=np.int64)
+        return np.array([r[0] for r in self._q(sa.select(tracks.c.id).order_by(tracks.c.id))], dtype=np.int64)
 
     def embeddings(self, batch: int = 5000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) in batches, ordered by id; vectors shape (n, embedding_dim) float32."""
         last = -1
         while True:
-            rows = self._q("SELECT id, embedding FROM tracks WHERE id > ? ORDER BY id LIMIT ?", (last, batch))
+            rows = self._q(sa.select(tracks.c.id, tracks.c.embedding).where(tracks.c.id > last)
+                           .order_by(tracks.c.id).limit(batch))
             if not rows:
                 return
             ids = np.array([r[0] for r in rows], np.int64)
@@ -367,8 +468,7 @@ class Catalog:
         out = {i: self._vecs[i] for i in ids if i in self._vecs}
         missing = [i for i in ids if i not in out]
         for i in range(0, len(missing), 500):
-            chunk = missing[i:i + 500]
-            for tid, blob in self._q(f"SELECT id, embedding FROM tracks WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+            for tid, blob in self._q(_VECS, {"ids": missing[i:i + 500]}):
                 v = np.frombuffer(blob, dtype="<f4").astype(np.float32)
                 v.flags.writeable = False
                 out[tid] = v
@@ -377,46 +477,63 @@ class Catalog:
 
     def labels(self) -> list[tuple[int, str, str | None, str]]:
         """(id, title, artist, genre) of every track, by id: what a map of the catalog shows."""
-        return self._q("SELECT id, title, artist, genre FROM tracks ORDER BY id")
+        return [tuple(r) for r in self._q(sa.select(tracks.c.id, tracks.c.title, tracks.c.artist, tracks.c.genre)
+                                          .order_by(tracks.c.id))]
 
     def ids_with_genre(self, genre: str) -> np.ndarray:
-        return np.array([r[0] for r in self._q("SELECT id FROM tracks WHERE genre=?", (genre,))], np.int64)
+        return np.array([r[0] for r in self._q(sa.select(tracks.c.id).where(tracks.c.genre == genre))], np.int64)
 
     def tag_counts(self) -> dict[str, int]:
         """tag → how many tracks have it among their top tags, most common first."""
-        return dict(self._q("SELECT tag, COUNT(*) FROM track_tags GROUP BY tag COLLATE NOCASE "
-                            "ORDER BY COUNT(*) DESC, tag"))
+        n = sa.func.count()
+        return {t: c for t, c in self._q(sa.select(sa.func.min(track_tags.c.tag), n)
+                                         .group_by(sa.func.lower(track_tags.c.tag))
+                                         .order_by(n.desc(), sa.func.min(track_tags.c.tag)))}
 
     def search(self, text: str | None = None, *, genre: str | None = None, tag: str | None = None,
                after_id: int = 0, limit: int = 50) -> list[Track]:
         """Tracks whose title/artist/album contain ``text`` (case-insensitive), of ``genre``, with
         ``tag`` among their top tags (case-insensitive), by id after ``after_id``."""
-        where, params = ["id > ?"], [int(after_id)]
+        q = sa.select(tracks.c.id).where(tracks.c.id > int(after_id))
         if tag:
-            where.append("id IN (SELECT track_id FROM track_tags WHERE tag = ?)")
-            params.append(tag)
+            q = q.where(tracks.c.id.in_(sa.select(track_tags.c.track_id)
+                                        .where(sa.func.lower(track_tags.c.tag) == tag.lower())))
         if text:
             like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append("(title LIKE ? ESCAPE '\\' OR artist LIKE ? ESCAPE '\\' OR album LIKE ? ESCAPE '\\')")
-            params += [like, like, like]
+            # SQLite's LIKE ignores (ASCII) case already, and lower() on every row costs it 5x
+            match = (lambda c: c.like(like, escape="\\")) if self.dialect == "sqlite" else \
+                (lambda c: c.ilike(like, escape="\\"))
+            q = q.where(sa.or_(*(match(c) for c in (tracks.c.title, tracks.c.artist, tracks.c.album))))
         if genre:
-            where.append("genre = ?")
-            params.append(genre)
-        rows = self._q(f"SELECT id FROM tracks WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", params + [int(limit)])
+            q = q.where(tracks.c.genre == genre)
+        rows = self._q(q.order_by(tracks.c.id).limit(int(limit)))
         found = self.get_many(r[0] for r in rows)
-        return [found[r[0]] for r in rows]
+        return [found[r[0]] for r in rows if r[0] in found]
 
     def stats(self) -> dict[str, Any]:
-        per_genre = dict(self._q("SELECT genre, COUNT(*) FROM tracks GROUP BY genre ORDER BY COUNT(*) DESC"))
-        versions = dict(self._q("SELECT model_version, COUNT(*) FROM tracks GROUP BY model_version"))
-        n_paths = self._q("SELECT COUNT(*) FROM paths")[0][0]
-        dur = self._q("SELECT COALESCE(SUM(duration_s), 0) FROM tracks")[0][0]
-        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        n = sa.func.count()
+        per_genre = dict(self._q(sa.select(tracks.c.genre, n).group_by(tracks.c.genre).order_by(n.desc())))
+        versions = dict(self._q(sa.select(tracks.c.model_version, n).group_by(tracks.c.model_version)))
+        n_paths = self._q(sa.select(n).select_from(paths))[0][0]
+        dur = self._q(sa.select(sa.func.coalesce(sa.func.sum(tracks.c.duration_s), 0)))[0][0]
+        if self.path is not None:
+            size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        else:
+            size = sum(self._q(sa.text("SELECT pg_total_relation_size(CAST(:t AS regclass))"), {"t": t.name})[0][0]
+                       for t in _md.sorted_tables)
         return {"tracks": len(self), "paths": n_paths, "duration_s": round(float(dur), 1),
-                "per_genre": per_genre, "model_versions": versions, "catalog_path": str(self.path),
-                "catalog_bytes": size, "generation": self.generation}
+                "per_genre": per_genre, "model_versions": versions, "catalog_path": self.where,
+                "catalog_bytes": int(size), "generation": self.generation}
 
     # ---------------------------------------------------------------- writes
+    def _record_paths(self, db: sa.Connection, rows: list[tuple[str, int, int, int]], now: float) -> None:
+        """(path, track_id, size, mtime_ns): recorded, or moved to the end of their track's paths."""
+        if not rows:
+            return
+        last = db.execute(sa.select(sa.func.coalesce(sa.func.max(paths.c.seq), 0))).scalar_one()
+        self._upsert(paths, [{"path": p, "track_id": int(t), "size": int(s), "mtime_ns": int(m), "seen_at": now,
+                              "seq": last + 1 + k} for k, (p, t, s, m) in enumerate(rows)])
+
     def add(self, new: list[NewTrack], links: list[tuple[str, int, int, int]] = (), *,
             tag_priors: dict[str, float] | None = None, created: list[bool] | None = None) -> list[int]:
         """Store new tracks and extra paths of known tracks in one transaction.
@@ -433,56 +550,60 @@ class Catalog:
         now = time.time()
         ids: list[int] = []
         with self._tx() as db:
-            current = db.execute("SELECT value FROM meta WHERE key='model_version'").fetchone()
+            current = db.execute(sa.select(meta.c.value).where(meta.c.key == "model_version")).scalar()
             versions = {t.model_version for t in new}
-            if len(versions) > 1 or (current and versions and versions != {current[0]}):
+            if len(versions) > 1 or (current and versions and versions != {current}):
                 raise CatalogError(f"embeddings from model(s) {sorted(versions)} cannot join a catalog "
-                                   f"of model {current[0] if current else None}")
+                                   f"of model {current}")
             if versions and not current:
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('model_version', ?)", (versions.pop(),))
-            last = int(db.execute("SELECT value FROM meta WHERE key='last_track_id'").fetchone()[0])
-            last = max(last, int(db.execute("SELECT COALESCE(MAX(id), 0) FROM tracks").fetchone()[0]))
+                self._upsert(meta, [{"key": "model_version", "value": versions.pop()}])
+            last = int(db.execute(sa.select(meta.c.value).where(meta.c.key == "last_track_id")).scalar_one())
+            last = max(last, db.execute(sa.select(sa.func.coalesce(sa.func.max(tracks.c.id), 0))).scalar_one())
+            recorded: list[tuple[str, int, int, int]] = []
+            n_created = 0
             for t in new:
-                row = db.execute("SELECT id FROM tracks WHERE sha256=?", (t.sha256,)).fetchone()
-                if row is None:
-                    last = tid = last + 1  # never an id a deleted track had
-                    db.execute(
-                        "INSERT INTO tracks (id, sha256, title, artist, album, duration_s, genre, probabilities,"
-                        " embedding, model_version, is_silent, added_at, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (tid, t.sha256, t.title, t.artist, t.album, float(t.duration_s), t.genre,
-                         json.dumps(t.probabilities), np.asarray(t.embedding, "<f4").tobytes(),
-                         t.model_version, int(t.is_silent), now, json.dumps(t.tags)))
-                    db.executemany("INSERT INTO track_tags VALUES (?,?,?)", _top_tag_rows(tid, t.tags, tag_priors))
-                else:
-                    tid = int(row[0])
+                tid = db.execute(sa.select(tracks.c.id).where(tracks.c.sha256 == t.sha256)).scalar()
                 if created is not None:
-                    created.append(row is None)
-                ids.append(tid)
-                db.execute("INSERT OR REPLACE INTO paths VALUES (?,?,?,?,?)", (t.path, tid, t.size, t.mtime_ns, now))
-            for path, tid, size, mtime_ns in links:
-                db.execute("INSERT OR REPLACE INTO paths VALUES (?,?,?,?,?)", (path, tid, size, mtime_ns, now))
-            db.execute("UPDATE meta SET value=? WHERE key='last_track_id'", (str(last),))
-            if new:
+                    created.append(tid is None)
+                if tid is None:
+                    n_created += 1
+                    last = tid = last + 1  # never an id a deleted track had
+                    db.execute(tracks.insert().values(
+                        id=tid, sha256=t.sha256, title=t.title, artist=t.artist, album=t.album,
+                        duration_s=float(t.duration_s), genre=t.genre, probabilities=json.dumps(t.probabilities),
+                        embedding=np.asarray(t.embedding, "<f4").tobytes(), model_version=t.model_version,
+                        is_silent=int(t.is_silent), added_at=now, tags=json.dumps(t.tags)))
+                    tag_rows = _top_tag_rows(tid, t.tags, tag_priors)
+                    if tag_rows:
+                        db.execute(track_tags.insert(), [{"track_id": a, "tag": b, "probability": c}
+                                                         for a, b, c in tag_rows])
+                ids.append(int(tid))
+                recorded.append((t.path, int(tid), t.size, t.mtime_ns))
+            self._record_paths(db, recorded + list(links), now)
+            db.execute(meta.update().where(meta.c.key == "last_track_id").values(value=str(last)))
+            if n_created:  # the set of tracks changed (a known audio's new path does not change it)
                 self._bump(db)
         return ids
 
-    def forget_paths(self, paths: Iterable[str]) -> None:
+    def forget_paths(self, gone: Iterable[str]) -> None:
+        gone = list(gone)
         with self._tx() as db:
-            db.executemany("DELETE FROM paths WHERE path=?", [(p,) for p in paths])
+            for i in range(0, len(gone), 500):
+                db.execute(paths.delete().where(paths.c.path.in_(gone[i:i + 500])))
 
     def remove(self, track_ids: Iterable[int]) -> int:
         ids = [int(i) for i in track_ids]
         with self._tx() as db:
             n = 0
-            for i in ids:
-                n += db.execute("DELETE FROM tracks WHERE id=?", (i,)).rowcount
+            for i in range(0, len(ids), 500):
+                n += db.execute(tracks.delete().where(tracks.c.id.in_(ids[i:i + 500]))).rowcount
             if n:
                 self._bump(db)
         return n
 
     def orphans(self) -> list[int]:
         """Tracks with no file path left."""
-        return [r[0] for r in self._q("SELECT id FROM tracks WHERE id NOT IN (SELECT track_id FROM paths)")]
+        return [r[0] for r in self._q(sa.select(tracks.c.id).where(~tracks.c.id.in_(sa.select(paths.c.track_id))))]
 
     def replace_embeddings(self, updates: list[tuple[int, str, dict[str, float], np.ndarray, bool, dict[str, float]]],
                            model_version: str, *, final: bool = False,
@@ -492,17 +613,37 @@ class Catalog:
         The catalog's model version switches when ``final`` (after the last batch); until
         then it holds a mix (``ids_not_from`` lists the rest).
         """
+        b = sa.bindparam
         with self._tx() as db:
-            db.executemany(
-                "UPDATE tracks SET genre=?, probabilities=?, embedding=?, model_version=?, is_silent=?, tags=? WHERE id=?",
-                [(g, json.dumps(p), np.asarray(e, "<f4").tobytes(), model_version, int(s), json.dumps(tg), tid)
-                 for tid, g, p, e, s, tg in updates])
-            db.executemany("DELETE FROM track_tags WHERE track_id=?", [(u[0],) for u in updates])
-            db.executemany("INSERT INTO track_tags VALUES (?,?,?)",
-                           [r for tid, _, _, _, _, tg in updates for r in _top_tag_rows(tid, tg, tag_priors)])
+            if updates:
+                db.execute(tracks.update().where(tracks.c.id == b("tid")).values(
+                    genre=b("g"), probabilities=b("p"), embedding=b("e"), model_version=b("mv"), is_silent=b("s"),
+                    tags=b("tg")),
+                    [{"tid": tid, "g": g, "p": json.dumps(p), "e": np.asarray(e, "<f4").tobytes(), "mv": model_version,
+                      "s": int(s), "tg": json.dumps(tg)} for tid, g, p, e, s, tg in updates])
+                db.execute(track_tags.delete().where(track_tags.c.track_id.in_([u[0] for u in updates])))
+                tag_rows = [r for tid, _, _, _, _, tg in updates for r in _top_tag_rows(tid, tg, tag_priors)]
+                if tag_rows:
+                    db.execute(track_tags.insert(), [{"track_id": a, "tag": t, "probability": p} for a, t, p in tag_rows])
             if final:
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('model_version', ?)", (model_version,))
+                self._upsert(meta, [{"key": "model_version", "value": model_version}])
             self._bump(db)
 
     def ids_not_from(self, model_version: str) -> list[int]:
-        return [r[0] for r in self._q("SELECT id FROM tracks WHERE model_version != ?", (model_version,))]
+        return [r[0] for r in self._q(sa.select(tracks.c.id).where(tracks.c.model_version != model_version))]
+
+
+_COLS = (tracks.c.id, tracks.c.sha256, tracks.c.title, tracks.c.artist, tracks.c.album, tracks.c.duration_s,
+         tracks.c.genre, tracks.c.probabilities, tracks.c.model_version, tracks.c.is_silent, tracks.c.added_at,
+         tracks.c.tags)
+_ROWS = sa.select(*_COLS).where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
+_PATHS = (sa.select(paths.c.path, paths.c.track_id).where(paths.c.track_id.in_(sa.bindparam("ids", expanding=True)))
+          .order_by(paths.c.seq))
+_VECS = sa.select(tracks.c.id, tracks.c.embedding).where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
+_WRITES = sa.select(meta.c.value).where(meta.c.key == "writes")
+
+
+def _reason(exc: Exception) -> str:
+    """The driver's own words, without SQLAlchemy's wrapping and links."""
+    orig = getattr(exc, "orig", None)
+    return str(orig or exc).strip().splitlines()[0]

@@ -27,6 +27,9 @@ class Settings:
     home: Path = field(default_factory=_default_home)
     model_dir: Path | None = None  # None: the model shipped inside the package
     backend: str = "hnsw"
+    # where the catalog lives: "" for the embedded SQLite file under home, or a URL
+    # (postgresql://user@host/db: a catalog several machines share; sqlite:///path)
+    catalog_url: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_duration_s: float = 20 * 60.0
     # what decoding one file may cost (embedding.audio.DecodeLimits): beyond any of these it is refused
@@ -65,7 +68,13 @@ class Settings:
 
     @property
     def catalog_path(self) -> Path:
+        """The embedded SQLite catalog's file (used unless ``catalog_url`` is set)."""
         return self.home / "catalog.sqlite3"
+
+    @property
+    def catalog_location(self) -> str | Path:
+        """What ``recommender.catalog.Catalog`` opens: ``catalog_url``, else the SQLite file."""
+        return self.catalog_url or self.catalog_path
 
     @property
     def uploads_dir(self) -> Path:

@@ -52,7 +52,7 @@ class Library:
             raise BadRequest(f"unknown index backend {self.backend!r}; available: {', '.join(BACKENDS)}")
         if self.settings.on_model_mismatch not in ("refuse", "reembed"):
             raise BadRequest(f"on_model_mismatch must be 'refuse' or 'reembed', not {self.settings.on_model_mismatch!r}")
-        self.catalog = Catalog(self.settings.catalog_path)
+        self.catalog = Catalog(self.settings.catalog_location)
         self._bundle = bundle
         self.cache = cache if cache is not None else PredictionCache.from_settings(self.settings)
         self._index = None

@@ -185,6 +185,60 @@ class PrivateRedis:
             self.proc = None
 
 
+POSTGRES_ADMIN_URL = os.environ.get("SONICSORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_db():
+    """A database of this test session's own on the machine's PostgreSQL server (make test /
+    .ci/run make sure one answers), dropped at the end; no other database is touched.
+    Yields its URL."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"sonicsort_test_{uuid.uuid4().hex[:10]}"
+    admin_url = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_at(request, tmp_path):
+    """``catalog_at(name)``: where the catalog ``name`` of this test lives, in each database in
+    turn: a SQLite file in the test's folder, or a schema of its own in the session's
+    PostgreSQL database (a URL whose search_path is that schema)."""
+    import uuid
+
+    if request.param == "sqlite":
+        return lambda name: tmp_path / f"{name}.sqlite3"
+    import sqlalchemy as sa
+
+    base = request.getfixturevalue("postgres_db")
+    made: dict[str, str] = {}
+
+    def at(name: str) -> str:
+        if name not in made:
+            schema = f"t_{uuid.uuid4().hex[:12]}"
+            eng = sa.create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1),
+                                   isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+            with eng.connect() as c:
+                c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+            eng.dispose()
+            made[name] = f"{base}?options=-csearch_path%3D{schema}"
+        return made[name]
+
+    return at
+
+
 @pytest.fixture
 def private_redis(tmp_path):
     r = PrivateRedis(tmp_path).start()

@@ -1,4 +1,4 @@
-"""The catalog (SQLite): rows, vectors, their caches across connections, tags."""
+"""The catalog, in SQLite and in PostgreSQL: rows, vectors, their caches across connections, tags, ids, migrations."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 
-def test_row_cache_follows_every_write_of_any_connection(tmp_path):
+def test_row_cache_follows_every_write_of_any_connection(catalog_at):
     """Catalog keeps rows and vectors it has read; a write by itself or by another connection
     (another process, say) is seen on the next read."""
     from recommender.catalog import Catalog, NewTrack
@@ -18,7 +18,7 @@ def test_row_cache_follows_every_write_of_any_connection(tmp_path):
                         album=None, duration_s=1.0, genre="drone", probabilities={"drone": 1.0}, embedding=v,
                         model_version="m1")
 
-    a, b = Catalog(tmp_path / "c.sqlite3"), Catalog(tmp_path / "c.sqlite3")
+    a, b = Catalog(catalog_at("c")), Catalog(catalog_at("c"))
     t1, t2 = a.add([rec(1), rec(2)])
     assert a.get(t1).title == "T1" and a.generation == 1
     v1 = a.vectors([t1])[t1]
@@ -43,13 +43,13 @@ def test_row_cache_follows_every_write_of_any_connection(tmp_path):
     a.remove([t1])
     assert a.get_many([t1]) == {} and a.vectors([t1]) == {} and a.generation == 4
     # a small cache still answers every id of a large request
-    c = Catalog(tmp_path / "d.sqlite3", row_cache=2)
+    c = Catalog(catalog_at("d"), row_cache=2)
     ids = c.add([rec(i) for i in range(5)])
     assert sorted(c.get_many(ids)) == sorted(ids) and sorted(c.vectors(ids)) == sorted(ids)
     a.close(), b.close(), c.close()
 
 
-def test_tracks_are_found_by_tags_that_stand_out_against_the_model_priors(tmp_path):
+def test_tracks_are_found_by_tags_that_stand_out_against_the_model_priors(catalog_at):
     """A mood's probability rarely ranks in a track's top 5 (frequent MSD tags such as rock
     do); at 3x its prior it still makes the track findable, and below that it does not."""
     from recommender.catalog import Catalog, NewTrack
@@ -61,19 +61,42 @@ def test_tracks_are_found_by_tags_that_stand_out_against_the_model_priors(tmp_pa
                         embedding=np.ones(4, np.float32), model_version="m1", tags=tags)
 
     priors = {"rock": 0.13, "pop": 0.13, "indie": 0.05, "jazz": 0.16, "soul": 0.07, "Mellow": 0.012}
-    c = Catalog(tmp_path / "c.sqlite3")
+    c = Catalog(catalog_at("c"))
     mellow, plain = c.add([rec(1, 0.07), rec(2, 0.02)], tag_priors=priors)
     assert [t.id for t in c.search(tag="mellow")] == [mellow]
     assert [t for t, _ in c.get(mellow).top_tags()] == ["rock", "pop", "indie", "jazz", "soul"]
     assert {t.id for t in c.search(tag="rock")} == {mellow, plain}
-    no_priors = Catalog(tmp_path / "d.sqlite3")
+    no_priors = Catalog(catalog_at("d"))
     (only,) = no_priors.add([rec(3, 0.07)])
     assert no_priors.search(tag="mellow") == []  # top 5 only, without the model's priors
 
 
-def test_ids_are_never_reused_and_an_older_catalog_migrates_in_place(tmp_path):
-    """Add A, delete it, add B: B gets a new id, across connections and reopenings. A schema-2
-    file (as 0.2 wrote it, no id high-water mark) upgrades on open and keeps its ids."""
+def test_ids_are_never_reused(catalog_at):
+    """Add A, delete it, add B: B gets a new id, across connections and reopenings."""
+    from recommender.catalog import Catalog, NewTrack
+
+    def rec(i: int) -> NewTrack:
+        return NewTrack(path=f"/m/{i}.wav", size=1, mtime_ns=1, sha256=f"h{i}", title=f"T{i}", artist="A",
+                        album=None, duration_s=1.0, genre="drone", probabilities={"drone": 1.0},
+                        embedding=np.ones(4, np.float32), model_version="m1")
+
+    a = Catalog(catalog_at("c"))
+    (t1, t2) = a.add([rec(1), rec(2)])
+    a.remove([t2])
+    (t3,) = a.add([rec(3)])
+    assert t3 > t2  # SQLite alone would hand out t2 again
+    a.remove([t3])
+    a.close()
+    b = Catalog(catalog_at("c"))
+    (t4,) = b.add([rec(4)])
+    assert t4 > t3 and b.add([rec(1)]) == [t1]  # known audio keeps its id
+    assert b.stats()["tracks"] == 2 and b.stats()["catalog_bytes"] > 0
+    b.close()
+
+
+def test_an_older_sqlite_catalog_migrates_in_place(tmp_path):
+    """A schema-2 file (as 0.2 wrote it: no id high-water mark, paths ordered by rowid, tags
+    matched by collation) upgrades on open and keeps its ids, paths and their order."""
     import sqlite3
 
     from recommender.catalog import SCHEMA_VERSION, Catalog, NewTrack
@@ -92,15 +115,64 @@ def test_ids_are_never_reused_and_an_older_catalog_migrates_in_place(tmp_path):
     a.close()
     b = Catalog(tmp_path / "c.sqlite3")
     (t4,) = b.add([rec(4)])
-    assert t4 > t3 and b.add([rec(1)]) == [t1]  # known audio keeps its id
+    b.add([], links=[("/m/1-copy.wav", t1, 1, 1)])
     b.close()
 
     db = sqlite3.connect(tmp_path / "c.sqlite3")  # make it a schema-2 file, then open it
-    db.executescript("DELETE FROM meta WHERE key='last_track_id'; UPDATE meta SET value='2' WHERE key='schema_version';")
+    db.executescript("DROP INDEX paths_seq; ALTER TABLE paths DROP COLUMN seq; DROP INDEX track_tags_lower; "
+                     "DELETE FROM meta WHERE key IN ('last_track_id', 'writes'); "
+                     "UPDATE meta SET value='2' WHERE key='schema_version';")
     db.close()
     c = Catalog(tmp_path / "c.sqlite3")
     assert c.get_meta("schema_version") == str(SCHEMA_VERSION) and sorted(c.ids().tolist()) == [t1, t4]
+    assert c.get(t1).paths == ["/m/1.wav", "/m/1-copy.wav"]
+    c.add([], links=[("/m/1-third.wav", t1, 1, 1)])
+    assert c.get(t1).paths == ["/m/1.wav", "/m/1-copy.wav", "/m/1-third.wav"]
     c.remove([t4])
     (t5,) = c.add([rec(5)])
     assert t5 > t4  # the mark starts at the old file's max(id): its newest id is not handed out again
     c.close()
+
+
+def test_concurrent_adds_of_the_same_audio_make_one_track(catalog_at):
+    """8 connections (as 8 workers or nodes would hold) add the same new audio at once: exactly
+    one of them creates the track, all get its id, and the catalog holds one row."""
+    import threading
+
+    from recommender.catalog import Catalog, NewTrack
+
+    rec = NewTrack(path="/m/same.wav", size=1, mtime_ns=1, sha256="same", title="Same", artist="A", album=None,
+                   duration_s=1.0, genre="drone", probabilities={"drone": 1.0},
+                   embedding=np.ones(4, np.float32), model_version="m1", tags={"rock": 0.5})
+    conns = [Catalog(catalog_at("c")) for _ in range(8)]
+    start, results = threading.Barrier(8), []
+
+    def add(c):
+        created: list[bool] = []
+        start.wait()
+        results.append((c.add([rec], created=created)[0], created[0]))
+
+    threads = [threading.Thread(target=add, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({tid for tid, _ in results}) == 1 and sum(made for _, made in results) == 1
+    assert len(conns[0]) == 1 and conns[0].generation == 1 and conns[0].get(results[0][0]).paths == ["/m/same.wav"]
+    for c in conns:
+        c.close()
+
+
+def test_a_catalog_that_cannot_be_opened_says_why(tmp_path):
+    """A URL of another kind, or a PostgreSQL server that does not answer: a CatalogError naming it."""
+    from recommender.catalog import Catalog
+    from recommender.errors import CatalogError
+
+    with pytest.raises(CatalogError, match="a SQLite file or a postgresql:// URL"):
+        Catalog("mysql://u@127.0.0.1/db")
+    with pytest.raises(CatalogError, match="cannot open the catalog"):
+        Catalog("postgresql://nobody:secret@127.0.0.1:1/none")
+    try:
+        Catalog("postgresql://nobody:secret@127.0.0.1:1/none")
+    except CatalogError as exc:
+        assert "secret" not in str(exc)  # the password is never shown

@@ -182,3 +182,31 @@ def test_cli_ingest_stats_reindex(tmp_path, cli_env, redis_url, cache_prefix):
     assert "annoy, 6 vectors" in r.stdout
     r = run_cli(["ingest", str(tmp_path / "nowhere")], cli_env)
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "no such file" in r.stderr
+
+
+@pytest.mark.slow
+def test_cli_on_a_shared_postgresql_catalog(tmp_path, cli_env, postgres_db):
+    """SONICSORT_CATALOG_URL=postgresql://…: ingest on one machine (home), and another (a home
+    of its own, the same URL) sees the tracks, builds its own index from them and reports the
+    catalog without its password. A server that does not answer is one line and exit 1."""
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(postgres_db)
+    schema = "cli_shared"
+    eng = sa.create_engine(url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    eng.dispose()
+    shared = f"{postgres_db}?options=-csearch_path%3D{schema}"
+    music(tmp_path / "music", n=4)
+    a = dict(cli_env, SONICSORT_CATALOG_URL=shared)
+    r = run_cli(["ingest", str(tmp_path / "music"), "--json", "--workers", "0"], a)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["added"] == 4
+    b = dict(a, SONICSORT_HOME=str(tmp_path / "other-node"))
+    s = json.loads(run_cli(["stats", "--json"], b).stdout)
+    assert s["tracks"] == 4 and s["index"]["count"] == 4 and s["catalog_path"].startswith("postgresql")
+    assert not (tmp_path / "other-node" / "catalog.sqlite3").exists()  # no SQLite file beside it
+    r = run_cli(["stats"], dict(a, SONICSORT_CATALOG_URL="postgresql://someone:hunter2@127.0.0.1:1/x"))
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "cannot open the catalog" in r.stderr
+    assert "hunter2" not in r.stderr and "Traceback" not in r.stderr

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from .conftest import agree, music
+from recommender.catalog import SCHEMA_VERSION
 from recommender.errors import ModelMismatch
 from recommender.ingest import ingest
 
@@ -58,12 +59,13 @@ def test_v1_catalog_upgrades_in_place_and_reembeds_to_the_v2_model(tmp_path, mak
     assert all(t.tags == {} for t in old.catalog.get_many(old.catalog.ids()).values())
     old.close()
     db = sqlite3.connect(tmp_path / "home" / "catalog.sqlite3")  # make it a schema-1 file, as 0.1 wrote them
-    db.executescript("DROP TABLE track_tags; ALTER TABLE tracks DROP COLUMN tags; "
+    db.executescript("DROP TABLE track_tags; ALTER TABLE tracks DROP COLUMN tags; DROP INDEX paths_seq; "
+                     "ALTER TABLE paths DROP COLUMN seq; DELETE FROM meta WHERE key IN ('last_track_id', 'writes'); "
                      "UPDATE meta SET value='1' WHERE key='schema_version';")
     db.close()
 
     refusing = make_library()  # the v2 model on the v1 model's catalog
-    assert refusing.catalog.get_meta("schema_version") == "3"
+    assert refusing.catalog.get_meta("schema_version") == str(SCHEMA_VERSION)
     with pytest.raises(ModelMismatch, match="sonicsort reembed"):
         refusing.check_model()
     refusing.close()

@@ -24,7 +24,9 @@ GROUPS = ("model", "serving", "catalog", "reco", "bench")  # in the order --help
 
 ENVIRONMENT = (
     "Environment: SONICSORT_HOME (data folder, default ~/.sonicsort), SONICSORT_MODEL_DIR "
-    "(model bundle, default: the one shipped in the package), SONICSORT_BACKEND ({backends}), "
+    "(model bundle, default: the one shipped in the package), SONICSORT_CATALOG_URL (default: "
+    "SONICSORT_HOME/catalog.sqlite3; postgresql://user@host/db for a catalog machines share), "
+    "SONICSORT_BACKEND ({backends}), "
     "SONICSORT_REDIS_URL (prediction cache, default redis://127.0.0.1:6379/0), SONICSORT_CACHE_TTL_S, "
     "SONICSORT_CACHE_PREFIX, SONICSORT_ON_MODEL_MISMATCH (refuse|reembed), SONICSORT_INGEST_WORKERS, "
     "SONICSORT_MAX_DURATION_S, SONICSORT_MAX_CHANNELS, SONICSORT_MAX_SAMPLE_RATE, "

@@ -12,8 +12,8 @@ def add_commands(sub, common) -> None:
     p = sub.add_parser(
         "ingest", parents=[common], help="add a music folder to the catalog (incremental)",
         description="Scan folders recursively for wav, flac, ogg, mp3, m4a and au files, read their tags, predict "
-                    "genres and embeddings and store them in the catalog (SONICSORT_HOME/catalog.sqlite3) and "
-                    "its index. Unchanged files are skipped, moved or duplicated audio is linked to its track, "
+                    "genres and embeddings and store them in the catalog (SONICSORT_HOME/catalog.sqlite3, or "
+                    "SONICSORT_CATALOG_URL) and its index. Unchanged files are skipped, moved or duplicated audio is linked to its track, "
                     "undecodable files are reported and skipped. Safe to interrupt and run again.")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="folders (or single files) to ingest")
     add_library_args(p)
@@ -85,7 +85,7 @@ def cmd_ingest(args: argparse.Namespace, settings) -> int:
         lines.append(f"  embedded {d['audio_s']:.0f} s of audio in {d['seconds']:.1f} s ({d['realtime_factor']}× real time)")
     for f in d["failures"]:
         lines.append(f"  failed: {f['path']}: {f['reason']}")
-    lines.append(f"  catalog: {len(svc.catalog)} tracks in {svc.catalog.path}")
+    lines.append(f"  catalog: {len(svc.catalog)} tracks in {svc.catalog.where}")
     emit(args, d, "\n".join(lines))
     return EXIT_ERROR if d["failed"] and not d["added"] and not d["skipped"] and not d["unchanged"] else EXIT_OK
 
