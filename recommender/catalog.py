@@ -297,6 +297,18 @@ class Catalog:
                 self._writes += 1  # what was read before may have changed
             db.exec_driver_sql("COMMIT")
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sa.Connection]:
+        """A read transaction: every statement inside sees the catalog as of its start, whatever
+        other connections write meanwhile (SQLite's WAL snapshot; REPEATABLE READ in PostgreSQL)."""
+        with self._lock:
+            db = self._db
+            db.exec_driver_sql("BEGIN" if self.dialect == "sqlite" else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                yield db
+            finally:
+                db.exec_driver_sql("COMMIT")
+
     def _q(self, stmt, params: dict[str, Any] | list | None = None) -> list:
         with self._lock:
             return self._db.execute(stmt, params).all() if params is not None else self._db.execute(stmt).all()
@@ -647,3 +659,43 @@ def _reason(exc: Exception) -> str:
     """The driver's own words, without SQLAlchemy's wrapping and links."""
     orig = getattr(exc, "orig", None)
     return str(orig or exc).strip().splitlines()[0]
+
+
+def copy_catalog(src: str | Path, dst: str | Path, *, batch: int = 2000,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Copy the catalog at ``src`` into the empty catalog at ``dst`` (SQLite → PostgreSQL, back,
+    or any pair), keeping every track id, path and its order, tag, embedding and the highest
+    id ever given. ``dst`` is written in one transaction: an error or a kill leaves it empty.
+    Returns counts; ``progress(done, total)`` is told per batch of tracks."""
+    source, target = Catalog(src), Catalog(dst)
+    try:
+        if source.url == target.url:
+            raise CatalogError("the source and the destination are the same catalog")
+        if len(target) or target.get_meta("model_version"):
+            raise CatalogError(f"{target.where} is not empty ({len(target)} tracks): copy into a new catalog")
+        total = len(source)  # for the progress bar only; the copy reads one snapshot
+        counts = {"tracks": 0, "paths": 0, "track_tags": 0}
+        with source._snapshot() as snap, target._tx() as db:  # noqa: SLF001 - the same module's two catalogs
+            rows = snap.execute(sa.select(meta.c.key, meta.c.value)
+                                .where(meta.c.key.notin_(["schema_version", "writes"]))).all()
+            target._upsert(meta, [{"key": k, "value": v} for k, v in rows])  # noqa: SLF001
+            for table in (tracks, track_tags, paths):  # parents first
+                key = list(table.primary_key.columns)
+                last: tuple | None = None
+                while True:
+                    q = sa.select(table).order_by(*key).limit(batch)
+                    if last is not None:
+                        q = q.where(sa.tuple_(*key) > sa.tuple_(*last))
+                    chunk = snap.execute(q).mappings().all()
+                    if not chunk:
+                        break
+                    db.execute(table.insert(), [dict(r) for r in chunk])
+                    counts[table.name] += len(chunk)
+                    last = tuple(chunk[-1][c.name] for c in key)
+                    if table is tracks and progress is not None:
+                        progress(counts["tracks"], total)
+        return {"source": source.where, "destination": target.where, **counts,
+                "last_track_id": int(target.get_meta("last_track_id") or 0), "generation": target.generation}
+    finally:
+        source.close()
+        target.close()

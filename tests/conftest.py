@@ -211,29 +211,34 @@ def postgres_db():
         admin.dispose()
 
 
+def postgres_schema(database_url: str) -> str:
+    """A new schema in the database at ``database_url``: the URL of a catalog that lives in it."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    eng = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                           isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with eng.connect() as c:
+        c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    eng.dispose()
+    return f"{database_url}?options=-csearch_path%3D{schema}"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def catalog_at(request, tmp_path):
     """``catalog_at(name)``: where the catalog ``name`` of this test lives, in each database in
     turn: a SQLite file in the test's folder, or a schema of its own in the session's
     PostgreSQL database (a URL whose search_path is that schema)."""
-    import uuid
-
     if request.param == "sqlite":
         return lambda name: tmp_path / f"{name}.sqlite3"
-    import sqlalchemy as sa
-
     base = request.getfixturevalue("postgres_db")
     made: dict[str, str] = {}
 
     def at(name: str) -> str:
         if name not in made:
-            schema = f"t_{uuid.uuid4().hex[:12]}"
-            eng = sa.create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1),
-                                   isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-            with eng.connect() as c:
-                c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-            eng.dispose()
-            made[name] = f"{base}?options=-csearch_path%3D{schema}"
+            made[name] = postgres_schema(base)
         return made[name]
 
     return at

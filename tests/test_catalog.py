@@ -176,3 +176,50 @@ def test_a_catalog_that_cannot_be_opened_says_why(tmp_path):
         Catalog("postgresql://nobody:secret@127.0.0.1:1/none")
     except CatalogError as exc:
         assert "secret" not in str(exc)  # the password is never shown
+
+
+def test_copy_moves_a_catalog_to_postgresql_and_back_keeping_ids(tmp_path, postgres_db):
+    """SQLite → PostgreSQL → SQLite: the same ids, rows, paths in their order, tags, embeddings
+    and id high-water mark; a copy into a catalog that is not empty, or onto itself, is
+    refused and changes nothing."""
+    from recommender.catalog import Catalog, NewTrack, copy_catalog
+    from recommender.errors import CatalogError
+
+    from .conftest import postgres_schema
+
+    def rec(i: int) -> NewTrack:
+        return NewTrack(path=f"/m/{i}.wav", size=i, mtime_ns=i, sha256=f"h{i}", title=f"T{i}", artist="A",
+                        album="B" if i % 2 else None, duration_s=1.0 + i, genre="drone", probabilities={"drone": 1.0},
+                        embedding=np.random.default_rng(i).normal(size=8).astype(np.float32), model_version="m1",
+                        tags={"rock": 0.1 * i, "Mellow": 0.5})
+
+    a = Catalog(tmp_path / "a.sqlite3")
+    ids = a.add([rec(i) for i in range(1, 8)], tag_priors={"Mellow": 0.01})
+    a.add([], links=[("/m/1-copy.wav", ids[0], 1, 1), ("/m/0-first.wav", ids[2], 1, 1)])
+    a.remove([ids[-1]])  # the highest id was given once: the copy must not hand it out again
+    before = a.get_many(a.ids(), with_embedding=True)
+    a.close()
+    pg = postgres_schema(postgres_db)
+    d = copy_catalog(tmp_path / "a.sqlite3", pg)
+    assert (d["tracks"], d["paths"], d["last_track_id"]) == (6, 8, ids[-1]) and d["track_tags"] > 0
+    back = tmp_path / "back.sqlite3"
+    copy_catalog(pg, back)
+    for where in (pg, back):
+        c = Catalog(where)
+        after = c.get_many(c.ids(), with_embedding=True)
+        assert sorted(after) == sorted(before)
+        for i, t in before.items():
+            u = after[i]
+            assert (u.paths, u.title, u.album, u.duration_s, u.tags, u.added_at) == \
+                   (t.paths, t.title, t.album, t.duration_s, t.tags, t.added_at)
+            assert np.array_equal(u.embedding, t.embedding)
+        assert [t.id for t in c.search(tag="mellow")] == sorted(before)
+        assert c.model_version == "m1" and c.generation > 0
+        (new,) = c.add([rec(100)])
+        assert new > ids[-1]
+        c.close()
+    with pytest.raises(CatalogError, match="not empty"):
+        copy_catalog(tmp_path / "a.sqlite3", back)
+    with pytest.raises(CatalogError, match="same catalog"):
+        copy_catalog(tmp_path / "a.sqlite3", tmp_path / "a.sqlite3")
+    assert len(Catalog(back)) == 7  # untouched by the refused copy

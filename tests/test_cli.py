@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from .conftest import music, run_cli, write_clip
+from .conftest import music, postgres_schema, run_cli, write_clip
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "SONICSORT_REDIS_URL": ""}  # no cache unless a test wants one
 
@@ -189,15 +189,7 @@ def test_cli_on_a_shared_postgresql_catalog(tmp_path, cli_env, postgres_db):
     """SONICSORT_CATALOG_URL=postgresql://…: ingest on one machine (home), and another (a home
     of its own, the same URL) sees the tracks, builds its own index from them and reports the
     catalog without its password. A server that does not answer is one line and exit 1."""
-    import sqlalchemy as sa
-
-    url = sa.engine.make_url(postgres_db)
-    schema = "cli_shared"
-    eng = sa.create_engine(url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    eng.dispose()
-    shared = f"{postgres_db}?options=-csearch_path%3D{schema}"
+    shared = postgres_schema(postgres_db)
     music(tmp_path / "music", n=4)
     a = dict(cli_env, SONICSORT_CATALOG_URL=shared)
     r = run_cli(["ingest", str(tmp_path / "music"), "--json", "--workers", "0"], a)
@@ -207,6 +199,15 @@ def test_cli_on_a_shared_postgresql_catalog(tmp_path, cli_env, postgres_db):
     s = json.loads(run_cli(["stats", "--json"], b).stdout)
     assert s["tracks"] == 4 and s["index"]["count"] == 4 and s["catalog_path"].startswith("postgresql")
     assert not (tmp_path / "other-node" / "catalog.sqlite3").exists()  # no SQLite file beside it
+    # and back to a SQLite file of a third home, with `catalog copy`
+    third = tmp_path / "third" / "catalog.sqlite3"
+    r = run_cli(["catalog", "copy", shared, str(third), "--json"], a)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["tracks"] == 4
+    c = dict(cli_env, SONICSORT_HOME=str(tmp_path / "third"))
+    assert json.loads(run_cli(["stats", "--json"], c).stdout)["tracks"] == 4
+    r = run_cli(["catalog", "copy", shared, str(third)], a)  # not empty any more
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "not empty" in r.stderr
     r = run_cli(["stats"], dict(a, SONICSORT_CATALOG_URL="postgresql://someone:hunter2@127.0.0.1:1/x"))
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "cannot open the catalog" in r.stderr
     assert "hunter2" not in r.stderr and "Traceback" not in r.stderr

@@ -1,4 +1,5 @@
-"""Catalog commands: ``ingest``, ``worker``, ``reindex``, ``reembed``, ``tracks`` and ``stats``."""
+"""Catalog commands: ``ingest``, ``worker``, ``reindex``, ``reembed``, ``tracks``, ``stats`` and
+``catalog copy``."""
 
 from __future__ import annotations
 
@@ -66,6 +67,21 @@ def add_commands(sub, common) -> None:
                    help="also remove what an interrupted upload or delete left in SONICSORT_HOME/uploads "
                         "(temporary files, and files no track refers to, older than a minute) and list them")
     p.set_defaults(func=cmd_stats)
+
+    group = sub.add_parser("catalog", help="catalog maintenance: copy a catalog between databases",
+                           description="Catalog maintenance.")
+    csub = group.add_subparsers(dest="catalog_command", metavar="COMMAND")
+    csub.required = True
+    p = csub.add_parser(
+        "copy", parents=[common], help="copy a catalog into a new one (SQLite to PostgreSQL and back), keeping ids",
+        description="Copy every track of the catalog SRC (its ids, paths, tags, embeddings and the highest id "
+                    "ever given) into DST, which must be empty or new. Each is a SQLite file path, sqlite:///PATH "
+                    "or postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (the database must exist). DST is written in "
+                    "one transaction: an error or Ctrl-C leaves it empty. Indexes are not copied: each machine "
+                    "builds its own from the catalog (they are derived).")
+    p.add_argument("src", metavar="SRC", help="the catalog to copy (a path or URL)")
+    p.add_argument("dst", metavar="DST", help="the new catalog (a path or URL)")
+    p.set_defaults(func=cmd_catalog_copy)
 
 
 def cmd_ingest(args: argparse.Namespace, settings) -> int:
@@ -149,4 +165,15 @@ def cmd_tracks(args: argparse.Namespace, settings) -> int:
     lines = [f"{t.id:>6}  {t.title[:40]:<40} {(t.artist or '')[:24]:<24} {t.genre:<10} "
              + ", ".join(tag for tag, _ in t.top_tags(3)) for t in tracks]
     emit(args, {"items": [t.to_dict() for t in tracks]}, "\n".join(lines) or "no tracks match")
+    return EXIT_OK
+
+
+def cmd_catalog_copy(args: argparse.Namespace, settings) -> int:
+    from recommender.catalog import copy_catalog
+
+    t0 = time.perf_counter()
+    d = copy_catalog(args.src, args.dst, progress=progress("copying", not args.json))
+    d["seconds"] = round(time.perf_counter() - t0, 2)
+    emit(args, d, f"copied {d['tracks']} tracks ({d['paths']} paths, {d['track_tags']} tags; ids up to "
+                  f"{d['last_track_id']}) from {d['source']} to {d['destination']} in {d['seconds']} s")
     return EXIT_OK
