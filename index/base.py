@@ -167,6 +167,7 @@ class VectorIndex(ABC):
         self.metric = metric
         self.params: dict[str, Any] = {**self.default_params, **params}
         self.tag: str | None = None
+        self.generation: int | None = None  # the caller's position in its source (saved in the header)
         self._lock = RWLock()
 
     # ---------------------------------------------------------------- public API
@@ -271,16 +272,20 @@ class VectorIndex(ABC):
 
     def info(self) -> dict[str, Any]:
         return {"backend": self.name, "params": dict(self.params), "metric": self.metric,
-                "dim": self.dim, "count": len(self), "tag": self.tag}
+                "dim": self.dim, "count": len(self), "tag": self.tag, "generation": self.generation}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.metric} dim={self.dim} n={len(self)} {self.params}>"
 
     # ---------------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike, *, tag: str | None = None) -> Path:
-        """Write the index folder atomically (temp folder + rename); ``tag`` is opaque to us."""
+    def save(self, path: str | os.PathLike, *, tag: str | None = None, generation: int | None = None) -> Path:
+        """Write the index folder atomically (temp folder + rename). ``tag`` and ``generation``
+        are opaque to us, saved in the header (sonicsort: the model version, and the catalog
+        generation the index holds)."""
         if tag is not None:
             self.tag = tag
+        if generation is not None:
+            self.generation = int(generation)
         path = Path(path).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -313,6 +318,7 @@ class VectorIndex(ABC):
         check_header(header, path, dim=dim, metric=metric, tag=tag)
         index = cls(header["dim"], header["metric"], **header["params"])
         index.tag = header.get("tag")
+        index.generation = header.get("generation")
         try:
             index._load_native(Path(path))
         except (OSError, ValueError, RuntimeError) as exc:

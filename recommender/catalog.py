@@ -38,7 +38,8 @@ from sqlalchemy.engine import make_url
 
 from .errors import CatalogError, UnknownTrack
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+CHANGES_KEPT = 100_000  # generations of the change log kept; a node further behind reconciles in full
 TOP_TAGS = 5  # a track "has" the front end's tags it ranks highest; ``search(tag=...)`` finds them
 # ... and the few that stand out most against their usual probability (moods rarely rank high)
 SALIENT_TAGS, SALIENT_LIFT = 3, 3.0
@@ -80,6 +81,13 @@ paths = sa.Table(
     sa.Index("paths_track", "track_id"),
     sa.Index("paths_seq", "seq"),
 )
+# the change feed: which tracks each generation added (+), removed (-) or re-embedded (~)
+changes = sa.Table(
+    "changes", _md,
+    sa.Column("generation", sa.BigInteger, primary_key=True),
+    sa.Column("track_id", _ID, primary_key=True),
+    sa.Column("op", sa.Text, nullable=False),
+)
 # tags match case-insensitively (``search(tag=)``), through this index in both databases
 _TAG_INDEX = sa.Index("track_tags_lower", sa.func.lower(track_tags.c.tag), track_tags.c.track_id)
 
@@ -110,8 +118,17 @@ def _v4_portable(conn: sa.Connection) -> None:
     conn.execute(meta.insert().values(key="writes", value="0"))
 
 
+def _v5_changes(conn: sa.Connection) -> None:
+    """v4 → v5: the change log (``changes_since``); it starts at the catalog's generation now."""
+    changes.create(conn, checkfirst=True)
+    now = conn.execute(sa.select(meta.c.value).where(meta.c.key == "generation")).scalar() or "0"
+    conn.execute(meta.delete().where(meta.c.key == "changes_from"))
+    conn.execute(meta.insert().values(key="changes_from", value=str(now)))
+
+
 # schema version → the step that upgrades a catalog of the version before it, in place
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _v2_tags, 3: _v3_last_id, 4: _v4_portable}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _v2_tags, 3: _v3_last_id, 4: _v4_portable,
+                                                          5: _v5_changes}
 
 
 def catalog_url(where: str | Path) -> str:
@@ -269,6 +286,7 @@ class Catalog:
         if found is None:  # a new catalog: today's schema at once
             _md.create_all(db)  # with _TAG_INDEX, which belongs to track_tags
             db.execute(meta.insert(), [{"key": "last_track_id", "value": "0"}, {"key": "writes", "value": "0"},
+                                       {"key": "changes_from", "value": "0"},
                                        {"key": "schema_version", "value": str(SCHEMA_VERSION)}])
             return
         for version in range(found + 1, SCHEMA_VERSION + 1):
@@ -377,11 +395,40 @@ class Catalog:
                 self._gen = int(self.get_meta("generation") or 0)
             return self._gen
 
-    def _bump(self, db: sa.Connection) -> None:
+    def _bump(self, db: sa.Connection, ops: dict[int, str]) -> int:
+        """The next generation, with what it did to which tracks (``ops``: id → + - ~) in the
+        change log, and the log's oldest generations beyond ``CHANGES_KEPT`` dropped."""
         updated = db.execute(meta.update().where(meta.c.key == "generation")
                              .values(value=sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.Text))).rowcount
         if not updated:
             db.execute(meta.insert().values(key="generation", value="1"))
+        gen = int(db.execute(sa.select(meta.c.value).where(meta.c.key == "generation")).scalar_one())
+        if ops:
+            db.execute(changes.insert(), [{"generation": gen, "track_id": int(t), "op": op} for t, op in ops.items()])
+        if gen % 1000 == 0 and gen > CHANGES_KEPT:  # now and then: the delete is one range of the key
+            db.execute(changes.delete().where(changes.c.generation <= gen - CHANGES_KEPT))
+            db.execute(meta.update().where(meta.c.key == "changes_from").values(value=str(gen - CHANGES_KEPT)))
+        return gen
+
+    def changes_since(self, generation: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+        """What changed after ``generation``: (the generation now, ids added since, ids
+        re-embedded since, ids removed since), each id once, by its last change. None when the
+        log does not reach back that far (pruned, or older than the log): then compare whole id
+        sets."""
+        with self._snapshot() as db:
+            got = dict(db.execute(sa.select(meta.c.key, meta.c.value)
+                                  .where(meta.c.key.in_(["generation", "changes_from"]))).all())
+            now, start = int(got.get("generation") or 0), int(got.get("changes_from") or 0)
+            if not start <= generation <= now:
+                return None
+            rows = db.execute(sa.select(changes.c.track_id, changes.c.op).where(changes.c.generation > generation)
+                              .order_by(changes.c.generation)).all()
+        last = dict(rows)  # the last op of each id wins
+
+        def having(op: str) -> np.ndarray:
+            return np.array(sorted(t for t, o in last.items() if o == op), np.int64)
+
+        return now, having("+"), having("~"), having("-")
 
     # ---------------------------------------------------------------- reads
     def __len__(self) -> int:
@@ -572,14 +619,14 @@ class Catalog:
             last = int(db.execute(sa.select(meta.c.value).where(meta.c.key == "last_track_id")).scalar_one())
             last = max(last, db.execute(sa.select(sa.func.coalesce(sa.func.max(tracks.c.id), 0))).scalar_one())
             recorded: list[tuple[str, int, int, int]] = []
-            n_created = 0
+            made: dict[int, str] = {}
             for t in new:
                 tid = db.execute(sa.select(tracks.c.id).where(tracks.c.sha256 == t.sha256)).scalar()
                 if created is not None:
                     created.append(tid is None)
                 if tid is None:
-                    n_created += 1
                     last = tid = last + 1  # never an id a deleted track had
+                    made[tid] = "+"
                     db.execute(tracks.insert().values(
                         id=tid, sha256=t.sha256, title=t.title, artist=t.artist, album=t.album,
                         duration_s=float(t.duration_s), genre=t.genre, probabilities=json.dumps(t.probabilities),
@@ -593,8 +640,8 @@ class Catalog:
                 recorded.append((t.path, int(tid), t.size, t.mtime_ns))
             self._record_paths(db, recorded + list(links), now)
             db.execute(meta.update().where(meta.c.key == "last_track_id").values(value=str(last)))
-            if n_created:  # the set of tracks changed (a known audio's new path does not change it)
-                self._bump(db)
+            if made:  # the set of tracks changed (a known audio's new path does not change it)
+                self._bump(db, made)
         return ids
 
     def forget_paths(self, gone: Iterable[str]) -> None:
@@ -604,14 +651,16 @@ class Catalog:
                 db.execute(paths.delete().where(paths.c.path.in_(gone[i:i + 500])))
 
     def remove(self, track_ids: Iterable[int]) -> int:
-        ids = [int(i) for i in track_ids]
+        ids = [int(i) for i in track_ids if 0 < int(i) < 2**63]
         with self._tx() as db:
-            n = 0
+            gone: list[int] = []
             for i in range(0, len(ids), 500):
-                n += db.execute(tracks.delete().where(tracks.c.id.in_(ids[i:i + 500]))).rowcount
-            if n:
-                self._bump(db)
-        return n
+                chunk = db.execute(sa.select(tracks.c.id).where(tracks.c.id.in_(ids[i:i + 500]))).scalars().all()
+                db.execute(tracks.delete().where(tracks.c.id.in_(chunk)))
+                gone += chunk
+            if gone:
+                self._bump(db, {t: "-" for t in gone})
+        return len(gone)
 
     def orphans(self) -> list[int]:
         """Tracks with no file path left."""
@@ -639,7 +688,7 @@ class Catalog:
                     db.execute(track_tags.insert(), [{"track_id": a, "tag": t, "probability": p} for a, t, p in tag_rows])
             if final:
                 self._upsert(meta, [{"key": "model_version", "value": model_version}])
-            self._bump(db)
+            self._bump(db, {int(u[0]): "~" for u in updates})
 
     def ids_not_from(self, model_version: str) -> list[int]:
         return [r[0] for r in self._q(sa.select(tracks.c.id).where(tracks.c.model_version != model_version))]
@@ -677,7 +726,7 @@ def copy_catalog(src: str | Path, dst: str | Path, *, batch: int = 2000,
         counts = {"tracks": 0, "paths": 0, "track_tags": 0}
         with source._snapshot() as snap, target._tx() as db:  # noqa: SLF001 - the same module's two catalogs
             rows = snap.execute(sa.select(meta.c.key, meta.c.value)
-                                .where(meta.c.key.notin_(["schema_version", "writes"]))).all()
+                                .where(meta.c.key.notin_(["schema_version", "writes", "changes_from"]))).all()
             target._upsert(meta, [{"key": k, "value": v} for k, v in rows])  # noqa: SLF001
             for table in (tracks, track_tags, paths):  # parents first
                 key = list(table.primary_key.columns)
@@ -694,6 +743,9 @@ def copy_catalog(src: str | Path, dst: str | Path, *, batch: int = 2000,
                     last = tuple(chunk[-1][c.name] for c in key)
                     if table is tracks and progress is not None:
                         progress(counts["tracks"], total)
+            # the change log is not copied: it starts at the copy (a node further behind reconciles)
+            gen = db.execute(sa.select(meta.c.value).where(meta.c.key == "generation")).scalar() or "0"
+            target._upsert(meta, [{"key": "changes_from", "value": str(gen)}])  # noqa: SLF001
         return {"source": source.where, "destination": target.where, **counts,
                 "last_track_id": int(target.get_meta("last_track_id") or 0), "generation": target.generation}
     finally:

@@ -131,11 +131,10 @@ class Library:
         """The live index, loaded (or rebuilt) on first use and kept in step with the catalog."""
         with self._index_lock:
             if self._index is None:
-                self._index = self._open_index()
-                self._index_generation = self.catalog.generation
+                self._index = self._open_index()  # sets the generation it holds
             elif self._index_generation != self.catalog.generation:
-                # another process (ingest, a second server worker) changed the catalog
-                self.reconcile()
+                # another process (ingest, a second server worker, another node) changed the catalog
+                self.catch_up()
             return self._index
 
     def _tag(self) -> str:
@@ -152,7 +151,9 @@ class Library:
                 log.warning("rebuilding the %s index from the catalog: %s", self.backend, exc)
             else:
                 self._index = idx
-                self.reconcile(save=self.persist_index)
+                # a saved index knows the generation it holds: the change log brings it up to date
+                self._index_generation = idx.generation if idx.generation is not None else -1
+                self.catch_up(save=self.persist_index)
                 return self._index
         return self._build_index()
 
@@ -160,6 +161,7 @@ class Library:
         from index import create_index
 
         idx = None
+        generation = self.catalog.generation  # before reading: what changes meanwhile is caught up later
         for ids, vecs in self.catalog.embeddings():
             if idx is None:
                 idx = create_index(self.backend, vecs.shape[1], METRIC)
@@ -168,9 +170,10 @@ class Library:
             idx = create_index(self.backend, self.bundle.embedding_dim, METRIC)
         idx.build()
         if self.persist_index:
-            idx.save(self.index_path, tag=self._tag())
+            idx.save(self.index_path, tag=self._tag(), generation=generation)
         else:
-            idx.tag = self._tag()
+            idx.tag, idx.generation = self._tag(), generation
+        self._index_generation = generation
         log.info("built the %s index from the catalog: %d tracks", self.backend, len(idx))
         return idx
 
@@ -178,8 +181,31 @@ class Library:
         """Rebuild the index from the catalog now (``sonicsort reindex``)."""
         with self._index_lock:
             self._index = self._build_index()
-            self._index_generation = self.catalog.generation
             return self._index
+
+    def catch_up(self, *, save: bool = True) -> dict[str, Any]:
+        """Bring the index to the catalog's generation through the change log (the ids added,
+        re-embedded or removed since the generation it holds): O(changes), not O(catalog). When
+        the log does not reach back that far, ``reconcile`` compares whole id sets instead."""
+        with self._index_lock:
+            feed = self.catalog.changes_since(self._index_generation) if self._index_generation >= 0 else None
+            if feed is None:
+                return {**self.reconcile(save=save), "how": "reconciled"}
+            now, added, reembedded, removed = feed
+            idx = self._index
+            n_removed = idx.remove(removed) if len(removed) else 0
+            # an added track's vector never changes: one already here (this process added it) stays
+            want = [i for i in added.tolist() if i not in idx] + reembedded.tolist()
+            have: list[int] = []
+            if want:
+                vecs = self.catalog.vectors(want)
+                have = [i for i in want if i in vecs]  # not removed since the log was read
+                if have:
+                    idx.add(np.array(have, np.int64), np.stack([vecs[i] for i in have]))
+            self._index_generation = now
+            if (have or n_removed) and save:
+                idx.save(self.index_path, tag=self._tag(), generation=now)
+            return {"added": len(have), "removed": int(n_removed), "how": "change log"}
 
     def reconcile(self, *, save: bool = True) -> dict[str, int]:
         """Make the index hold exactly the catalog's tracks. Returns what it changed."""
@@ -196,9 +222,9 @@ class Library:
                 vecs = self.catalog.vectors(missing.tolist())
                 have = [i for i in missing.tolist() if i in vecs]
                 idx.add(np.array(have, np.int64), np.stack([vecs[i] for i in have]))
-            if (len(missing) or len(extra)) and save:
-                idx.save(self.index_path, tag=self._tag())
             self._index_generation = generation
+            if (len(missing) or len(extra) or idx.generation != generation) and save:
+                idx.save(self.index_path, tag=self._tag(), generation=generation)
             if len(missing) or len(extra):
                 log.info("index reconciled with the catalog: +%d −%d", len(missing), len(extra))
             return {"added": int(len(missing)), "removed": int(len(extra))}
@@ -208,7 +234,6 @@ class Library:
         ``created``: as for ``Catalog.add``."""
         with self._index_lock:
             idx = self.index
-            in_step = self._index_generation == self.catalog.generation
             ids = self.catalog.add(records, links, tag_priors=self.bundle.tag_priors if records else None,
                                    created=created)
             first: dict[int, np.ndarray] = {}
@@ -216,25 +241,22 @@ class Library:
                 first.setdefault(tid, rec.embedding)
             if first:
                 idx.add(np.fromiter(first, np.int64, len(first)), np.stack(list(first.values())))
-            if in_step:
-                self._index_generation = self.catalog.generation
+            self.catch_up(save=False)  # to the generation after this write, with whatever others wrote
             return ids
 
     def remove_tracks(self, track_ids: list[int]) -> int:
         """Remove tracks from the catalog, then from the live index."""
         with self._index_lock:
             idx = self.index
-            in_step = self._index_generation == self.catalog.generation
             n = self.catalog.remove(track_ids)
             idx.remove(np.asarray(track_ids, np.int64))
-            if in_step:
-                self._index_generation = self.catalog.generation
+            self.catch_up(save=False)
             return n
 
     def save_index(self) -> None:
         with self._index_lock:
             if self._index is not None:
-                self._index.save(self.index_path, tag=self._tag())
+                self._index.save(self.index_path, tag=self._tag(), generation=self._index_generation)
 
     # ---------------------------------------------------------------- prediction
     def predict_bytes(self, data: bytes, *, sha256: str | None = None) -> tuple[Any, str, bool]:

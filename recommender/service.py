@@ -143,6 +143,11 @@ class Service:
         index = {"backend": self.settings.backend, "loaded": bool(lib is not None and lib._index is not None)}
         if index["loaded"]:
             index["tracks"] = len(lib._index)
+            # where this node's index stands against the (maybe shared) catalog: it catches up
+            # through the change log on its next query
+            index["generation"] = lib._index_generation
+            index["catalog_generation"] = lib.catalog.generation
+            index["behind"] = max(0, index["catalog_generation"] - index["generation"])
         out = {"status": status,
                "model": {"loaded": self.state == "ready", "version": self._bundle.version if self._bundle else None},
                "index": index, "cache": cache_state, "uptime_s": round(time.time() - self.started_at, 1),

@@ -461,6 +461,7 @@ def test_health_ready_metrics(server, tmp_path):
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ready" and body["cache"] == "ok" and body["index"]["tracks"] == N_TRACKS
+    assert body["index"]["behind"] == 0 and body["index"]["generation"] == body["index"]["catalog_generation"] > 0
     server.post("/v1/predict?k=1", data=clip_bytes(tmp_path, "drone", 31337), headers={"Content-Type": "audio/wav"})
     server.post("/v1/predict?k=1", data=clip_bytes(tmp_path, "drone", 31337), headers={"Content-Type": "audio/wav"})
     m = server.get("/metrics")

@@ -120,12 +120,13 @@ def test_an_older_sqlite_catalog_migrates_in_place(tmp_path):
 
     db = sqlite3.connect(tmp_path / "c.sqlite3")  # make it a schema-2 file, then open it
     db.executescript("DROP INDEX paths_seq; ALTER TABLE paths DROP COLUMN seq; DROP INDEX track_tags_lower; "
-                     "DELETE FROM meta WHERE key IN ('last_track_id', 'writes'); "
+                     "DROP TABLE changes; DELETE FROM meta WHERE key IN ('last_track_id', 'writes', 'changes_from'); "
                      "UPDATE meta SET value='2' WHERE key='schema_version';")
     db.close()
     c = Catalog(tmp_path / "c.sqlite3")
     assert c.get_meta("schema_version") == str(SCHEMA_VERSION) and sorted(c.ids().tolist()) == [t1, t4]
     assert c.get(t1).paths == ["/m/1.wav", "/m/1-copy.wav"]
+    assert c.changes_since(c.generation - 1) is None and c.changes_since(c.generation)[1].size == 0  # log starts now
     c.add([], links=[("/m/1-third.wav", t1, 1, 1)])
     assert c.get(t1).paths == ["/m/1.wav", "/m/1-copy.wav", "/m/1-third.wav"]
     c.remove([t4])
@@ -223,3 +224,33 @@ def test_copy_moves_a_catalog_to_postgresql_and_back_keeping_ids(tmp_path, postg
     with pytest.raises(CatalogError, match="same catalog"):
         copy_catalog(tmp_path / "a.sqlite3", tmp_path / "a.sqlite3")
     assert len(Catalog(back)) == 7  # untouched by the refused copy
+
+
+def test_the_change_log_says_what_changed_since_a_generation(catalog_at):
+    """changes_since(g): ids added or re-embedded after g and ids removed after g, each by its
+    last change; None for a generation the log does not cover."""
+    from recommender.catalog import Catalog, NewTrack
+
+    def rec(i: int) -> NewTrack:
+        return NewTrack(path=f"/m/{i}.wav", size=1, mtime_ns=1, sha256=f"h{i}", title=f"T{i}", artist="A",
+                        album=None, duration_s=1.0, genre="drone", probabilities={"drone": 1.0},
+                        embedding=np.ones(4, np.float32), model_version="m1")
+
+    c = Catalog(catalog_at("c"))
+    now, added, redone, gone = c.changes_since(0)
+    assert (now, added.size, redone.size, gone.size) == (0, 0, 0, 0)
+    a, b, d = c.add([rec(1), rec(2), rec(3)])
+    g1 = c.generation
+    c.add([rec(1)])  # known audio: no change
+    assert c.generation == g1
+    (e,) = c.add([rec(4)])
+    c.remove([b, 999])
+    c.replace_embeddings([(a, "clicks", {"clicks": 1.0}, np.full(4, 2, np.float32), False, {})], "m1")
+    now, added, redone, gone = c.changes_since(g1)
+    assert now == c.generation == g1 + 3
+    assert (added.tolist(), redone.tolist(), gone.tolist()) == ([e], [a], [b])
+    now, added, redone, gone = c.changes_since(0)
+    assert (added.tolist(), redone.tolist(), gone.tolist()) == ([d, e], [a], [b])  # b: added, then removed
+    assert c.changes_since(now) is not None and c.changes_since(now)[1].size == 0
+    assert c.changes_since(now + 1) is None  # from a future the catalog never had
+    c.close()

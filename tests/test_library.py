@@ -60,7 +60,7 @@ def test_v1_catalog_upgrades_in_place_and_reembeds_to_the_v2_model(tmp_path, mak
     old.close()
     db = sqlite3.connect(tmp_path / "home" / "catalog.sqlite3")  # make it a schema-1 file, as 0.1 wrote them
     db.executescript("DROP TABLE track_tags; ALTER TABLE tracks DROP COLUMN tags; DROP INDEX paths_seq; "
-                     "ALTER TABLE paths DROP COLUMN seq; DELETE FROM meta WHERE key IN ('last_track_id', 'writes'); "
+                     "ALTER TABLE paths DROP COLUMN seq; DROP TABLE changes; DELETE FROM meta WHERE key IN ('last_track_id', 'writes', 'changes_from'); "
                      "UPDATE meta SET value='1' WHERE key='schema_version';")
     db.close()
 
@@ -79,3 +79,33 @@ def test_v1_catalog_upgrades_in_place_and_reembeds_to_the_v2_model(tmp_path, mak
     assert min(tracks) in [t.id for t in found]
     assert {t.id for t in tracks.values() if top in dict(t.top_tags())} <= {t.id for t in found}
     assert lib.catalog.search(tag="no such tag") == []
+
+
+def test_a_node_catches_up_from_its_saved_generation_without_comparing_the_catalog(tmp_path, make_library,
+                                                                                monkeypatch):
+    """A library (a node) saves its index with the catalog generation it holds. Others add and
+    remove tracks meanwhile; reopened, it applies just those changes from the catalog's change
+    log (never reading every id), and its index equals the catalog."""
+    from recommender.catalog import Catalog
+    from recommender.ingest import ingest
+
+    music(tmp_path / "music", n=6)
+    node = make_library()
+    ingest(node, [tmp_path / "music"], workers=0)
+    node.save_index()
+    node.close()
+    other = make_library()
+    music(tmp_path / "more", n=3, offset=50)
+    ingest(other, [tmp_path / "more"], workers=0)
+    other.remove_tracks([int(other.catalog.ids()[0])])
+    other.close()
+
+    def no_full_scan(self):
+        raise AssertionError("the catalog's whole id set was read")
+
+    monkeypatch.setattr(Catalog, "ids", no_full_scan)
+    monkeypatch.setattr(Catalog, "embeddings", no_full_scan)  # nor rebuilt from every vector
+    back = make_library()
+    idx_ids = sorted(back.index.ids().tolist())
+    monkeypatch.undo()
+    assert idx_ids == back.catalog.ids().tolist() and len(idx_ids) == 8

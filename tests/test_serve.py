@@ -35,19 +35,21 @@ def fresh_get(url: str, **kw):
 
 
 def launch(tmp_path, bundle, redis_url, cache_prefix, *, workers: int = 2, threads: int = 2,
-           env_extra: dict[str, str] | None = None):
-    """`sonicsort serve` on 12 ingested clips, ready on every worker: (url, process, env)."""
-    music = tmp_path / "music"
-    for i in range(12):
-        write_clip(music / f"t{i:02d}.wav", GENRES[i % 3], seconds=2.0, seed=900 + i)
-    home = tmp_path / "home"
-    lib = Library(Settings(home=home), bundle=bundle, cache=PredictionCache(None))
-    assert ingest(lib, [music], workers=0).added == 12
-    lib.close()
+           env_extra: dict[str, str] | None = None, catalog_url: str = "", home=None):
+    """`sonicsort serve` on 12 ingested clips, ready on every worker: (url, process, env).
+    With ``home`` (a node of its own on a shared ``catalog_url``), nothing is ingested."""
+    if home is None:
+        music = tmp_path / "music"
+        for i in range(12):
+            write_clip(music / f"t{i:02d}.wav", GENRES[i % 3], seconds=2.0, seed=900 + i)
+        home = tmp_path / "home"
+        lib = Library(Settings(home=home, catalog_url=catalog_url), bundle=bundle, cache=PredictionCache(None))
+        assert ingest(lib, [music], workers=0).added == 12
+        lib.close()
     port = free_port()
     env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_MODEL_DIR": str(bundle.directory),
            "SONICSORT_REDIS_URL": redis_url, "SONICSORT_CACHE_PREFIX": cache_prefix, "SONICSORT_API_KEY": "k",
-           "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
+           "TF_CPP_MIN_LOG_LEVEL": "2", "SONICSORT_CATALOG_URL": catalog_url, **(env_extra or {})}
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers),
                              "--threads", str(threads)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -124,3 +126,37 @@ def test_serve_refuses_a_busy_port(served):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in p.stderr
+
+
+def test_two_nodes_share_one_postgresql_catalog(tmp_path, tiny_bundle, redis_url, cache_prefix, postgres_db):
+    """Two `sonicsort serve` nodes (their own ports and SONICSORT_HOMEs, one worker each) on one
+    PostgreSQL catalog and one Redis: an upload answered by A is in B's /similar within 1 s, a
+    delete on B never comes back on A, and /readyz says how far each node's index is behind."""
+    from .conftest import postgres_schema
+
+    shared = postgres_schema(postgres_db)
+    a_url, a, _ = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, catalog_url=shared)
+    b_url, b, _ = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, catalog_url=shared,
+                         home=tmp_path / "node-b")
+    try:
+        data = write_clip(tmp_path / "new.wav", "chirp", seconds=2.0, seed=4041).read_bytes()
+        r = requests.post(a_url + "/v1/tracks", data=data, headers={"Content-Type": "audio/wav", "X-API-Key": "k"},
+                          timeout=30)
+        assert r.status_code == 201, r.text
+        new_id, t0 = r.json()["id"], time.monotonic()
+        while new_id not in [s["id"] for s in fresh_get(b_url + "/v1/tracks/1/similar?k=13").json()["items"]]:
+            assert time.monotonic() - t0 < 1.0, "node B did not see node A's upload within 1 s"
+            time.sleep(0.05)
+        assert fresh_get(b_url + "/readyz").json()["index"]["behind"] == 0
+        r = requests.delete(f"{b_url}/v1/tracks/{new_id}", headers={"X-API-Key": "k"}, timeout=30)
+        assert r.status_code in (200, 204), r.text
+        for _ in range(5):  # on A: gone from /similar and from the catalog, every time
+            assert new_id not in [s["id"] for s in fresh_get(a_url + "/v1/tracks/1/similar?k=13").json()["items"]]
+            assert fresh_get(f"{a_url}/v1/tracks/{new_id}").status_code == 404
+        ready = fresh_get(a_url + "/readyz").json()["index"]
+        assert ready["tracks"] == 12 and ready["behind"] == 0
+        assert not (tmp_path / "node-b" / "catalog.sqlite3").exists()
+    finally:
+        for p in (a, b):
+            p.terminate()
+            p.wait(30)
