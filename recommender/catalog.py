@@ -36,7 +36,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from .errors import CatalogError, UnknownTrack
+from .errors import CatalogError, CatalogUpgraded, UnknownTrack
 
 SCHEMA_VERSION = 5
 CHANGES_KEPT = 100_000  # generations of the change log kept; a node further behind reconciles in full
@@ -307,6 +307,12 @@ class Catalog:
                 if count and self.dialect != "sqlite":
                     db.execute(meta.update().where(meta.c.key == "writes")
                                .values(value=sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.Text)))
+                if count:  # a newer sonicsort may have migrated the schema under this process
+                    found = int(db.execute(_SCHEMA).scalar() or 0)
+                    if found > SCHEMA_VERSION:
+                        raise CatalogUpgraded(
+                            f"{self.where}: a newer sonicsort upgraded this catalog to schema {found} (this "
+                            f"process writes {SCHEMA_VERSION}); restart it with that sonicsort. Nothing was written")
                 yield db
             except BaseException:
                 db.exec_driver_sql("ROLLBACK")
@@ -702,6 +708,7 @@ _PATHS = (sa.select(paths.c.path, paths.c.track_id).where(paths.c.track_id.in_(s
           .order_by(paths.c.seq))
 _VECS = sa.select(tracks.c.id, tracks.c.embedding).where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
 _WRITES = sa.select(meta.c.value).where(meta.c.key == "writes")
+_SCHEMA = sa.select(meta.c.value).where(meta.c.key == "schema_version")
 
 
 def _reason(exc: Exception) -> str:

@@ -37,6 +37,12 @@ class CatalogError(RecommenderError):
     kind = INTERNAL
 
 
+class CatalogUpgraded(CatalogError):
+    """A newer sonicsort upgraded the catalog's schema while this process was running on it."""
+
+    kind = UNAVAILABLE
+
+
 class ModelMismatch(RecommenderError):
     """The catalog's embeddings come from another model than the one loaded."""
 

@@ -254,3 +254,25 @@ def test_the_change_log_says_what_changed_since_a_generation(catalog_at):
     assert c.changes_since(now) is not None and c.changes_since(now)[1].size == 0
     assert c.changes_since(now + 1) is None  # from a future the catalog never had
     c.close()
+
+
+def test_a_process_refuses_to_write_once_a_newer_sonicsort_upgraded_the_catalog(catalog_at):
+    """Rolling upgrades: an older process still running on a catalog that a newer sonicsort
+    migrated gets a clear 'restart' error on its next write, and writes nothing."""
+    import sqlalchemy as sa
+
+    from recommender.catalog import SCHEMA_VERSION, Catalog, NewTrack, catalog_url
+    from recommender.errors import CatalogUpgraded
+
+    rec = NewTrack(path="/m/1.wav", size=1, mtime_ns=1, sha256="h1", title="T1", artist="A", album=None,
+                   duration_s=1.0, genre="drone", probabilities={"drone": 1.0},
+                   embedding=np.ones(4, np.float32), model_version="m1")
+    old = Catalog(catalog_at("c"))
+    eng = sa.create_engine(catalog_url(catalog_at("c")))
+    with eng.begin() as c:  # what the newer sonicsort's migration leaves
+        c.exec_driver_sql(f"UPDATE meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'")
+    eng.dispose()
+    with pytest.raises(CatalogUpgraded, match="restart"):
+        old.add([rec])
+    assert len(old) == 0 and old.generation == 0
+    old.close()
