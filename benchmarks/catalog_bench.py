@@ -23,7 +23,7 @@ import numpy as np
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from recommender.catalog import Catalog, NewTrack  # noqa: E402
+from recommender.catalog import Catalog, NewTrack, catalog_url  # noqa: E402
 
 
 def records(n: int) -> list[NewTrack]:
@@ -83,7 +83,7 @@ def main() -> int:
         out["sqlite"] = measure(Path(tmp) / "catalog.sqlite3", args.tracks)
     admin_url = sa.engine.make_url(args.postgres)
     name = f"sonicsort_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(catalog_url(args.postgres), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:

@@ -52,6 +52,20 @@ def clip(seed: int, seconds: float = 2.0, sr: int = 22_050) -> bytes:
     return buf.getvalue()
 
 
+def generated_catalog(prefix: str, web_server: str) -> tuple[Path, Path, dict[str, str]]:
+    """40 generated 3 s clips ingested into a new home in a temporary folder: (folder, home, the
+    environment of a `sonicsort` process on it, with the API key, no cache and ``web_server``)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    home, music = tmp / "home", tmp / "music"
+    music.mkdir(parents=True)
+    for i in range(40):
+        (music / f"t{i:02d}.wav").write_bytes(clip(i, seconds=3.0))
+    env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_API_KEY": KEY, "SONICSORT_REDIS_URL": "none",
+           "SONICSORT_WEB_SERVER": web_server, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run([sys.executable, "-m", "api.cli", "ingest", str(music)], env=env, check=True, capture_output=True)
+    return tmp, home, env
+
+
 def wait_ready(url: str, proc, n: int = 8, timeout: float = 180) -> None:
     deadline, ok = time.monotonic() + timeout, 0
     while ok < n and time.monotonic() < deadline:
@@ -241,15 +255,7 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results/faults.json")
     args = ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="sonicsort-faults-"))
-    home, music = tmp / "home", tmp / "music"
-    music.mkdir(parents=True)
-    for i in range(40):
-        (music / f"t{i:02d}.wav").write_bytes(clip(i, seconds=3.0))
-    env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_API_KEY": KEY, "SONICSORT_REDIS_URL": "none",
-           "SONICSORT_WEB_SERVER": args.web_server, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run([sys.executable, "-m", "api.cli", "ingest", str(music)], env=env, check=True,
-                   capture_output=True)
+    tmp, home, env = generated_catalog("sonicsort-faults-", args.web_server)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_file = open(tmp / "serve.log", "w")  # a pipe nobody reads would fill and stall the master

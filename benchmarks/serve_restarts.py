@@ -13,18 +13,16 @@ a worker stuck in 2 of 8 starts; after the fix, 12 of 12 starts were clean.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faults import KEY, clip, free_port, wait_ready, worker_pids  # noqa: E402
+from faults import free_port, generated_catalog, wait_ready, worker_pids  # noqa: E402
 
 
 def main() -> int:
@@ -33,14 +31,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--web-server", default="uvicorn", choices=["uvicorn", "gthread"])
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="sonicsort-restarts-"))
-    home, music = tmp / "home", tmp / "music"
-    music.mkdir(parents=True)
-    for i in range(40):
-        (music / f"t{i:02d}.wav").write_bytes(clip(i, seconds=3.0))
-    env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_API_KEY": KEY, "SONICSORT_REDIS_URL": "none",
-           "SONICSORT_WEB_SERVER": args.web_server, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run([sys.executable, "-m", "api.cli", "ingest", str(music)], env=env, check=True, capture_output=True)
+    tmp, _, env = generated_catalog("sonicsort-restarts-", args.web_server)
     total = 0
     for r in range(args.rounds):
         port = free_port()

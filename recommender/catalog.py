@@ -218,7 +218,7 @@ class NewTrack:
 
 
 def _top_tag_rows(track_id: int, tags: dict[str, float],
-                  priors: dict[str, float] | None = None) -> list[tuple[int, str, float]]:
+                  priors: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """The tags ``search(tag=)`` finds a track by: its ``TOP_TAGS`` most probable, plus, given the
     model's tag priors, up to ``SALIENT_TAGS`` whose probability is at least ``SALIENT_LIFT``
     times their prior (a mellow track's Mellow at 0.07 against a usual 0.01)."""
@@ -226,7 +226,7 @@ def _top_tag_rows(track_id: int, tags: dict[str, float],
     if priors:
         lift = sorted(((p / priors[t], t) for t, p in tags.items() if priors.get(t)), reverse=True)
         keep.update({t: tags[t] for ratio, t in lift[:SALIENT_TAGS] if ratio >= SALIENT_LIFT})
-    return [(track_id, t, float(p)) for t, p in keep.items()]
+    return [{"track_id": track_id, "tag": t, "probability": float(p)} for t, p in keep.items()]
 
 
 class Catalog:
@@ -335,7 +335,7 @@ class Catalog:
 
     def _q(self, stmt, params: dict[str, Any] | list | None = None) -> list:
         with self._lock:
-            return self._db.execute(stmt, params).all() if params is not None else self._db.execute(stmt).all()
+            return self._db.execute(stmt, params).all()
 
     def _upsert(self, table: sa.Table, rows: list[dict[str, Any]], *, replace: bool = True) -> None:
         """INSERT … ON CONFLICT (primary key) DO UPDATE (``replace``) or DO NOTHING."""
@@ -640,8 +640,7 @@ class Catalog:
                         is_silent=int(t.is_silent), added_at=now, tags=json.dumps(t.tags)))
                     tag_rows = _top_tag_rows(tid, t.tags, tag_priors)
                     if tag_rows:
-                        db.execute(track_tags.insert(), [{"track_id": a, "tag": b, "probability": c}
-                                                         for a, b, c in tag_rows])
+                        db.execute(track_tags.insert(), tag_rows)
                 ids.append(int(tid))
                 recorded.append((t.path, int(tid), t.size, t.mtime_ns))
             self._record_paths(db, recorded + list(links), now)
@@ -691,7 +690,7 @@ class Catalog:
                 db.execute(track_tags.delete().where(track_tags.c.track_id.in_([u[0] for u in updates])))
                 tag_rows = [r for tid, _, _, _, _, tg in updates for r in _top_tag_rows(tid, tg, tag_priors)]
                 if tag_rows:
-                    db.execute(track_tags.insert(), [{"track_id": a, "tag": t, "probability": p} for a, t, p in tag_rows])
+                    db.execute(track_tags.insert(), tag_rows)
             if final:
                 self._upsert(meta, [{"key": "model_version", "value": model_version}])
             self._bump(db, {int(u[0]): "~" for u in updates})

@@ -198,8 +198,9 @@ def postgres_db():
     import sqlalchemy as sa
 
     name = f"sonicsort_test_{uuid.uuid4().hex[:10]}"
-    admin_url = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://", 1)
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    from recommender.catalog import catalog_url
+
+    admin = sa.create_engine(catalog_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as c:
         c.exec_driver_sql(f'CREATE DATABASE "{name}"')
     url = sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
@@ -218,8 +219,9 @@ def postgres_schema(database_url: str) -> str:
     import sqlalchemy as sa
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    eng = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1),
-                           isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    from recommender.catalog import catalog_url
+
+    eng = sa.create_engine(catalog_url(database_url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with eng.connect() as c:
         c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
     eng.dispose()

@@ -6,6 +6,16 @@ import numpy as np
 import pytest
 
 
+def record(i: int, **fields):
+    """The catalog record of a made-up file ``/m/<i>.wav`` (4-d embedding of ones), ``fields`` replaced."""
+    from recommender.catalog import NewTrack
+
+    base = dict(path=f"/m/{i}.wav", size=1, mtime_ns=1, sha256=f"h{i}", title=f"T{i}", artist="A", album=None,
+                duration_s=1.0, genre="drone", probabilities={"drone": 1.0}, embedding=np.ones(4, np.float32),
+                model_version="m1")
+    return NewTrack(**{**base, **fields})
+
+
 def test_row_cache_follows_every_write_of_any_connection(catalog_at):
     """Catalog keeps rows and vectors it has read; a write by itself or by another connection
     (another process, say) is seen on the next read."""
@@ -13,10 +23,7 @@ def test_row_cache_follows_every_write_of_any_connection(catalog_at):
     from recommender.errors import UnknownTrack
 
     def rec(i: int) -> NewTrack:
-        v = np.random.default_rng(i).normal(size=8).astype(np.float32)
-        return NewTrack(path=f"/m/{i}.wav", size=1, mtime_ns=1, sha256=f"h{i}", title=f"T{i}", artist="A",
-                        album=None, duration_s=1.0, genre="drone", probabilities={"drone": 1.0}, embedding=v,
-                        model_version="m1")
+        return record(i, embedding=np.random.default_rng(i).normal(size=8).astype(np.float32))
 
     a, b = Catalog(catalog_at("c")), Catalog(catalog_at("c"))
     t1, t2 = a.add([rec(1), rec(2)])
@@ -73,23 +80,18 @@ def test_tracks_are_found_by_tags_that_stand_out_against_the_model_priors(catalo
 
 def test_ids_are_never_reused(catalog_at):
     """Add A, delete it, add B: B gets a new id, across connections and reopenings."""
-    from recommender.catalog import Catalog, NewTrack
-
-    def rec(i: int) -> NewTrack:
-        return NewTrack(path=f"/m/{i}.wav", size=1, mtime_ns=1, sha256=f"h{i}", title=f"T{i}", artist="A",
-                        album=None, duration_s=1.0, genre="drone", probabilities={"drone": 1.0},
-                        embedding=np.ones(4, np.float32), model_version="m1")
+    from recommender.catalog import Catalog
 
     a = Catalog(catalog_at("c"))
-    (t1, t2) = a.add([rec(1), rec(2)])
+    (t1, t2) = a.add([record(1), record(2)])
     a.remove([t2])
-    (t3,) = a.add([rec(3)])
+    (t3,) = a.add([record(3)])
     assert t3 > t2  # SQLite alone would hand out t2 again
     a.remove([t3])
     a.close()
     b = Catalog(catalog_at("c"))
-    (t4,) = b.add([rec(4)])
-    assert t4 > t3 and b.add([rec(1)]) == [t1]  # known audio keeps its id
+    (t4,) = b.add([record(4)])
+    assert t4 > t3 and b.add([record(1)]) == [t1]  # known audio keeps its id
     assert b.stats()["tracks"] == 2 and b.stats()["catalog_bytes"] > 0
     b.close()
 
@@ -99,22 +101,17 @@ def test_an_older_sqlite_catalog_migrates_in_place(tmp_path):
     matched by collation) upgrades on open and keeps its ids, paths and their order."""
     import sqlite3
 
-    from recommender.catalog import SCHEMA_VERSION, Catalog, NewTrack
-
-    def rec(i: int) -> NewTrack:
-        return NewTrack(path=f"/m/{i}.wav", size=1, mtime_ns=1, sha256=f"h{i}", title=f"T{i}", artist="A",
-                        album=None, duration_s=1.0, genre="drone", probabilities={"drone": 1.0},
-                        embedding=np.ones(4, np.float32), model_version="m1")
+    from recommender.catalog import SCHEMA_VERSION, Catalog
 
     a = Catalog(tmp_path / "c.sqlite3")
-    (t1, t2) = a.add([rec(1), rec(2)])
+    (t1, t2) = a.add([record(1), record(2)])
     a.remove([t2])
-    (t3,) = a.add([rec(3)])
+    (t3,) = a.add([record(3)])
     assert t3 > t2  # SQLite alone would hand out t2 again
     a.remove([t3])
     a.close()
     b = Catalog(tmp_path / "c.sqlite3")
-    (t4,) = b.add([rec(4)])
+    (t4,) = b.add([record(4)])
     b.add([], links=[("/m/1-copy.wav", t1, 1, 1)])
     b.close()
 
@@ -130,7 +127,7 @@ def test_an_older_sqlite_catalog_migrates_in_place(tmp_path):
     c.add([], links=[("/m/1-third.wav", t1, 1, 1)])
     assert c.get(t1).paths == ["/m/1.wav", "/m/1-copy.wav", "/m/1-third.wav"]
     c.remove([t4])
-    (t5,) = c.add([rec(5)])
+    (t5,) = c.add([record(5)])
     assert t5 > t4  # the mark starts at the old file's max(id): its newest id is not handed out again
     c.close()
 
@@ -140,11 +137,9 @@ def test_concurrent_adds_of_the_same_audio_make_one_track(catalog_at):
     one of them creates the track, all get its id, and the catalog holds one row."""
     import threading
 
-    from recommender.catalog import Catalog, NewTrack
+    from recommender.catalog import Catalog
 
-    rec = NewTrack(path="/m/same.wav", size=1, mtime_ns=1, sha256="same", title="Same", artist="A", album=None,
-                   duration_s=1.0, genre="drone", probabilities={"drone": 1.0},
-                   embedding=np.ones(4, np.float32), model_version="m1", tags={"rock": 0.5})
+    rec = record(0, path="/m/same.wav", sha256="same", title="Same", tags={"rock": 0.5})
     conns = [Catalog(catalog_at("c")) for _ in range(8)]
     start, results = threading.Barrier(8), []
 
@@ -189,10 +184,9 @@ def test_copy_moves_a_catalog_to_postgresql_and_back_keeping_ids(tmp_path, postg
     from .conftest import postgres_schema
 
     def rec(i: int) -> NewTrack:
-        return NewTrack(path=f"/m/{i}.wav", size=i, mtime_ns=i, sha256=f"h{i}", title=f"T{i}", artist="A",
-                        album="B" if i % 2 else None, duration_s=1.0 + i, genre="drone", probabilities={"drone": 1.0},
-                        embedding=np.random.default_rng(i).normal(size=8).astype(np.float32), model_version="m1",
-                        tags={"rock": 0.1 * i, "Mellow": 0.5})
+        return record(i, size=i, mtime_ns=i, album="B" if i % 2 else None, duration_s=1.0 + i,
+                      embedding=np.random.default_rng(i).normal(size=8).astype(np.float32),
+                      tags={"rock": 0.1 * i, "Mellow": 0.5})
 
     a = Catalog(tmp_path / "a.sqlite3")
     ids = a.add([rec(i) for i in range(1, 8)], tag_priors={"Mellow": 0.01})
@@ -229,21 +223,16 @@ def test_copy_moves_a_catalog_to_postgresql_and_back_keeping_ids(tmp_path, postg
 def test_the_change_log_says_what_changed_since_a_generation(catalog_at):
     """changes_since(g): ids added or re-embedded after g and ids removed after g, each by its
     last change; None for a generation the log does not cover."""
-    from recommender.catalog import Catalog, NewTrack
-
-    def rec(i: int) -> NewTrack:
-        return NewTrack(path=f"/m/{i}.wav", size=1, mtime_ns=1, sha256=f"h{i}", title=f"T{i}", artist="A",
-                        album=None, duration_s=1.0, genre="drone", probabilities={"drone": 1.0},
-                        embedding=np.ones(4, np.float32), model_version="m1")
+    from recommender.catalog import Catalog
 
     c = Catalog(catalog_at("c"))
     now, added, redone, gone = c.changes_since(0)
     assert (now, added.size, redone.size, gone.size) == (0, 0, 0, 0)
-    a, b, d = c.add([rec(1), rec(2), rec(3)])
+    a, b, d = c.add([record(1), record(2), record(3)])
     g1 = c.generation
-    c.add([rec(1)])  # known audio: no change
+    c.add([record(1)])  # known audio: no change
     assert c.generation == g1
-    (e,) = c.add([rec(4)])
+    (e,) = c.add([record(4)])
     c.remove([b, 999])
     c.replace_embeddings([(a, "clicks", {"clicks": 1.0}, np.full(4, 2, np.float32), False, {})], "m1")
     now, added, redone, gone = c.changes_since(g1)
@@ -261,12 +250,10 @@ def test_a_process_refuses_to_write_once_a_newer_sonicsort_upgraded_the_catalog(
     migrated gets a clear 'restart' error on its next write, and writes nothing."""
     import sqlalchemy as sa
 
-    from recommender.catalog import SCHEMA_VERSION, Catalog, NewTrack, catalog_url
+    from recommender.catalog import SCHEMA_VERSION, Catalog, catalog_url
     from recommender.errors import CatalogUpgraded
 
-    rec = NewTrack(path="/m/1.wav", size=1, mtime_ns=1, sha256="h1", title="T1", artist="A", album=None,
-                   duration_s=1.0, genre="drone", probabilities={"drone": 1.0},
-                   embedding=np.ones(4, np.float32), model_version="m1")
+    rec = record(1)
     old = Catalog(catalog_at("c"))
     eng = sa.create_engine(catalog_url(catalog_at("c")))
     with eng.begin() as c:  # what the newer sonicsort's migration leaves
