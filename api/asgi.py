@@ -172,7 +172,8 @@ class WSGIBridge:
             "SERVER_NAME": str(server[0]), "SERVER_PORT": str(server[1] or 0),
             "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
             "wsgi.version": (1, 0), "wsgi.url_scheme": scope.get("scheme", "http"),
-            "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+            # the body is whole: a chunked one (no Content-Length) is read to its end, not taken as empty
+            "wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True, "wsgi.errors": sys.stderr,
             "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
         }
         if scope.get("client"):

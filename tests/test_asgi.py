@@ -38,6 +38,7 @@ def test_the_bridge_passes_the_request_and_streams_a_long_answer():
     assert seen["body"] == b"0123456789" and seen["QUERY_STRING"] == "k=5&x=%C3%A9" and seen["PATH_INFO"] == "/a/b"
     assert (seen["CONTENT_TYPE"], seen["CONTENT_LENGTH"], seen["HTTP_X_MANY"]) == ("audio/wav", "10", "1,2")
     assert seen["REMOTE_ADDR"] == "10.0.0.2" and seen["SERVER_PORT"] == "8000"
+    assert seen["wsgi.input_terminated"]  # werkzeug reads a chunked body (no Content-Length) to its end
     assert sent[0] == {"type": "http.response.start", "status": 206,
                        "headers": [(b"content-type", b"audio/wav"), (b"x-a", b"b")]}
     bodies = [m for m in sent[1:]]

@@ -212,12 +212,16 @@ def test_slow_clients_hold_no_thread_and_late_bodies_get_408(tmp_path, tiny_bund
                 break
             answer += chunk
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        small = write_clip(tmp_path / "small.wav", "drone", seconds=0.5, seed=4).read_bytes()  # ~22 kB < 50 kB
+        r = requests.post(url + "/v1/tracks", data=(small[i:i + 4096] for i in range(0, len(small), 4096)),
+                          timeout=30, headers={"Content-Type": "audio/wav", "X-API-Key": "k"})
+        assert r.status_code == 201, r.text  # chunked and under the limit: stored whole
         data = write_clip(tmp_path / "big.wav", "drone", seconds=2.0, seed=3).read_bytes()  # ~88 kB > 50 kB
         for body in (data, (data[i:i + 8192] for i in range(0, len(data), 8192))):
             r = requests.post(url + "/v1/tracks", data=body, timeout=10,
                               headers={"Content-Type": "audio/wav", "X-API-Key": "k"})
             assert r.status_code == 413 and "0.05 MB" in r.json()["detail"], r.text
-        assert fresh_get(url + "/v1/tracks?limit=200").json()["items"].__len__() == 12  # nothing stored
+        assert fresh_get(url + "/v1/tracks?limit=200").json()["items"].__len__() == 13  # nothing over the limit
         # the master killed with SIGKILL: its workers notice and stop, they do not serve on as orphans
         import os
         import signal
