@@ -72,6 +72,76 @@ def prepare_index(settings: Settings) -> int:
         lib.close()
 
 
+def _prepare_in_child(settings: Settings, conn) -> None:
+    try:
+        conn.send(("ok", prepare_index(settings)))
+    except BaseException as exc:  # handed to the master, which reports it as it would its own
+        conn.send(("error", exc))
+
+
+def prepare_index_apart(settings: Settings) -> int:
+    """``prepare_index`` in a spawned child: Milvus clients start gRPC threads, and the master
+    must hold no thread of ours when it forks (see ``announce_once``)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_prepare_in_child, args=(settings, theirs), name="sonicsort-prepare")
+    child.start()
+    theirs.close()
+    try:
+        kind, value = ours.recv()
+    except EOFError:
+        child.join()
+        raise RuntimeError(f"preparing the index failed (the process exited with {child.exitcode})") from None
+    child.join()
+    if kind == "error":
+        raise value
+    return value
+
+
+class MilvusLiteServer:
+    """milvus-lite's own server on the data folder under ``SONICSORT_HOME``, for the workers of
+    one ``serve``: milvus-lite lets one process open its folder, so the workers reach it over
+    gRPC, as they would a Milvus server (``SONICSORT_MILVUS_URI``)."""
+
+    def __init__(self, data_dir: str, host: str = "127.0.0.1") -> None:
+        self.data_dir, self.host = data_dir, host
+        self.proc = None
+        self.port = 0
+
+    def start(self, timeout_s: float = 60.0) -> str:
+        import subprocess
+
+        with socket.socket() as s:
+            s.bind((self.host, 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", self.data_dir,
+                                      "--host", self.host, "--port", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
+                raise RuntimeError(f"milvus-lite could not serve {self.data_dir}: {err[-1] if err else 'it exited'}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                return f"http://{self.host}:{self.port}"
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"milvus-lite did not answer on port {self.port} within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+        self.proc = None
+
+
 def check_port_free(host: str, port: int) -> None:
     from recommender.errors import BadRequest
 
@@ -120,17 +190,33 @@ def freeze_gc() -> None:
 
 def serve(settings: Settings, *, workers: int | None = None, threads: int | None = None,
           banner: Callable[[str], str] | None = None, access_log: bool = False) -> int:
-    """Run gunicorn in the foreground until it is stopped (Ctrl-C, SIGTERM)."""
-    from gunicorn.app.base import BaseApplication
-
+    """Run gunicorn in the foreground until it is stopped (Ctrl-C, SIGTERM). With the ``milvus``
+    backend and no ``SONICSORT_MILVUS_URI``, a milvus-lite server on the data folder under home
+    runs beside it for as long."""
     from recommender.errors import BadRequest
 
     if settings.web_server not in ("uvicorn", "gthread"):
         raise BadRequest(f"SONICSORT_WEB_SERVER={settings.web_server!r}: choose uvicorn or gthread")
     host, port = settings.host, settings.port
     check_port_free(host, port)
-    n = prepare_index(settings)
-    log.info("catalog: %d tracks; index %s ready on disk", n, settings.backend)
+    milvus = None
+    if settings.backend == "milvus" and not settings.milvus_uri:
+        milvus = MilvusLiteServer(settings.milvus_location)
+        settings.milvus_uri = milvus.start()  # the workers' too, through the environment below
+        log.info("milvus-lite serves %s at %s", settings.milvus_location, settings.milvus_uri)
+    try:
+        return _serve(settings, workers=workers, threads=threads, banner=banner, access_log=access_log)
+    finally:
+        if milvus is not None:
+            milvus.stop()
+
+
+def _serve(settings: Settings, *, workers, threads, banner, access_log) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    host, port = settings.host, settings.port
+    n = prepare_index_apart(settings) if settings.backend == "milvus" else prepare_index(settings)
+    log.info("catalog: %d tracks; index %s ready", n, settings.backend)
 
     # metrics from every worker, summed on /metrics (prometheus_client's multiprocess mode)
     metrics_dir = tempfile.mkdtemp(prefix="sonicsort-metrics-")

@@ -153,6 +153,9 @@ class VectorIndex(ABC):
     name: ClassVar[str] = "base"
     default_params: ClassVar[dict[str, Any]] = {}
     query_param_names: ClassVar[tuple[str, ...]] = ()
+    # True where the vectors live in a server (Milvus): counting and membership tests cost a
+    # round trip there, so a search asks for neither and the backend filters by itself
+    remote: ClassVar[bool] = False
 
     def __init__(self, dim: int, metric: str = "cosine", **params: Any) -> None:
         if metric not in METRICS:
@@ -194,7 +197,7 @@ class VectorIndex(ABC):
         """Remove ids (unknown ids are ignored). Returns how many were removed."""
         ids_arr = self._check_ids(ids)
         with self._lock.write():
-            present = np.array([i for i in ids_arr if self._contains(int(i))], dtype=np.int64)
+            present = ids_arr[self._contains_many(ids_arr)] if len(ids_arr) else ids_arr
             if len(present):
                 self._remove(present)
             return int(len(present))
@@ -231,13 +234,19 @@ class VectorIndex(ABC):
         try:
             if allowed is not None:
                 allowed_ids = np.unique(self._check_ids(allowed))
-                allowed_ids = np.array([i for i in allowed_ids if self._contains(int(i))], dtype=np.int64)
+                if len(allowed_ids):
+                    allowed_ids = allowed_ids[self._contains_many(allowed_ids)]
                 n_avail = len(allowed_ids)
             else:
                 allowed_ids = None
-                n_avail = self._count()
-            k_eff = min(int(k), n_avail)
-            if k_eff == 0:
+                n_avail = None if self.remote else self._count()
+            k_eff = int(k) if n_avail is None else min(int(k), n_avail)
+            if self.remote and k_eff:
+                # the server filters and counts: ask for k, drop the columns nobody filled
+                ids, dist = self._search(q, k_eff, allowed_ids, **query_params)
+                filled = int((ids >= 0).sum(axis=1).max()) if ids.size else 0
+                ids, dist = ids[:, :filled], dist[:, :filled]
+            elif k_eff == 0:
                 ids = np.empty((len(q), 0), np.int64)
                 dist = np.empty((len(q), 0), np.float32)
             elif allowed_ids is not None and (
@@ -269,6 +278,12 @@ class VectorIndex(ABC):
 
     def __contains__(self, id_: int) -> bool:
         return self._contains(int(id_))
+
+    def contains(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        """Which of ``ids`` are in the index, as a bool mask (one round trip for a server)."""
+        arr = self._check_ids(ids)
+        with self._lock.read():
+            return self._contains_many(arr) if len(arr) else np.zeros(0, bool)
 
     def info(self) -> dict[str, Any]:
         return {"backend": self.name, "params": dict(self.params), "metric": self.metric,
@@ -323,7 +338,7 @@ class VectorIndex(ABC):
             index._load_native(Path(path))
         except (OSError, ValueError, RuntimeError) as exc:
             raise IndexFileError(f"{path}: cannot read the {cls.name} index ({exc})") from None
-        if len(index) != header["count"]:
+        if not getattr(index, "shared", False) and len(index) != header["count"]:  # a shared one changes under us
             raise IndexFileError(f"{path}: header says {header['count']} items, file holds {len(index)}")
         return index
 
@@ -399,6 +414,13 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def _contains(self, id_: int) -> bool: ...
+
+    def _contains_many(self, ids: np.ndarray) -> np.ndarray:
+        """Which of ``ids`` are here (a bool mask); backends with a round trip per call override it."""
+        return np.fromiter((self._contains(int(i)) for i in ids), bool, len(ids))
+
+    def close(self) -> None:
+        """Let go of what the index holds outside this process (connections, temporary files)."""
 
     @abstractmethod
     def _count(self) -> int: ...

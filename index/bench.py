@@ -237,8 +237,11 @@ def run_benchmark(
                 idx.build()
             build_s = time.perf_counter() - t0
             memory = max(0, _rss() - gc_before)
-            with tempfile.TemporaryDirectory(prefix="sonicsort-bench-") as tmp:
-                index_bytes = _dir_size(idx.save(Path(tmp) / "index"))
+            if hasattr(idx, "disk_bytes"):  # a server's data (milvus-lite's folder), not what save() points to
+                index_bytes = idx.disk_bytes()
+            else:
+                with tempfile.TemporaryDirectory(prefix="sonicsort-bench-") as tmp:
+                    index_bytes = _dir_size(idx.save(Path(tmp) / "index"))
             for query_args in grid(spec.get("query")):
                 if progress:
                     progress(f"{backend} {build_args} {query_args}")
@@ -256,6 +259,7 @@ def run_benchmark(
                     build_s=build_s, index_bytes=index_bytes, memory_bytes=memory,
                     n_train=n, n_queries=len(dataset.test), dim=dim, metric=dataset.metric,
                 ))
+            idx.close()
             del idx
     return results
 

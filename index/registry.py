@@ -12,6 +12,7 @@ BACKENDS: dict[str, str] = {
     "hnsw": "index.backends.hnsw:HnswIndex",
     "annoy": "index.backends.annoy:AnnoyIndex",
     "exact": "index.backends.exact:ExactIndex",
+    "milvus": "index.backends.milvus:MilvusIndex",
 }
 
 

@@ -31,6 +31,9 @@ class Settings:
     # (postgresql://user@host/db: a catalog several machines share; sqlite:///path)
     catalog_url: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # the `milvus` backend's vectors: "" for milvus-lite's data folder under home (one process;
+    # `serve` runs it as a server for its workers), or a Milvus server http://host:19530
+    milvus_uri: str = ""
     max_duration_s: float = 20 * 60.0
     # what decoding one file may cost (embedding.audio.DecodeLimits): beyond any of these it is refused
     max_channels: int = 8
@@ -80,6 +83,11 @@ class Settings:
     def uploads_dir(self) -> Path:
         """Where tracks added through the API keep their audio (the service owns these files)."""
         return self.home / "uploads"
+
+    @property
+    def milvus_location(self) -> str:
+        """What the ``milvus`` backend connects to: ``milvus_uri``, else milvus-lite under home."""
+        return self.milvus_uri or str(self.home / "milvus.db")
 
     def index_dir(self, backend: str | None = None) -> Path:
         return self.home / "index" / (backend or self.backend)

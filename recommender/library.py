@@ -140,6 +140,10 @@ class Library:
     def _tag(self) -> str:
         return self.catalog.model_version or self.bundle.version
 
+    def _index_params(self) -> dict[str, Any]:
+        """What the backend needs from the settings: where a Milvus collection lives."""
+        return {"uri": self.settings.milvus_location} if self.backend == "milvus" else {}
+
     def _open_index(self):
         from index import IndexFileError, IndexMismatch, load_index
 
@@ -147,6 +151,10 @@ class Library:
         if (path / "header.json").is_file():
             try:
                 idx = load_index(path, backend=self.backend, metric=METRIC, tag=self._tag())
+                moved = {k: v for k, v in self._index_params().items() if idx.params.get(k) != v}
+                if moved:
+                    idx.close()
+                    raise IndexMismatch(f"the index lives at {idx.params.get('uri')}, the settings say {moved}")
             except (IndexFileError, IndexMismatch) as exc:
                 log.warning("rebuilding the %s index from the catalog: %s", self.backend, exc)
             else:
@@ -164,10 +172,14 @@ class Library:
         generation = self.catalog.generation  # before reading: what changes meanwhile is caught up later
         for ids, vecs in self.catalog.embeddings():
             if idx is None:
-                idx = create_index(self.backend, vecs.shape[1], METRIC)
+                idx = create_index(self.backend, vecs.shape[1], METRIC, **self._index_params())
             idx.add(ids, vecs)
         if idx is None:
-            idx = create_index(self.backend, self.bundle.embedding_dim, METRIC)
+            idx = create_index(self.backend, self.bundle.embedding_dim, METRIC, **self._index_params())
+        if getattr(idx, "shared", False):  # a collection others wrote to: drop what the catalog lost
+            extra = np.setdiff1d(idx.ids(), self.catalog.ids())
+            if len(extra):
+                idx.remove(extra)
         idx.build()
         if self.persist_index:
             idx.save(self.index_path, tag=self._tag(), generation=generation)
@@ -195,7 +207,7 @@ class Library:
             idx = self._index
             n_removed = idx.remove(removed) if len(removed) else 0
             # an added track's vector never changes: one already here (this process added it) stays
-            want = [i for i in added.tolist() if i not in idx] + reembedded.tolist()
+            want = added[~idx.contains(added)].tolist() + reembedded.tolist() if len(added) else reembedded.tolist()
             have: list[int] = []
             if want:
                 vecs = self.catalog.vectors(want)
@@ -298,4 +310,8 @@ class Library:
         return s
 
     def close(self) -> None:
+        with self._index_lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
         self.catalog.close()

@@ -123,12 +123,12 @@ def test_demo_builds_and_ingests_a_library(tmp_path):
 def test_bench_ann_on_tiny_datasets(tmp_path):
     runs = tmp_path / "runs.yml"
     runs.write_text("hnsw:\n  build: {M: [8]}\n  query: {ef: [10, 50]}\nannoy:\n  build: {n_trees: [5]}\n"
-                    "  query: {search_k: [200]}\nexact: {}\n")
+                    "  query: {search_k: [200]}\nexact: {}\nmilvus:\n  build: {M: [8]}\n  query: {ef: [20]}\n")
     out = tmp_path / "res"
     p = run("bench", "ann", "--dataset", "synthetic:600:16:5", "--queries", 40, "--runs", runs, "--out", out,
             "--json", home=tmp_path)
     d = json.loads(p.stdout)
-    assert len(d["runs"]) == 4
+    assert len(d["runs"]) == 5
     exact = [r for r in d["runs"] if r["backend"] == "exact"][0]
     assert exact["recall"] == 1.0
     for r in d["runs"]:

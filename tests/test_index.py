@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from index import (BACKENDS, IndexFileError, IndexMismatch, InvalidInput, BackendUnavailable, create_index,
                    load_index)
 
-APPROX = ["hnsw", "annoy"]
+APPROX = ["hnsw", "annoy", "milvus"]
 ALL = list(BACKENDS)
 METRICS = ["cosine", "l2", "ip"]
 
@@ -276,3 +276,31 @@ def test_hnsw_grows_and_takes_ef_per_query():
     exact.add(np.arange(5000), x)
     t = exact.search(x[:100], 10)[0]
     assert recall(hi, t) >= recall(lo, t) and recall(hi, t) >= 0.99
+
+
+def test_milvus_collection_is_shared_by_every_index_on_its_uri(tmp_path):
+    """Two nodes pointing at one Milvus see each other's writes; the saved folder is only a
+    pointer, and a load attaches to the collection as it is now."""
+    uri = str(tmp_path / "milvus.db")
+    x = data(300, 16, seed=5)
+    a = create_index("milvus", 16, "l2", uri=uri)
+    b = create_index("milvus", 16, "l2", uri=uri)
+    a.add(np.arange(300) * 3, x)
+    exact = create_index("exact", 16, "l2")
+    exact.add(np.arange(300) * 3, x)
+    ids, dist = b.search(x[7], 5)
+    t_ids, t_dist = exact.search(x[7], 5)
+    assert ids.tolist() == t_ids.tolist() and np.allclose(dist, t_dist, atol=1e-3)  # L2, not squared
+    b.remove([21])
+    assert 21 not in a and len(a) == 299
+    a.save(tmp_path / "node-a", tag="m1")
+    assert sorted(p.name for p in (tmp_path / "node-a").iterdir()) == ["header.json"]  # no vectors here
+    b.add([900], x[:1])
+    again = load_index(tmp_path / "node-a", tag="m1")
+    assert again.shared and len(again) == 300 and 900 in again  # the collection now, not as saved
+    with pytest.raises(IndexMismatch, match="dimension 16, not 17"):
+        create_index("milvus", 17, "l2", uri=uri, collection=a.collection)
+    with pytest.raises(BackendUnavailable, match="cannot reach Milvus"):
+        create_index("milvus", 16, uri="http://127.0.0.1:9")
+    for idx in (a, b, again):
+        idx.close()

@@ -128,16 +128,22 @@ def test_serve_refuses_a_busy_port(served):
     assert f"cannot listen on 127.0.0.1:{port}" in p.stderr
 
 
-def test_two_nodes_share_one_postgresql_catalog(tmp_path, tiny_bundle, redis_url, cache_prefix, postgres_db):
+@pytest.mark.parametrize("backend", ["hnsw", "milvus"])
+def test_two_nodes_share_one_postgresql_catalog(tmp_path, tiny_bundle, redis_url, cache_prefix, postgres_db, backend):
     """Two `sonicsort serve` nodes (their own ports and SONICSORT_HOMEs, one worker each) on one
     PostgreSQL catalog and one Redis: an upload answered by A is in B's /similar within 1 s, a
-    delete on B never comes back on A, and /readyz says how far each node's index is behind."""
+    delete on B never comes back on A, and /readyz says how far each node's index is behind.
+    With Milvus (milvus-lite's server, as a Milvus server would be) the nodes hold no vectors."""
+    from api.serve import MilvusLiteServer
+
     from .conftest import postgres_schema
 
     shared = postgres_schema(postgres_db)
-    a_url, a, _ = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, catalog_url=shared)
+    milvus = MilvusLiteServer(str(tmp_path / "milvus.db")) if backend == "milvus" else None
+    extra = {"SONICSORT_BACKEND": backend, "SONICSORT_MILVUS_URI": milvus.start() if milvus else ""}
+    a_url, a, _ = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, catalog_url=shared, env_extra=extra)
     b_url, b, _ = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, catalog_url=shared,
-                         home=tmp_path / "node-b")
+                         home=tmp_path / "node-b", env_extra=extra)
     try:
         data = write_clip(tmp_path / "new.wav", "chirp", seconds=2.0, seed=4041).read_bytes()
         r = requests.post(a_url + "/v1/tracks", data=data, headers={"Content-Type": "audio/wav", "X-API-Key": "k"},
@@ -156,7 +162,39 @@ def test_two_nodes_share_one_postgresql_catalog(tmp_path, tiny_bundle, redis_url
         ready = fresh_get(a_url + "/readyz").json()["index"]
         assert ready["tracks"] == 12 and ready["behind"] == 0
         assert not (tmp_path / "node-b" / "catalog.sqlite3").exists()
+        if milvus:  # each node keeps a pointer to the collection, no vectors
+            for home in (tmp_path / "home", tmp_path / "node-b"):
+                assert [f.name for f in (home / "index" / "milvus").iterdir()] == ["header.json"]
     finally:
         for p in (a, b):
             p.terminate()
             p.wait(30)
+        if milvus:
+            milvus.stop()
+
+
+def test_serve_runs_milvus_lite_for_its_workers(tmp_path, tiny_bundle, redis_url, cache_prefix):
+    """The milvus backend without SONICSORT_MILVUS_URI: milvus-lite lets one process open its
+    folder, so serve runs its server for the two workers, and stops it when it stops."""
+    url, proc, env = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, env_extra={"SONICSORT_BACKEND": "milvus"})
+    try:
+        data = write_clip(tmp_path / "new.wav", "chirp", seconds=2.0, seed=4042).read_bytes()
+        r = requests.post(url + "/v1/tracks", data=data, headers={"Content-Type": "audio/wav", "X-API-Key": "k"},
+                          timeout=30)
+        assert r.status_code == 201, r.text
+        new_id = r.json()["id"]
+        for _ in range(6):  # either worker: the upload is among track 1's neighbours
+            items = fresh_get(url + "/v1/tracks/1/similar?k=12").json()["items"]
+            assert new_id in [s["id"] for s in items] and len(items) == 12
+        assert fresh_get(url + "/readyz").json()["index"]["backend"] == "milvus"
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=60)[0]
+    assert "milvus-lite serves" in out, out[-2000:]
+    assert (tmp_path / "home" / "milvus.db").is_dir()
+    from index import create_index
+
+    # the server went with serve: the folder can be opened again, holding every track
+    idx = create_index("milvus", tiny_bundle.embedding_dim, uri=str(tmp_path / "home" / "milvus.db"))
+    assert len(idx) == 13
+    idx.close()
