@@ -36,13 +36,21 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from .errors import CatalogError, CatalogUpgraded, UnknownTrack
+import logging
+
+from .errors import CatalogError, CatalogUnavailable, CatalogUpgraded, UnknownTrack
 
 SCHEMA_VERSION = 5
 CHANGES_KEPT = 100_000  # generations of the change log kept; a node further behind reconciles in full
 TOP_TAGS = 5  # a track "has" the front end's tags it ranks highest; ``search(tag=...)`` finds them
 # ... and the few that stand out most against their usual probability (moods rarely rank high)
 SALIENT_TAGS, SALIENT_LIFT = 3, 3.0
+
+log = logging.getLogger(__name__)
+# While the database server does not answer, a process tries it again at most this often;
+# meanwhile what needs it fails at once (CatalogUnavailable) and cached reads go on.
+RETRY_S = 1.0
+_LOST = (sa.exc.OperationalError, sa.exc.InterfaceError)  # a connection refused, reset or gone
 
 _md = sa.MetaData()
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY is the rowid
@@ -254,6 +262,8 @@ class Catalog:
         self._writes = 0
         self._seen: tuple[Any, int] | None = None
         self._lock = threading.RLock()
+        self._down: str | None = None  # why the server does not answer, while it does not
+        self._retry_at = 0.0
         try:
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,11 +306,63 @@ class Catalog:
 
     # ---------------------------------------------------------------- plumbing
     @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Around every use of the connection: a database server that stopped answering marks
+        the catalog unreachable (``CatalogUnavailable``), and the next use after ``RETRY_S``
+        opens a new connection. SQLite files are local: their errors pass as they are."""
+        if self.dialect == "sqlite":
+            yield
+            return
+        if self._down is not None:
+            if time.monotonic() < self._retry_at:
+                raise CatalogUnavailable(f"{self.where}: the catalog database does not answer ({self._down}); "
+                                         f"try again in a moment")
+            self._reconnect()
+        try:
+            yield
+        except _LOST as exc:
+            if self._down is None:
+                log.warning("the catalog database stopped answering: %s", _reason(exc))
+            self._down, self._retry_at = _reason(exc), time.monotonic() + RETRY_S
+            raise CatalogUnavailable(f"{self.where}: the catalog database does not answer ({self._down}); "
+                                     f"try again in a moment") from None
+
+    def _reconnect(self) -> None:
+        try:
+            self._db.invalidate()  # the old connection is dead: never hand it out again
+        except Exception:
+            pass
+        try:
+            self._db = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except _LOST as exc:
+            self._down, self._retry_at = _reason(exc), time.monotonic() + RETRY_S
+            raise CatalogUnavailable(f"{self.where}: the catalog database does not answer ({self._down}); "
+                                     f"try again in a moment") from None
+        log.warning("the catalog database answers again")
+        self._down = None
+        self._seen = None  # whatever happened meanwhile: read again
+
+    @property
+    def reachable(self) -> bool:
+        """False while the database server does not answer (always True for SQLite)."""
+        return self._down is None
+
+    def ping(self) -> bool:
+        """Ask the database now (at most every ``RETRY_S`` while it is down): is it there?"""
+        with self._lock:
+            try:
+                with self._guard():
+                    self._db.exec_driver_sql("SELECT 1")
+            except CatalogUnavailable:
+                return False
+            return True
+
+    @contextmanager
     def _tx(self, *, count: bool = True) -> Iterator[sa.Connection]:
         """One write transaction, COMMIT at the end, ROLLBACK on error. Writers wait for each
         other: SQLite's BEGIN IMMEDIATE, and in PostgreSQL the row lock of the ``writes``
         counter, which the transaction bumps first (other connections' caches see it)."""
-        with self._lock:
+        with self._lock, self._guard():
             db = self._db
             db.exec_driver_sql("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
             try:
@@ -315,7 +377,10 @@ class Catalog:
                             f"process writes {SCHEMA_VERSION}); restart it with that sonicsort. Nothing was written")
                 yield db
             except BaseException:
-                db.exec_driver_sql("ROLLBACK")
+                try:
+                    db.exec_driver_sql("ROLLBACK")
+                except _LOST:
+                    pass  # the connection is gone, and its transaction with it
                 raise
             finally:
                 self._writes += 1  # what was read before may have changed
@@ -325,7 +390,7 @@ class Catalog:
     def _snapshot(self) -> Iterator[sa.Connection]:
         """A read transaction: every statement inside sees the catalog as of its start, whatever
         other connections write meanwhile (SQLite's WAL snapshot; REPEATABLE READ in PostgreSQL)."""
-        with self._lock:
+        with self._lock, self._guard():
             db = self._db
             db.exec_driver_sql("BEGIN" if self.dialect == "sqlite" else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
@@ -334,7 +399,7 @@ class Catalog:
                 db.exec_driver_sql("COMMIT")
 
     def _q(self, stmt, params: dict[str, Any] | list | None = None) -> list:
-        with self._lock:
+        with self._lock, self._guard():
             return self._db.execute(stmt, params).all()
 
     def _upsert(self, table: sa.Table, rows: list[dict[str, Any]], *, replace: bool = True) -> None:
@@ -360,7 +425,13 @@ class Catalog:
             if self.dialect == "sqlite":
                 other = self._db.exec_driver_sql("PRAGMA data_version").scalar()
             else:
-                other = self._db.execute(_WRITES).scalar()
+                try:
+                    with self._guard():
+                        other = self._db.execute(_WRITES).scalar()
+                except CatalogUnavailable:
+                    if self._seen is None:
+                        raise
+                    return  # the server is away: what was read stays good to answer from
             seen = (other, self._writes)
             if seen != self._seen:
                 self._rows.clear()
@@ -380,7 +451,7 @@ class Catalog:
 
     # ---------------------------------------------------------------- meta
     def get_meta(self, key: str) -> str | None:
-        with self._lock:
+        with self._lock, self._guard():
             return self._db.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
 
     def set_meta(self, **values: Any) -> None:

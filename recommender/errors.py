@@ -43,6 +43,13 @@ class CatalogUpgraded(CatalogError):
     kind = UNAVAILABLE
 
 
+class CatalogUnavailable(CatalogError):
+    """The catalog's database server does not answer (PostgreSQL stopped, the network down):
+    writes wait for it to return; reads the process has at hand still succeed."""
+
+    kind = UNAVAILABLE
+
+
 class ModelMismatch(RecommenderError):
     """The catalog's embeddings come from another model than the one loaded."""
 

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from .cache import PredictionCache
 from .catalog import NewTrack, Track
 from .config import Settings
-from .errors import ERROR_KINDS, BadRequest, NotReady, UnknownTrack
+from .errors import ERROR_KINDS, BadRequest, CatalogUnavailable, NotReady, UnknownTrack
 from .extract import read_tags
 from .library import Library, sha256_bytes
 from .musicmap import MusicMap
@@ -132,7 +132,8 @@ class Service:
         raise NotReady("the service is starting (loading the model and the index); retry in a few seconds")
 
     def readiness(self) -> dict[str, Any]:
-        """What ``/readyz`` reports: ``ready``, ``degraded`` (no Redis), ``starting`` or ``failed``."""
+        """What ``/readyz`` reports: ``ready``, ``degraded`` (no Redis, or the catalog's database
+        server does not answer), ``starting`` or ``failed``."""
         if self.cache.enabled and self.cache.state() == "degraded":
             self.cache.ping()  # a probe is a fine moment to look again
         cache_state = self.cache.state()
@@ -140,17 +141,25 @@ class Service:
         if status == "ready" and cache_state == "degraded":
             status = "degraded"
         lib = self._libraries.get(self.settings.backend)
+        # a shared catalog's server that stopped answering: cached reads go on, writes wait (503)
+        catalog_state = "ok" if lib is None or lib.catalog.ping() else "unreachable"
+        if status == "ready" and catalog_state != "ok":
+            status = "degraded"
         index = {"backend": self.settings.backend, "loaded": bool(lib is not None and lib._index is not None)}
         if index["loaded"]:
             index["tracks"] = len(lib._index)
             # where this node's index stands against the (maybe shared) catalog: it catches up
-            # through the change log on its next query
+            # through the change log on its next query (the last generation seen while the
+            # catalog's server is away)
             index["generation"] = lib._index_generation
-            index["catalog_generation"] = lib.catalog.generation
-            index["behind"] = max(0, index["catalog_generation"] - index["generation"])
+            try:
+                index["catalog_generation"] = lib.catalog.generation
+                index["behind"] = max(0, index["catalog_generation"] - index["generation"])
+            except CatalogUnavailable:
+                pass
         out = {"status": status,
                "model": {"loaded": self.state == "ready", "version": self._bundle.version if self._bundle else None},
-               "index": index, "cache": cache_state, "uptime_s": round(time.time() - self.started_at, 1),
+               "index": index, "cache": cache_state, "catalog": catalog_state, "uptime_s": round(time.time() - self.started_at, 1),
                "worker_pid": os.getpid()}
         if self.error:
             out["error"] = self.error

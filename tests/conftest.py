@@ -185,6 +185,66 @@ class PrivateRedis:
             self.proc = None
 
 
+class PrivatePostgres:
+    """A PostgreSQL cluster of our own (initdb in a temporary folder, ``pg_ctl`` on a free port,
+    run as the ``postgres`` user when the tests run as root), for tests that stop the server.
+    ``url``: its ``postgres`` database."""
+
+    def __init__(self) -> None:
+        import glob
+        import socket
+        import tempfile
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not found:
+            pytest.skip("no PostgreSQL server binaries (Debian's postgresql package)")
+        self.bin = Path(found[-1]).parent
+        # its own folder under /tmp: the postgres user cannot enter pytest's private ones
+        self.root = Path(tempfile.mkdtemp(prefix="sonicsort-pg-"))
+        self.folder = self.root / "pgdata"
+        self.running = False
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        import subprocess
+
+        cmd = [str(self.bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def init(self) -> "PrivatePostgres":
+        import shutil
+
+        self.folder.mkdir(parents=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+            os.chmod(self.root, 0o755)
+        self._run("initdb", "-D", str(self.folder), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        return self.start()
+
+    def start(self) -> "PrivatePostgres":
+        self._run("pg_ctl", "-D", str(self.folder), "-w", "-l", str(self.folder / "log"), "-o",
+                  f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        self.running = True
+        return self
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.folder), "-w", "-m", "fast", "stop")
+        self.running = False
+
+    def close(self) -> None:
+        """Stop it if it runs and delete its folder."""
+        import shutil
+
+        if self.running:
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 POSTGRES_ADMIN_URL = os.environ.get("SONICSORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

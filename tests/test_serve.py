@@ -198,3 +198,60 @@ def test_serve_runs_milvus_lite_for_its_workers(tmp_path, tiny_bundle, redis_url
     idx = create_index("milvus", tiny_bundle.embedding_dim, uri=str(tmp_path / "home" / "milvus.db"))
     assert len(idx) == 13
     idx.close()
+
+
+def test_postgresql_stopped_under_load(tmp_path, tiny_bundle, redis_url, cache_prefix):
+    """The catalog's PostgreSQL (a private cluster, so it may be stopped) goes away under a
+    stream of /similar requests: what the node has cached still answers, writes get 503
+    problem+json and leave nothing behind, /readyz says degraded, and all of it comes back by
+    itself when the server returns."""
+    import threading
+
+    from .conftest import PrivatePostgres
+
+    pg = PrivatePostgres().init()
+    url, proc, _ = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, catalog_url=pg.url)
+    answers: list[int] = []
+    stop = threading.Event()
+    try:
+        before = fresh_get(url + "/v1/tracks/1/similar?k=5").json()["items"]
+        fresh_get(url + "/v1/tracks/1")
+
+        def load() -> None:
+            with requests.Session() as s:
+                while not stop.is_set():
+                    answers.append(s.get(url + "/v1/tracks/1/similar?k=5", timeout=30).status_code)
+                    time.sleep(0.01)
+
+        t = threading.Thread(target=load)
+        t.start()
+        time.sleep(0.3)
+        pg.stop()
+        time.sleep(0.5)
+        assert fresh_get(url + "/v1/tracks/1/similar?k=5").json()["items"] == before  # from the row cache
+        assert fresh_get(url + "/v1/tracks/1").status_code == 200
+        data = write_clip(tmp_path / "new.wav", "chirp", seconds=2.0, seed=4043).read_bytes()
+        r = requests.post(url + "/v1/tracks", data=data, headers={"Content-Type": "audio/wav", "X-API-Key": "k"},
+                          timeout=30)
+        assert r.status_code == 503 and r.headers["Content-Type"] == "application/problem+json", r.text
+        assert "does not answer" in r.json()["detail"] and r.headers["Retry-After"]
+        ready = fresh_get(url + "/readyz").json()
+        assert (ready["status"], ready["catalog"]) == ("degraded", "unreachable")
+        assert not any((tmp_path / "home" / "uploads").rglob("*.wav"))  # the refused upload left no file
+        pg.start()
+        t0 = time.monotonic()
+        while fresh_get(url + "/readyz").json()["status"] != "ready":
+            assert time.monotonic() - t0 < 10, "the node did not notice PostgreSQL came back"
+            time.sleep(0.2)
+        r = requests.post(url + "/v1/tracks", data=data, headers={"Content-Type": "audio/wav", "X-API-Key": "k"},
+                          timeout=30)
+        assert r.status_code == 201, r.text
+        assert r.json()["id"] in [s["id"] for s in fresh_get(url + "/v1/tracks/1/similar?k=12").json()["items"]]
+        stop.set()
+        t.join(30)
+        assert len(answers) > 20 and set(answers) == {200}, sorted(set(answers))
+    finally:
+        stop.set()
+        proc.terminate()
+        proc.wait(30)
+        pg.close()
