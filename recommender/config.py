@@ -34,6 +34,7 @@ class Settings:
     # the `milvus` backend's vectors: "" for milvus-lite's data folder under home (one process;
     # `serve` runs it as a server for its workers), or a Milvus server http://host:19530
     milvus_uri: str = ""
+    uploads: Path | None = None  # SONICSORT_UPLOADS: the uploads folder, when not home/uploads
     max_duration_s: float = 20 * 60.0
     # what decoding one file may cost (embedding.audio.DecodeLimits): beyond any of these it is refused
     max_channels: int = 8
@@ -81,8 +82,11 @@ class Settings:
 
     @property
     def uploads_dir(self) -> Path:
-        """Where tracks added through the API keep their audio (the service owns these files)."""
-        return self.home / "uploads"
+        """Where tracks added through the API keep their audio (the service owns these files):
+        ``uploads``, else ``home/uploads``. Nodes that share a catalog should share this folder
+        too (one mount): then one upload is one file whichever node took it, and a delete on any
+        node removes it."""
+        return self.uploads or self.home / "uploads"
 
     @property
     def milvus_location(self) -> str:
@@ -112,7 +116,7 @@ class Settings:
 
 
 # how each non-string field is read from its environment variable
-_FROM_ENV = {"home": Path, "model_dir": Path, "max_duration_s": float, "max_channels": int, "max_sample_rate": int,
+_FROM_ENV = {"home": Path, "model_dir": Path, "uploads": Path, "max_duration_s": float, "max_channels": int, "max_sample_rate": int,
              "max_decoded_samples": int, "cache_ttl_s": int, "ingest_workers": int,
              "max_upload_mb": float, "port": int, "web_workers": int, "web_threads": int, "body_timeout_s": float,
              "answer_cache_mb": float}

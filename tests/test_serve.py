@@ -140,7 +140,9 @@ def test_two_nodes_share_one_postgresql_catalog(tmp_path, tiny_bundle, redis_url
 
     shared = postgres_schema(postgres_db)
     milvus = MilvusLiteServer(str(tmp_path / "milvus.db")) if backend == "milvus" else None
-    extra = {"SONICSORT_BACKEND": backend, "SONICSORT_MILVUS_URI": milvus.start() if milvus else ""}
+    # the nodes share the uploads folder too (one mount in a deployment): one upload, one file
+    extra = {"SONICSORT_BACKEND": backend, "SONICSORT_MILVUS_URI": milvus.start() if milvus else "",
+             "SONICSORT_UPLOADS": str(tmp_path / "shared-uploads")}
     a_url, a, _ = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, catalog_url=shared, env_extra=extra)
     b_url, b, _ = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, catalog_url=shared,
                          home=tmp_path / "node-b", env_extra=extra)
@@ -162,6 +164,24 @@ def test_two_nodes_share_one_postgresql_catalog(tmp_path, tiny_bundle, redis_url
         ready = fresh_get(a_url + "/readyz").json()["index"]
         assert ready["tracks"] == 12 and ready["behind"] == 0
         assert not (tmp_path / "node-b" / "catalog.sqlite3").exists()
+        # the same new audio uploaded to both nodes at once: one track, one file
+        from concurrent.futures import ThreadPoolExecutor
+
+        same = write_clip(tmp_path / "same.wav", "drone", seconds=2.0, seed=4044).read_bytes()
+
+        def upload(node_url):
+            with requests.Session() as s:
+                return s.post(node_url + "/v1/tracks", data=same, timeout=60,
+                              headers={"Content-Type": "audio/wav", "X-API-Key": "k"})
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(upload, [a_url, b_url] * 4))
+        assert sorted(r.status_code for r in answers) == [200] * 7 + [201], [r.text for r in answers]
+        assert len({r.json()["id"] for r in answers}) == 1
+        assert fresh_get(b_url + "/readyz").json()["index"]["tracks"] == 13
+        stored = [f for f in (tmp_path / "shared-uploads").rglob("*") if f.is_file()]
+        assert len(stored) == 1, stored  # B's delete removed A's upload; the race made one file
+        assert not (tmp_path / "home" / "uploads").exists() and not (tmp_path / "node-b" / "uploads").exists()
         if milvus:  # each node keeps a pointer to the collection, no vectors
             for home in (tmp_path / "home", tmp_path / "node-b"):
                 assert [f.name for f in (home / "index" / "milvus").iterdir()] == ["header.json"]

@@ -33,7 +33,8 @@ ENVIRONMENT = (
     "SONICSORT_MAX_DURATION_S, SONICSORT_MAX_CHANNELS, SONICSORT_MAX_SAMPLE_RATE, "
     "SONICSORT_MAX_DECODED_SAMPLES (what one file may cost to decode); for serve: SONICSORT_HOST, SONICSORT_PORT, SONICSORT_WEB_WORKERS, "
     "SONICSORT_WEB_THREADS, SONICSORT_WEB_SERVER (uvicorn|gthread, default uvicorn), SONICSORT_BODY_TIMEOUT_S, "
-    "SONICSORT_API_KEY (needed by changes through the API), "
+    "SONICSORT_API_KEY (needed by changes through the API), SONICSORT_UPLOADS (where uploaded audio is "
+    "kept, default SONICSORT_HOME/uploads; one shared folder for nodes on one catalog), "
     "SONICSORT_MAX_UPLOAD_MB (default 50), SONICSORT_ANSWER_CACHE_MB (whole /v1/predict answers "
     "kept per worker, default 32, 0: off).")
 
