@@ -50,6 +50,7 @@ class IngestReport:
     pruned: int = 0  # tracks removed because none of their files is left (--prune)
     audio_s: float = 0.0  # seconds of audio embedded by the model
     seconds: float = 0.0
+    stored_by_workers: int = 0  # files whose track a queue worker stored in the shared catalog itself
 
     @property
     def skipped(self) -> int:
@@ -61,6 +62,7 @@ class IngestReport:
                 "failed": len(self.failed), "failures": [{"path": p, "reason": r} for p, r in self.failed],
                 "from_cache": self.from_cache, "missing": self.missing, "pruned": self.pruned,
                 "audio_s": round(self.audio_s, 1), "seconds": round(self.seconds, 2),
+                "stored_by_workers": self.stored_by_workers,
                 "realtime_factor": round(self.audio_s / self.seconds, 1) if self.seconds > 0 and self.audio_s else None}
 
 
@@ -270,14 +272,23 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
         if queue_url:
             from .queue import embed_on_queue
 
+            direct = None
+            if cat.dialect == "postgresql":  # workers that open this catalog too store their tracks themselves
+                direct = {"where": cat.where, "files": {p: [sha, [[q, *stat_of[q]] for q in new[sha]]]
+                                                        for p, sha in to_embed.items()}}
             results = embed_on_queue(queue_url, list(to_embed), version, library.settings.decode_limits.to_dict(),
-                                     chunk=batch_tracks)
+                                     chunk=batch_tracks, catalog=direct)
         else:
             results = _embed_local(runner, bundle, list(to_embed), batch_tracks)
         ready: list[tuple[dict[str, Any], Any]] = []
         for path, item, pred in results:
             done += 1
-            if pred is None:
+            if "id" in item:  # stored by the worker (or found there by hash: a job run again)
+                report.stored_by_workers += 1
+                report.added += 1 if item["created"] else 0
+                report.linked += len(new[to_embed[path]]) - (1 if item["created"] else 0)
+                report.audio_s += item["duration_s"]
+            elif pred is None:
                 report.failed.append((path, item["error"]))
             else:
                 item["sha256"] = to_embed[path]
@@ -302,6 +313,7 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
         if orphans:
             library.remove_tracks(orphans)
             report.pruned = len(orphans)
+    _ = library.index  # caught up with what queue workers stored
     library.save_index()
     report.seconds = time.perf_counter() - t0
     return report

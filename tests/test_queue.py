@@ -43,3 +43,66 @@ def test_queue_ingest_with_two_workers(tmp_path, cli_env, private_redis):
             w.wait(30)
     r = run_cli(["stats", "--json"], env)
     assert json.loads(r.stdout)["tracks"] == 200
+
+
+def test_queue_workers_store_tracks_straight_into_a_postgresql_catalog(tmp_path, cli_env, private_redis,
+                                                                        postgres_db):
+    """With a PostgreSQL catalog the workers open too, they store the tracks themselves: the
+    catalog has no single writer. A worker killed with SIGKILL mid-job loses nothing: its job
+    is retried on another worker, and what it had stored is found by hash, never doubled."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    import redis
+    import soundfile as sf
+    from rq import Queue
+    from rq.registry import StartedJobRegistry
+
+    from recommender.queue import QUEUE_NAME
+
+    from .conftest import postgres_schema, synth
+
+    folder = tmp_path / "music"
+    folder.mkdir()
+    for i in range(40):
+        g = GENRES[i % 3]
+        sf.write(folder / f"{g}-{i:03d}.wav", synth(g, 1.0, 7000 + i), 22_050)
+    shutil.copy(sorted(folder.iterdir())[0], folder / "copy.wav")  # the same audio twice: one track, two paths
+    env = dict(cli_env, SONICSORT_REDIS_URL=private_redis.url, SONICSORT_CACHE_PREFIX="q2:",
+               SONICSORT_CATALOG_URL=postgres_schema(postgres_db))
+
+    def worker(name):
+        return subprocess.Popen(CLI + ["worker", "--queue", private_redis.url, "--name", name], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    doomed = worker("doomed")
+    ingest = subprocess.Popen(CLI + ["ingest", str(folder), "--queue", private_redis.url, "--batch", "4", "--json"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    conn = redis.Redis.from_url(private_redis.url)
+    started = StartedJobRegistry(queue=Queue(QUEUE_NAME, connection=conn))
+    survivor = None
+    try:
+        deadline = time.monotonic() + 120
+        while not started.get_job_ids():  # the doomed worker is in the middle of a job
+            assert time.monotonic() < deadline and ingest.poll() is None, ingest.stderr.read() if ingest.poll() else ""
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait(10)
+        survivor = worker("survivor")
+        out, err = ingest.communicate(timeout=240)
+        assert ingest.returncode == 0, err
+        d = json.loads(out)
+        assert "enqueued for retry" in err, err  # the killed worker's job ran again, on the survivor
+        assert d["added"] + d["skipped"] == 41 and d["failed"] == 0, d  # (a job stored before the kill: found by hash)
+        assert d["stored_by_workers"] == 40  # every track stored by a worker, none by the ingest process
+    finally:
+        for p in (doomed, survivor, ingest):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(30)
+    r = run_cli(["stats", "--json"], env)
+    stats = json.loads(r.stdout)
+    assert stats["tracks"] == 40 and stats["index"]["count"] == 40, stats

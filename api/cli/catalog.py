@@ -97,6 +97,8 @@ def cmd_ingest(args: argparse.Namespace, settings) -> int:
              + (f", {d['pruned']} tracks pruned" if d["pruned"] else "")]
     if d["from_cache"]:
         lines.append(f"  {d['from_cache']} predictions came from the Redis cache")
+    if d["stored_by_workers"]:
+        lines.append(f"  {d['stored_by_workers']} files stored in the shared catalog by the queue's workers")
     if d["audio_s"]:
         lines.append(f"  embedded {d['audio_s']:.0f} s of audio in {d['seconds']:.1f} s ({d['realtime_factor']}× real time)")
     for f in d["failures"]:
