@@ -52,16 +52,17 @@ def clip(seed: int, seconds: float = 2.0, sr: int = 22_050) -> bytes:
     return buf.getvalue()
 
 
-def generated_catalog(prefix: str, web_server: str) -> tuple[Path, Path, dict[str, str]]:
+def generated_catalog(prefix: str, web_server: str, catalog_url: str = "") -> tuple[Path, Path, dict[str, str]]:
     """40 generated 3 s clips ingested into a new home in a temporary folder: (folder, home, the
-    environment of a `sonicsort` process on it, with the API key, no cache and ``web_server``)."""
+    environment of a `sonicsort` process on it, with the API key, no cache and ``web_server``;
+    the catalog in ``catalog_url`` when given, else the home's SQLite file)."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     home, music = tmp / "home", tmp / "music"
     music.mkdir(parents=True)
     for i in range(40):
         (music / f"t{i:02d}.wav").write_bytes(clip(i, seconds=3.0))
     env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_API_KEY": KEY, "SONICSORT_REDIS_URL": "none",
-           "SONICSORT_WEB_SERVER": web_server, "TF_CPP_MIN_LOG_LEVEL": "2"}
+           "SONICSORT_WEB_SERVER": web_server, "TF_CPP_MIN_LOG_LEVEL": "2", "SONICSORT_CATALOG_URL": catalog_url}
     subprocess.run([sys.executable, "-m", "api.cli", "ingest", str(music)], env=env, check=True, capture_output=True)
     return tmp, home, env
 
@@ -203,10 +204,10 @@ def kills(url: str, n_uploads: int, seed: int) -> dict:
             "seconds": round(time.monotonic() - t_start, 1), "answered_ids": answered}
 
 
-def consistency(url: str, home: Path, answered: dict[int, int], n_ingested: int) -> dict:
+def consistency(url: str, home: Path, answered: dict[int, int], n_ingested: int, catalog_url: str = "") -> dict:
     from recommender.catalog import Catalog
 
-    cat = Catalog(home / "catalog.sqlite3")
+    cat = Catalog(catalog_url or home / "catalog.sqlite3")
     ids = set(cat.ids().tolist())
     tracks = cat.get_many(sorted(ids))
     uploads = home / "uploads"
@@ -252,17 +253,52 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--web-server", default="uvicorn", choices=["uvicorn", "gthread"],
                     help="SONICSORT_WEB_SERVER of the server under test (default uvicorn, the slow-client front)")
+    ap.add_argument("--postgresql", metavar="URL", nargs="?", const="postgresql://postgres@127.0.0.1:5432/postgres",
+                    help="the catalog in a new database on this PostgreSQL server (dropped afterwards; "
+                         "default server %(const)s) instead of a SQLite file")
     ap.add_argument("--out", default="benchmarks/results/faults.json")
     args = ap.parse_args()
 
-    tmp, home, env = generated_catalog("sonicsort-faults-", args.web_server)
+    catalog_url, drop = "", None
+    if args.postgresql:
+        catalog_url, drop = private_database(args.postgresql)
+    try:
+        return run(args, catalog_url)
+    finally:
+        if drop:
+            drop()
+
+
+def private_database(server_url: str):
+    """A new database on the server at ``server_url``: (its URL, a function that drops it)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from recommender.catalog import catalog_url
+
+    name = f"sonicsort_faults_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(catalog_url(server_url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False), drop
+
+
+def run(args, catalog_url: str) -> int:
+    tmp, home, env = generated_catalog("sonicsort-faults-", args.web_server, catalog_url)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_file = open(tmp / "serve.log", "w")  # a pipe nobody reads would fill and stall the master
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers",
                              str(args.workers), "--threads", str(args.threads)], env=env,
                             stdout=log_file, stderr=subprocess.STDOUT, text=True)
-    results: dict = {"workers": args.workers, "threads": args.threads, "web_server": args.web_server}
+    results: dict = {"workers": args.workers, "threads": args.threads, "web_server": args.web_server,
+                     "catalog": "postgresql" if catalog_url else "sqlite"}
     try:
         wait_ready(url, proc)
         results["baseline"] = slow_clients(url, port, 0)
@@ -277,7 +313,7 @@ def main() -> int:
         print(f"kills: {k['kills']} workers killed at random moments of {k['uploads']} uploads: "
               f"{k['answered_before_the_kill']} answered first, {k['cut_after_the_commit']} cut after the commit, "
               f"{k['cut_before_the_commit']} before it ({k['seconds']} s)", flush=True)
-        results["consistency_after_kills"] = c = consistency(url, home, answered, 40)
+        results["consistency_after_kills"] = c = consistency(url, home, answered, 40, catalog_url)
         print(f"consistency right after the kills: {c}", flush=True)
         # what the last minute's kills left is younger than the sweep's 60 s grace (it could be
         # an upload in flight); past it, `stats --repair` removes it and says what it removed
@@ -286,7 +322,7 @@ def main() -> int:
                              capture_output=True, text=True, check=True)
         removed = json.loads(rep.stdout)["repair"]["removed"]
         results["repair_removed"] = len(removed)
-        results["consistency_after_repair"] = c = consistency(url, home, answered, 40)
+        results["consistency_after_repair"] = c = consistency(url, home, answered, 40, catalog_url)
         print(f"stats --repair removed {len(removed)} files; then: {c}", flush=True)
         results["bursts"] = bursts(url)
         print(f"bursts: {results['bursts']}", flush=True)
