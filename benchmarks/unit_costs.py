@@ -56,7 +56,7 @@ def cpu_of_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 def audio_files(data: str | None, n: int, folder: Path) -> list[Path]:
     """n 30 s files: real excerpts from ``data`` when given, else generated."""
     if data:
-        found = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in (".ogg", ".wav", ".mp3", ".flac")
+        found = sorted(p.resolve() for p in Path(data).rglob("*") if p.suffix.lower() in (".ogg", ".wav", ".mp3", ".flac")
                        and "clips" not in str(p))
         if len(found) >= n:
             return found[:n]
@@ -168,8 +168,9 @@ def storage(n: int, postgresql: str | None) -> dict:
             for s in range(0, n, 2000):
                 cat.add(records[s:s + 2000], tag_priors=bundle.tag_priors)
             if name == "sqlite":
+                cat._db.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # noqa: SLF001 - all in the file
                 cat._db.exec_driver_sql("VACUUM")  # noqa: SLF001 - the file's size, without free pages
-                size = sum(p.stat().st_size for p in tmp.glob("catalog.sqlite3*"))
+                size = (tmp / "catalog.sqlite3").stat().st_size
             else:
                 size = int(cat._db.exec_driver_sql(  # noqa: SLF001
                     "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace "
@@ -226,20 +227,35 @@ def main() -> int:
     ap.add_argument("--tracks", type=int, default=20_000, help="tracks for the bytes per track (default 20,000)")
     ap.add_argument("--postgresql", metavar="URL", nargs="?", const="postgresql://postgres@127.0.0.1:5432/postgres",
                     help="also measure a PostgreSQL catalog (a new database, dropped afterwards)")
+    ap.add_argument("--only", choices=["ingest", "similar", "storage", "build"],
+                    help="measure only this one (the others in --out are kept)")
     ap.add_argument("--out", default="benchmarks/results/unit-costs.json")
     args = ap.parse_args()
     env = {**os.environ, "SONICSORT_REDIS_URL": "none", "TF_CPP_MIN_LOG_LEVEL": "2", "SONICSORT_CATALOG_URL": ""}
     results: dict = {"cores": os.cpu_count()}
-    results["ingest"] = r = ingest_cost(args.data, args.ingest_files, env)
-    print(f"ingest: {r['core_s_per_track']} core-s per track ({r['source']}; start-up {r['startup_core_s']} core-s)",
-          flush=True)
-    results["similar"] = r = similar_cpu(env)
-    print(f"/similar: {r['worker_cpu_ms_per_request']} ms of worker CPU per request "
-          f"({r['wall_ms_per_request']} ms wall, sequential)", flush=True)
-    results["storage"] = r = storage(args.tracks, args.postgresql)
-    print(f"bytes per track: {r}", flush=True)
-    results["build"] = r = build_times(r["embedding_dim"])
-    print(f"index build: {r}", flush=True)
+    if args.only and Path(args.out).is_file():
+        results = json.loads(Path(args.out).read_text())
+
+    def wanted(part: str) -> bool:
+        return args.only in (None, part)
+
+    if wanted("ingest"):
+        results["ingest"] = r = ingest_cost(args.data, args.ingest_files, env)
+        print(f"ingest: {r['core_s_per_track']} core-s per track ({r['source']}; start-up {r['startup_core_s']} core-s)",
+              flush=True)
+    if wanted("similar"):
+        results["similar"] = r = similar_cpu(env)
+        print(f"/similar: {r['worker_cpu_ms_per_request']} ms of worker CPU per request "
+              f"({r['wall_ms_per_request']} ms wall, sequential)", flush=True)
+    if wanted("storage"):
+        results["storage"] = r = storage(args.tracks, args.postgresql)
+        print(f"bytes per track: {r}", flush=True)
+    if wanted("build"):
+        from embedding import ModelBundle
+        from recommender.config import Settings
+
+        results["build"] = r = build_times(ModelBundle.load(Settings().model_dir).embedding_dim)
+        print(f"index build: {r}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     return 0
