@@ -6,11 +6,11 @@
     >>> ids, dist = idx.search(query, k=10, allowed={1, 5, 9})
 """
 
-from .base import METRICS, VectorIndex, pairwise_distances, read_header
+from .base import METRICS, VectorIndex, exact_distances, nearest, pairwise_distances, read_header
 from .errors import BackendUnavailable, IndexFileError, IndexMismatch, InvalidInput, VectorIndexError
 from .registry import BACKENDS, backend_class, create_index, load_index
 
 __all__ = [
     "BACKENDS", "BackendUnavailable", "IndexFileError", "IndexMismatch", "InvalidInput", "METRICS",
-    "VectorIndex", "VectorIndexError", "read_header", "backend_class", "create_index", "load_index", "pairwise_distances",
+    "VectorIndex", "VectorIndexError", "read_header", "backend_class", "create_index", "load_index", "pairwise_distances", "exact_distances", "nearest",
 ]

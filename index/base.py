@@ -97,8 +97,16 @@ class RWLock:
                 self._cond.notify_all()
 
 
+def _l2_squared(q: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``|q|² − 2q·x + |x|²`` through BLAS in float32, with |q|² and |x|²."""
+    qn2, xn2 = np.einsum("ij,ij->i", q, q), np.einsum("ij,ij->i", x, x)
+    return qn2[:, None] - 2.0 * (q @ x.T) + xn2[None, :], qn2, xn2
+
+
 def pairwise_distances(queries: np.ndarray, items: np.ndarray, metric: str) -> np.ndarray:
-    """Exact distances, shape (n_queries, n_items), float32, smaller is closer."""
+    """Distances through BLAS, shape (n_queries, n_items), float32, smaller is closer. Fast, and
+    for l2 only as exact as float32 lets ``|q|² − 2q·x + |x|²`` be: far from the origin the
+    terms cancel. ``nearest`` and ``exact_distances`` are exact."""
     q = queries.astype(np.float32, copy=False)
     x = items.astype(np.float32, copy=False)
     if metric == "cosine":
@@ -107,8 +115,60 @@ def pairwise_distances(queries: np.ndarray, items: np.ndarray, metric: str) -> n
         return 1.0 - qn @ xn.T
     if metric == "ip":
         return 1.0 - q @ x.T
-    sq = (q * q).sum(1)[:, None] - 2.0 * (q @ x.T) + (x * x).sum(1)[None, :]
-    return np.sqrt(np.maximum(sq, 0.0))
+    return np.sqrt(np.maximum(_l2_squared(q, x)[0], 0.0))
+
+
+def exact_distances(queries: np.ndarray, items: np.ndarray, metric: str) -> np.ndarray:
+    """Distances computed directly in float64 (differences, not the expanded square), shape
+    (n_queries, n_items): what recall is scored with. For a few items per query."""
+    q, x = np.asarray(queries, np.float64), np.asarray(items, np.float64)
+    if metric == "cosine":
+        qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-300)
+        xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+        return 1.0 - qn @ xn.T
+    if metric == "ip":
+        return 1.0 - q @ x.T
+    return np.stack([np.sqrt(np.einsum("ij,ij->i", x - row, x - row)) for row in q]) if len(q) else np.zeros((0, len(x)))
+
+
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
+def nearest(queries: np.ndarray, items: np.ndarray, k: int, metric: str,
+            dead: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The exact k nearest items of each query: (positions, distances float32), sorted.
+
+    BLAS in float32 finds them; for l2, whose expanded form loses precision far from the
+    origin, every item the float32 rounding bound cannot rule out is scored again in float64
+    from the differences, so uncentred data (a large common offset) gets its true neighbours.
+    On centred data that is k items or a few more. ``dead``: a mask of items to skip."""
+    q = queries.astype(np.float32, copy=False)
+    x = items.astype(np.float32, copy=False)
+    if metric != "l2":
+        d = pairwise_distances(q, x, metric)
+        if dead is not None:
+            d[:, dead] = np.inf
+        return topk(d, k)
+    sq, qn2, xn2 = _l2_squared(q, x)
+    if dead is not None:
+        sq[:, dead] = np.inf
+    n_live = x.shape[0] - (int(dead.sum()) if dead is not None else 0)
+    k = min(k, n_live)
+    if k == 0:
+        return np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32)
+    kth = np.partition(sq, k - 1, axis=1)[:, k - 1].astype(np.float64)
+    # float32 rounding of a d-term dot product and the two norms: at most ~(d + 4)·ε·(|q|² + |x|²)
+    err = (x.shape[1] + 4) * _EPS32 * (qn2.astype(np.float64) + float(xn2.max(initial=0.0)))
+    pos_out = np.empty((len(q), k), np.int64)
+    dist_out = np.empty((len(q), k), np.float32)
+    q64 = q.astype(np.float64)
+    for row in range(len(q)):
+        cand = np.flatnonzero(sq[row] <= kth[row] + 2.0 * err[row])
+        diff = x[cand].astype(np.float64) - q64[row]
+        exact = np.einsum("ij,ij->i", diff, diff)
+        order = np.argsort(exact, kind="stable")[:k]
+        pos_out[row], dist_out[row] = cand[order], np.sqrt(exact[order])
+    return pos_out, dist_out
 
 
 def topk(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -393,7 +453,7 @@ class VectorIndex(ABC):
 
     def _search_subset(self, q: np.ndarray, k: int, allowed_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         vecs = self._vectors(allowed_ids)
-        pos, dist = topk(pairwise_distances(q, vecs, self.metric), k)
+        pos, dist = nearest(q, vecs, k, self.metric)
         return allowed_ids[pos], dist.astype(np.float32)
 
     # ---------------------------------------------------------------- backend hooks

@@ -133,6 +133,7 @@ def test_bench_ann_on_tiny_datasets(tmp_path):
     assert exact["recall"] == 1.0
     for r in d["runs"]:
         assert 0 <= r["recall"] <= 1 and r["qps_single"] > 0 and r["index_bytes"] > 0
+        assert r["p99_ms"] >= r["p50_ms"] > 0 and r["repeats"] == 3
     for f in ("runs.csv", "runs.json", "pareto.md", "recall_qps.png"):
         assert (out / f).stat().st_size > 0
     assert (out / "recall_qps.png").read_bytes()[:4] == b"\x89PNG"

@@ -304,3 +304,56 @@ def test_milvus_collection_is_shared_by_every_index_on_its_uri(tmp_path):
         create_index("milvus", 16, uri="http://127.0.0.1:9")
     for idx in (a, b, again):
         idx.close()
+
+
+def test_exact_l2_is_exact_far_from_the_origin():
+    """A common offset changes no distance, so it must change no neighbour: the float32
+    expanded square loses them at +1000, the exact backend and recall scoring must not."""
+    from index import exact_distances
+    from index.bench import Dataset, recall_at_k
+
+    x = data(3000, 32, seed=9)
+    q, x = x[:40], x[40:]
+    truth = np.argsort(exact_distances(q, x, "l2"), axis=1, kind="stable")[:, :10]
+    for offset in (0.0, 1000.0):
+        ex = create_index("exact", 32, "l2")
+        ex.add(np.arange(len(x)), x + offset)
+        ids, dist = ex.search(q + offset, 10)
+        assert ids.tolist() == truth.tolist(), offset
+        want = np.take_along_axis(exact_distances(q, x, "l2"), truth, axis=1)
+        assert np.allclose(dist, want, rtol=1e-4, atol=1e-4)
+        # the file's own neighbours and distances score recall 1.0 for themselves
+        ds = Dataset("shifted", x + offset, q + offset, truth, want.astype(np.float32), "l2")
+        assert recall_at_k(ds, truth, 10) == 1.0
+    # and the filtered exact path (allowed ids) agrees
+    ex = create_index("hnsw", 32, "l2")
+    ex.add(np.arange(len(x)), x + 1000.0)
+    allowed = np.arange(0, len(x), 50)
+    got, _ = ex.search(q[0] + 1000.0, 5, allowed=allowed)
+    sub = exact_distances(q[:1], x[allowed], "l2")[0]
+    assert got.tolist() == allowed[np.argsort(sub, kind="stable")[:5]].tolist()
+
+
+def test_hdf5_distance_attribute_in_every_form_and_never_guessed(tmp_path):
+    import h5py
+
+    from index.bench import load_hdf5
+
+    rng = np.random.default_rng(1)
+    train, test = rng.normal(size=(50, 4)).astype(np.float32), rng.normal(size=(3, 4)).astype(np.float32)
+
+    def write(name, attr):
+        with h5py.File(tmp_path / name, "w") as f:
+            f["train"], f["test"] = train, test
+            f["neighbors"], f["distances"] = np.zeros((3, 10), np.int64), np.zeros((3, 10), np.float32)
+            if attr is not None:
+                f.attrs["distance"] = attr
+        return tmp_path / name
+
+    assert load_hdf5(write("str.hdf5", "angular")).metric == "cosine"
+    assert load_hdf5(write("bytes.hdf5", np.bytes_(b"angular"))).metric == "cosine"  # fixed-length
+    assert load_hdf5(write("arr.hdf5", np.array([b"euclidean"]))).metric == "l2"
+    with pytest.raises(InvalidInput, match="no 'distance' attribute"):
+        load_hdf5(write("none.hdf5", None))
+    with pytest.raises(InvalidInput, match="'hamming' is not supported"):
+        load_hdf5(write("odd.hdf5", "hamming"))

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import VectorIndex, pairwise_distances, topk
+from ..base import VectorIndex, nearest, topk
 
 
 class ExactIndex(VectorIndex):
@@ -85,11 +85,11 @@ class ExactIndex(VectorIndex):
             if self.metric == "cosine":  # stored rows are unit length already
                 qn = qb / np.maximum(np.linalg.norm(qb, axis=1, keepdims=True), 1e-30)
                 d = 1.0 - qn @ mat.T
-            else:
-                d = pairwise_distances(qb, mat, self.metric)
-            if dead is not None:
-                d[:, dead] = np.inf
-            pos, dist = topk(d, k)
+                if dead is not None:
+                    d[:, dead] = np.inf
+                pos, dist = topk(d, k)
+            else:  # l2 re-scores in float64 what float32 cannot rank: exact far from the origin too
+                pos, dist = nearest(qb, mat, k, self.metric, dead=dead)
             out_ids.append(self._ids[pos] if slots is None else self._ids[slots[pos]])
             out_dist.append(dist.astype(np.float32))
         return np.concatenate(out_ids), np.concatenate(out_dist)

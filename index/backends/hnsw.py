@@ -3,9 +3,11 @@
 Incremental adds grow the capacity automatically (doubling); ``remove`` is a soft delete
 (hnswlib ``mark_deleted``), and re-adding a removed id revives and replaces it. ``ef`` can
 be set per query (``search(q, k, ef=...)``) or as the default in the constructor. hnswlib
-keeps a single ``ef`` per index, so queries with their own ``ef`` take turns (a lock) while
-queries at the default ``ef`` run concurrently; a query at its own ``ef`` may briefly lend
-that ``ef`` to a concurrent default query (quality, never correctness).
+keeps a single ``ef`` per index. A query whose ``ef`` is the one set now runs at once,
+without a lock or a call, so a stream of queries at one ``ef`` (the default or any other)
+costs what setting it once does; a query at another ``ef`` takes the lock, sets it and
+leaves it set for the queries after it. A concurrent query may briefly run at a neighbour's
+``ef`` (quality, never correctness: hnswlib searches with at least k).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class HnswIndex(VectorIndex):
         self._alive: set[int] = set()
         self._deleted: set[int] = set()  # marked deleted in hnswlib, revived by a re-add
         self._ef_lock = threading.Lock()
+        self._ef_now = int(self.params["ef"])  # what hnswlib's index is set to
 
     def _new(self, capacity: int) -> hnswlib.Index:
         idx = hnswlib.Index(space=_SPACE[self.metric], dim=self.dim)
@@ -75,16 +78,14 @@ class HnswIndex(VectorIndex):
             ef = min(max(ef, int(ef * len(self._alive) / max(len(allowed), 1))), max(len(self._alive), k))
         threads = 1 if len(q) == 1 else -1
         try:
-            if ef == default_ef:
+            if ef == self._ef_now:
                 labels, dist = self._index.knn_query(q, k=k, num_threads=threads, filter=flt)
             else:
-                # hnswlib keeps one ef per index: queries with their own ef take turns
-                with self._ef_lock:
-                    self._index.set_ef(ef)
-                    try:
-                        labels, dist = self._index.knn_query(q, k=k, num_threads=threads, filter=flt)
-                    finally:
-                        self._index.set_ef(default_ef)
+                with self._ef_lock:  # hnswlib keeps one ef per index: change it once, keep it
+                    if ef != self._ef_now:
+                        self._index.set_ef(ef)
+                        self._ef_now = ef
+                    labels, dist = self._index.knn_query(q, k=k, num_threads=threads, filter=flt)
         except RuntimeError:
             # hnswlib raises when it cannot fill k (e.g. a selective filter): caller goes exact
             return np.full((len(q), k), -1, np.int64), np.full((len(q), k), np.inf, np.float32)
@@ -115,6 +116,6 @@ class HnswIndex(VectorIndex):
         idx = hnswlib.Index(space=_SPACE[self.metric], dim=self.dim)
         idx.load_index(str(folder / "hnsw.bin"), allow_replace_deleted=False)
         idx.set_ef(int(self.params["ef"]))
-        self._index = idx
+        self._index, self._ef_now = idx, int(self.params["ef"])
         self._alive = set(int(i) for i in np.load(folder / "ids.npy"))
         self._deleted = set(int(i) for i in np.load(folder / "deleted.npy"))
