@@ -50,6 +50,41 @@ def paired_qps(raw_fn, wrapped_fn, queries, rounds: int) -> tuple[float, float, 
     return float(np.median(raws)), float(np.median(wraps)), float(np.median(overheads))
 
 
+def annoy_parity(n: int, dim: int, queries: int, rounds: int, n_trees: int = 50) -> dict[str, float]:
+    """Annoy raw against wrapped at one dimension: build time (both on every core), the RSS
+    growth of each build, and single-query q/s with search_k passed per query."""
+    import gc
+
+    import psutil
+
+    proc = psutil.Process()
+    ds = synthetic(n, dim, n_queries=queries, metric="cosine", k=10)
+    x, q = ds.train, ds.test
+    ids = np.arange(len(x))
+    gc.collect()
+    rss0, t0 = proc.memory_info().rss, time.perf_counter()
+    araw = AnnoyIndex(dim, "angular")
+    araw.set_seed(42)
+    for i, v in enumerate(x):
+        araw.add_item(i, v)
+    araw.build(n_trees, n_jobs=-1)
+    raw_build, raw_rss = time.perf_counter() - t0, proc.memory_info().rss - rss0
+    gc.collect()
+    rss0, t0 = proc.memory_info().rss, time.perf_counter()
+    awrap = create_index("annoy", dim, "cosine", n_trees=n_trees)
+    awrap.add(ids, x)
+    awrap.build()
+    wrap_build, wrap_rss = time.perf_counter() - t0, proc.memory_info().rss - rss0
+    sk = awrap.params["search_k"]
+    a_raw, a_wrap, a_ovh = paired_qps(
+        lambda v: araw.get_nns_by_vector(v, 10, search_k=sk, include_distances=True),
+        lambda v: awrap.search(v, 10, search_k=sk), q, rounds)
+    return {"dim": dim, "n": n, "raw_build_s": raw_build, "wrapped_build_s": wrap_build,
+            "build_overhead_pct": 100 * (wrap_build / raw_build - 1), "raw_build_rss_mb": raw_rss / 1e6,
+            "wrapped_build_rss_mb": wrap_rss / 1e6, "raw_qps": a_raw, "wrapped_qps": a_wrap, "qps_overhead_pct": a_ovh,
+            "vectors_mb": x.nbytes / 1e6}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
@@ -57,7 +92,14 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--ef", type=int, default=40)
+    ap.add_argument("--annoy-dims", default="",
+                    help="only Annoy's parity (build time, build RSS, q/s) at these dimensions, e.g. 20,100")
     args = ap.parse_args()
+    if args.annoy_dims:
+        for d in args.annoy_dims.split(","):
+            r = annoy_parity(args.n, int(d), min(args.queries, 1000), args.rounds)
+            print(json.dumps({k: round(v, 3) for k, v in r.items()}), flush=True)
+        return
 
     ds = synthetic(args.n, args.dim, n_queries=args.queries, metric="cosine", k=10)
     x, q, truth = ds.train, ds.test, ds.neighbors[:, :10]

@@ -3,9 +3,11 @@
 Annoy indexes are immutable once built. This backend therefore keeps added vectors in a
 write buffer and rebuilds the forest on demand: the first search after an ``add`` or
 ``remove`` rebuilds (cost grows with the catalog: batch your writes, or call ``build()``
-at a quiet moment). Saved indexes are loaded with ``mmap``, so several server processes
-that load the same file share one copy of it in memory; the vectors are copied out of the
-file only when the loaded index is modified.
+at a quiet moment). The forest is built on every core (``n_jobs``, default -1). Once it is
+built, the buffer is dropped: the forest holds every vector, so the catalog's vectors are
+not kept twice; the next ``add`` or ``remove`` copies them out of the forest again. Saved
+indexes are loaded with ``mmap``, so several server processes that load the same file share
+one copy of it in memory.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ _METRIC = {"cosine": "angular", "l2": "euclidean", "ip": "dot"}
 
 class AnnoyIndex(VectorIndex):
     name = "annoy"
-    default_params = {"n_trees": 50, "search_k": 5000, "seed": 42}
+    default_params = {"n_trees": 50, "search_k": 5000, "seed": 42, "n_jobs": -1}
     query_param_names = ("search_k",)
 
     def __init__(self, dim: int, metric: str = "cosine", **params: Any) -> None:
@@ -38,6 +40,7 @@ class AnnoyIndex(VectorIndex):
         self._sorted_items = np.zeros(0, np.int64)
         self._forest_file = None  # open handle on the file backing the forest, if any
         self._dirty = False
+        self._changes = 0  # adds and removes so far: a build drops the buffer only if none came meanwhile
         self._build_lock = threading.Lock()
 
     # ---------------------------------------------------------------- building
@@ -46,35 +49,42 @@ class AnnoyIndex(VectorIndex):
         with self._build_lock:
             if not self._dirty:
                 return
+            changes = self._changes
             ids, vecs = self._store.items()
             forest = _Annoy(self.dim, _METRIC[self.metric])
             forest.set_seed(int(self.params["seed"]))
             for item, v in enumerate(vecs):
                 forest.add_item(item, v)
-            forest.build(int(self.params["n_trees"]), n_jobs=1)
+            del vecs
+            forest.build(int(self.params["n_trees"]), n_jobs=int(self.params["n_jobs"]))
             order = np.argsort(ids, kind="stable")
             # swap in one step: concurrent searches keep using the old forest until then
             self._forest, self._item_ids, self._forest_file = forest, ids, None
             self._sorted_ids, self._sorted_items = ids[order], order
-            self._dirty = False
+            if self._changes == changes:  # nothing was added meanwhile: the forest holds it all
+                self._dirty = False
+                self._store = None
 
     def _materialise(self) -> ExactIndex:
-        """A loaded (mmap) index gets a writable buffer the first time it is modified."""
-        if self._store is None:
-            store = ExactIndex(self.dim, self.metric)
-            if len(self._item_ids):
-                vecs = np.stack([self._forest.get_item_vector(int(i)) for i in range(len(self._item_ids))])
-                store.add(self._item_ids, vecs.astype(np.float32))
-            self._store = store
-        return self._store
+        """A built or loaded forest gets a writable buffer again the first time it is modified."""
+        with self._build_lock:
+            if self._store is None:
+                store = ExactIndex(self.dim, self.metric)
+                if len(self._item_ids):
+                    vecs = np.stack([self._forest.get_item_vector(int(i)) for i in range(len(self._item_ids))])
+                    store.add(self._item_ids, vecs.astype(np.float32))
+                self._store = store
+            return self._store
 
     # ---------------------------------------------------------------- hooks
     def _add(self, ids, vectors) -> None:
         self._materialise().add(ids, vectors)
+        self._changes += 1
         self._dirty = True
 
     def _remove(self, ids) -> None:
         self._materialise().remove(ids)
+        self._changes += 1
         self._dirty = True
 
     def _search(self, q, k, allowed, **query_params):
@@ -110,9 +120,11 @@ class AnnoyIndex(VectorIndex):
             return 1.0 - d
         return d
 
+    # a build may drop the buffer between a check and its use: each reads it once
     def _vectors(self, ids):
-        if self._store is not None:
-            return self._store._vectors(ids)
+        store = self._store
+        if store is not None:
+            return store._vectors(ids)
         return np.stack([self._forest.get_item_vector(int(self._item_of(i))) for i in ids]).astype(np.float32)
 
     def _item_of(self, id_: int) -> int:
@@ -120,16 +132,19 @@ class AnnoyIndex(VectorIndex):
         return int(self._sorted_items[pos])
 
     def _contains(self, id_: int) -> bool:
-        if self._store is not None:
-            return self._store._contains(id_)
+        store = self._store
+        if store is not None:
+            return store._contains(id_)
         pos = int(np.searchsorted(self._sorted_ids, id_))
         return pos < len(self._sorted_ids) and int(self._sorted_ids[pos]) == id_
 
     def _all_ids(self) -> np.ndarray:
-        return self._store._all_ids() if self._store is not None else self._item_ids.copy()
+        store = self._store
+        return store._all_ids() if store is not None else self._item_ids.copy()
 
     def _count(self) -> int:
-        return self._store._count() if self._store is not None else len(self._item_ids)
+        store = self._store
+        return store._count() if store is not None else len(self._item_ids)
 
     def _save_native(self, folder: Path) -> None:
         target = folder / "annoy.ann"
