@@ -229,6 +229,7 @@ class VectorIndex(ABC):
         self.dim = int(dim)
         self.metric = metric
         self.params: dict[str, Any] = {**self.default_params, **params}
+        self._query_names = frozenset(self.query_param_names)
         self.tag: str | None = None
         self.generation: int | None = None  # the caller's position in its source (saved in the header)
         self._lock = RWLock()
@@ -286,42 +287,49 @@ class VectorIndex(ABC):
             q = q.reshape(1, -1)
         if type(k) is not int and not (isinstance(k, np.integer) and not isinstance(k, bool)) or k < 1:
             raise InvalidInput(f"k must be a positive integer, not {k!r}")
-        if query_params:
-            unknown = set(query_params) - set(self.query_param_names)
+        if query_params and not self._query_names.issuperset(query_params):
+            unknown = set(query_params) - self._query_names
             if unknown:
                 raise InvalidInput(f"unknown {self.name} query parameter(s): {', '.join(sorted(unknown))}")
         self._lock.acquire_read()
         try:
-            if allowed is not None:
-                allowed_ids = np.unique(self._check_ids(allowed))
-                if len(allowed_ids):
-                    allowed_ids = allowed_ids[self._contains_many(allowed_ids)]
-                n_avail = len(allowed_ids)
+            if allowed is None and not self.remote:  # the common case, kept short: it is every query's
+                n, kk = self._count(), int(k)
+                if n:
+                    ids, dist = self._search(q, kk if kk <= n else n, None, **query_params)
+                else:
+                    ids, dist = np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32)
             else:
-                allowed_ids = None
-                n_avail = None if self.remote else self._count()
-            k_eff = int(k) if n_avail is None else min(int(k), n_avail)
-            if self.remote and k_eff:
-                # the server filters and counts: ask for k, drop the columns nobody filled
-                ids, dist = self._search(q, k_eff, allowed_ids, **query_params)
-                filled = int((ids >= 0).sum(axis=1).max()) if ids.size else 0
-                ids, dist = ids[:, :filled], dist[:, :filled]
-            elif k_eff == 0:
-                ids = np.empty((len(q), 0), np.int64)
-                dist = np.empty((len(q), 0), np.float32)
-            elif allowed_ids is not None and (
-                n_avail <= max(k_eff, min(SELECTIVE_FILTER_MAX, SELECTIVE_FILTER_SHARE * self._count()))
-            ):
-                ids, dist = self._search_subset(q, k_eff, allowed_ids)
-            else:
-                ids, dist = self._search(q, k_eff, allowed_ids, **query_params)
-                if allowed_ids is not None and np.any(ids < 0):
-                    # the approximate search could not fill k under the filter: be exact
-                    ids, dist = self._search_subset(q, k_eff, allowed_ids)
+                ids, dist = self._search_filtered_or_remote(q, int(k), allowed, query_params)
         finally:
             self._lock.release_read()
         if single:
             return ids[0], dist[0]
+        return ids, dist
+
+    def _search_filtered_or_remote(self, q: np.ndarray, k: int, allowed, query_params: dict[str, Any]
+                                   ) -> tuple[np.ndarray, np.ndarray]:
+        """``search`` with an ``allowed`` filter, or on a server (``remote``), under the read lock."""
+        if allowed is not None:
+            allowed_ids = np.unique(self._check_ids(allowed))
+            if len(allowed_ids):
+                allowed_ids = allowed_ids[self._contains_many(allowed_ids)]
+            n_avail = len(allowed_ids)
+        else:
+            allowed_ids, n_avail = None, None  # a server counts for itself
+        k_eff = k if n_avail is None else min(k, n_avail)
+        if self.remote and k_eff:
+            # the server filters and counts: ask for k, drop the columns nobody filled
+            ids, dist = self._search(q, k_eff, allowed_ids, **query_params)
+            filled = int((ids >= 0).sum(axis=1).max()) if ids.size else 0
+            return ids[:, :filled], dist[:, :filled]
+        if k_eff == 0:
+            return np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32)
+        if n_avail <= max(k_eff, min(SELECTIVE_FILTER_MAX, SELECTIVE_FILTER_SHARE * self._count())):
+            return self._search_subset(q, k_eff, allowed_ids)
+        ids, dist = self._search(q, k_eff, allowed_ids, **query_params)
+        if np.any(ids < 0):  # the approximate search could not fill k under the filter: be exact
+            return self._search_subset(q, k_eff, allowed_ids)
         return ids, dist
 
     def build(self) -> None:

@@ -275,3 +275,68 @@ def test_postgresql_stopped_under_load(tmp_path, tiny_bundle, redis_url, cache_p
         proc.terminate()
         proc.wait(30)
         pg.close()
+
+
+def test_uploads_cut_by_sigkill_on_a_postgresql_node_leave_no_orphan(tmp_path, tiny_bundle, redis_url, cache_prefix,
+                                                                      postgres_db):
+    """Each of 6 uploads to a node on a PostgreSQL catalog has its worker SIGKILLed at a moment
+    of the request; each is sent again until answered. Then (after the start-up sweep of a
+    restarted node) every row has its file, every file its row, no temporary file is left, and
+    every answered upload is in the catalog once."""
+    import random
+    import threading
+
+    from recommender.catalog import Catalog
+
+    from .conftest import postgres_schema
+
+    shared = postgres_schema(postgres_db)
+    url, proc, _ = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, catalog_url=shared)
+    rng = random.Random(5)
+    answered = {}
+    try:
+        for i in range(6):
+            data = write_clip(tmp_path / f"k{i}.wav", "chirp", seconds=2.0, seed=6000 + i).read_bytes()
+            while True:
+                with requests.Session() as http:
+                    try:
+                        ready = http.get(url + "/readyz", timeout=30)
+                    except requests.RequestException:
+                        ready = None
+                    if ready is None or ready.status_code != 200:
+                        time.sleep(0.3)  # the killed worker is being replaced
+                        continue
+                    pid = ready.json()["worker_pid"]
+                    killer = threading.Timer(rng.uniform(0.0, 0.4), os.kill, (pid, signal.SIGKILL)) \
+                        if i not in answered else None
+                    if killer:
+                        killer.start()
+                    try:
+                        r = http.post(url + "/v1/tracks", data=data, timeout=60,
+                                      headers={"Content-Type": "audio/wav", "X-API-Key": "k"})
+                    except requests.RequestException:
+                        r = None
+                    if killer:
+                        killer.join()
+                answered.setdefault(i, None)  # from now on, sent unkilled
+                if r is not None and r.status_code in (200, 201):
+                    answered[i] = r.json()["id"]
+                    break
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    # a restarted node sweeps what the kills left before it serves
+    url, proc, _ = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, catalog_url=shared,
+                          home=tmp_path / "home")
+    proc.terminate()
+    proc.wait(30)
+    cat = Catalog(shared)
+    ids = set(cat.ids().tolist())
+    referenced = {p for t in cat.get_many(sorted(ids)).values() for p in t.paths if "/uploads/" in p}
+    cat.close()
+    uploads = tmp_path / "home" / "uploads"
+    files = {str(p) for p in uploads.rglob("*") if p.is_file()}
+    assert not [f for f in files if "/.upload." in f]  # no temporary file
+    assert files == referenced  # every file has its row, every row its file
+    assert len(ids) == 12 + 6 and all(tid in ids for tid in answered.values())
+    assert len(set(answered.values())) == 6

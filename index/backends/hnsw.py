@@ -35,7 +35,7 @@ class HnswIndex(VectorIndex):
         self._alive: set[int] = set()
         self._deleted: set[int] = set()  # marked deleted in hnswlib, revived by a re-add
         self._ef_lock = threading.Lock()
-        self._ef_now = int(self.params["ef"])  # what hnswlib's index is set to
+        self._ef_now = self._ef_default = int(self.params["ef"])  # what hnswlib's index is set to; the default
 
     def _new(self, capacity: int) -> hnswlib.Index:
         idx = hnswlib.Index(space=_SPACE[self.metric], dim=self.dim)
@@ -68,15 +68,17 @@ class HnswIndex(VectorIndex):
             self._deleted.add(int(i))
 
     def _search(self, q, k, allowed, **query_params):
-        default_ef = int(self.params["ef"])
-        ef = max(int(query_params.get("ef", default_ef)), k)
+        ef = query_params.get("ef")
+        ef = self._ef_default if ef is None else int(ef)
+        if ef < k:
+            ef = k
         flt = None
         if allowed is not None:
             allowed_labels = set(int(v) for v in self._labels(allowed))
             flt = allowed_labels.__contains__
             # a filter rejects candidates: widen the beam in proportion
             ef = min(max(ef, int(ef * len(self._alive) / max(len(allowed), 1))), max(len(self._alive), k))
-        threads = 1 if len(q) == 1 else -1
+        threads = 1 if q.shape[0] == 1 else -1
         try:
             if ef == self._ef_now:
                 labels, dist = self._index.knn_query(q, k=k, num_threads=threads, filter=flt)
