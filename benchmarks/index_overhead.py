@@ -1,10 +1,15 @@
-"""What the VectorIndex wrapper costs over raw hnswlib/annoy calls, and HNSW against exact.
+"""What the VectorIndex wrapper costs over raw library calls, and HNSW against exact.
 
 Same data, same parameters, single-thread single queries, raw and wrapped timed
 back to back in alternating order, many rounds, in one process, so machine noise hits
-both alike; the overhead is the median of the per-round ratios.
+both alike; the overhead is the median of the per-round ratios. The wrapped side passes
+``ef`` / ``search_k`` / ``nprobe`` with every query; the raw side sets it once where its
+library allows (the best raw use), else passes it too (Voyager takes it per call only).
+For faiss, Voyager and USearch the raw side searches the wrapper's own index object, so
+both sides walk the same graph.
 
     python benchmarks/index_overhead.py --n 100000 --dim 128
+    python benchmarks/index_overhead.py --backends faiss,faiss-ivfpq,voyager,usearch
 """
 
 from __future__ import annotations
@@ -85,6 +90,59 @@ def annoy_parity(n: int, dim: int, queries: int, rounds: int, n_trees: int = 50)
             "vectors_mb": x.nbytes / 1e6}
 
 
+def other_backends(ds, names: list[str], ef: int, rounds: int, queries: int) -> dict[str, float]:
+    """faiss (HNSW, IVF-PQ), Voyager and USearch: raw calls on the wrapper's own index."""
+    x, q, truth = ds.train, ds.test[:queries], ds.neighbors[:queries, :10]
+    ids = np.arange(len(x))
+    out: dict[str, float] = {}
+
+    def unit(v):
+        return (v / np.linalg.norm(v)).reshape(1, -1)
+
+    for name in names:
+        t0 = time.perf_counter()
+        if name == "faiss":
+            w = create_index("faiss", x.shape[1], "cosine", index_type="HNSW", M=16, ef_construction=200, ef=ef + 10)
+            w.add(ids, x)
+            inner = w._index
+            inner.hnsw.efSearch = ef
+            raw_fn = lambda v: inner.search(unit(v), 10)  # noqa: E731
+            wrap_fn = lambda v: w.search(v, 10, ef=ef)  # noqa: E731
+        elif name == "faiss-ivfpq":
+            nprobe = 16
+            w = create_index("faiss", x.shape[1], "cosine", index_type="IVFPQ", nlist=1024, m=32, nprobe=nprobe + 1)
+            w.add(ids, x)
+            w.build()
+            ivf = w._index
+            ivf.nprobe = nprobe
+            raw_fn = lambda v: ivf.search(unit(v), 10)  # noqa: E731
+            wrap_fn = lambda v: w.search(v, 10, nprobe=nprobe)  # noqa: E731
+        elif name == "voyager":
+            w = create_index("voyager", x.shape[1], "cosine", M=16, ef_construction=200, ef=ef + 10)
+            w.add(ids, x)
+            vi = w._index
+            raw_fn = lambda v: vi.query(v, k=10, num_threads=1, query_ef=ef)  # noqa: E731
+            wrap_fn = lambda v: w.search(v, 10, ef=ef)  # noqa: E731
+        elif name == "usearch":
+            w = create_index("usearch", x.shape[1], "cosine", M=16, ef_construction=200, ef=ef + 10)
+            w.add(ids, x)
+            w.search(x[0], 10, ef=ef)  # sets expansion_search to ef, as raw use sets it once
+            ui = w._index
+            raw_fn = lambda v: ui.search(v, 10, threads=1)  # noqa: E731
+            wrap_fn = lambda v: w.search(v, 10, ef=ef)  # noqa: E731
+        else:
+            raise SystemExit(f"index_overhead: no raw comparison for backend {name!r}")
+        out[f"{name}_build_s"] = time.perf_counter() - t0
+        found = np.stack([wrap_fn(v)[0] for v in q])
+        out[f"{name}_recall@10"] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
+        r, wq, o = paired_qps(raw_fn, wrap_fn, q, rounds)
+        out[f"{name}_raw_qps"], out[f"{name}_wrapped_qps"], out[f"{name}_overhead_pct"] = r, wq, o
+        print(json.dumps({k: round(v, 3) for k, v in out.items() if k.startswith(name + "_")}), flush=True)
+        w.close()
+        w = raw_fn = wrap_fn = None  # noqa: F841 - free the index before the next is built
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
@@ -94,6 +152,8 @@ def main() -> None:
     ap.add_argument("--ef", type=int, default=40)
     ap.add_argument("--annoy-dims", default="",
                     help="only Annoy's parity (build time, build RSS, q/s) at these dimensions, e.g. 20,100")
+    ap.add_argument("--backends", default="hnsw,annoy",
+                    help="comma-separated: hnsw, annoy, faiss (HNSW), faiss-ivfpq, voyager, usearch (default hnsw,annoy)")
     args = ap.parse_args()
     if args.annoy_dims:
         for d in args.annoy_dims.split(","):
@@ -105,6 +165,13 @@ def main() -> None:
     x, q, truth = ds.train, ds.test, ds.neighbors[:, :10]
     ids = np.arange(len(x))
     out: dict[str, float] = {}
+    names = args.backends.split(",")
+    others = [b for b in names if b not in ("hnsw", "annoy")]
+    if others:
+        out.update(other_backends(ds, others, args.ef, args.rounds, args.queries))
+    if "hnsw" not in names:
+        print(json.dumps({k: round(v, 3) for k, v in out.items()}, indent=1))
+        return
 
     raw = hnswlib.Index(space="cosine", dim=args.dim)
     raw.init_index(max_elements=len(x), M=16, ef_construction=200, random_seed=100)

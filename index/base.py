@@ -185,6 +185,19 @@ def topk(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, axis=1).astype(np.int64), np.take_along_axis(pd, order, axis=1)
 
 
+def keep_allowed(ids: np.ndarray, dist: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Post-filtering for backends without a search-time filter: of over-fetched results
+    (n, fetch), nearest first, the first k per row whose ids are in ``allowed`` (sorted,
+    unique), padded with id -1 and distance inf (the caller then answers that row exactly)."""
+    mask = np.isin(ids, allowed, assume_unique=False)
+    out_ids = np.full((len(ids), k), -1, np.int64)
+    out_dist = np.full((len(ids), k), np.inf, np.float32)
+    for row in range(len(ids)):
+        keep = np.flatnonzero(mask[row])[:k]
+        out_ids[row, :len(keep)], out_dist[row, :len(keep)] = ids[row, keep], dist[row, keep]
+    return out_ids, out_dist
+
+
 @contextmanager
 def _save_lock(path: Path):
     """An exclusive ``flock`` on ``.<name>.lock`` beside the index folder: two savers (workers of

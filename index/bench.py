@@ -7,11 +7,19 @@ Datasets
       search once and cached beside the file
     * ``synthetic:N:DIM[:CLUSTERS[:SEED]]``: clustered Gaussian data generated here
 
-Runs are data: build-argument grid × query-argument grid per backend (``index/runs.yml``).
+Runs are data: build-argument grid × query-argument grid per run group (``index/runs.yml``).
+A group is named after its backend, or names it with ``backend:`` (faiss's flat, HNSW and
+IVF-PQ types are three groups with their own grids).
 
-Per run: recall@k (a returned neighbour counts when its true distance is within the k-th
-true neighbour's distance plus 1e-3, as ann-benchmarks does), single-thread queries/s,
-batch queries/s, build time, index size on disk and memory grown by the build.
+Per run, two recalls, labelled apart:
+
+- ``recall``: ann-benchmarks' own, from the file's distances: a returned neighbour counts
+  when its true distance (recomputed in float64) is within the k-th true neighbour's distance
+  plus 1e-3, so ties at the k-th distance count;
+- ``recall_ids``: by exact ids, the share of the file's k true neighbour ids returned.
+
+Then single-thread and batch queries/s, single-query p50/p99 latency, build time, index size
+on disk (and per vector) and memory grown by the build (RSS).
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ class Dataset:
 
 @dataclass
 class RunResult:
-    backend: str
+    backend: str  # the run group (a backend's name, or e.g. faiss-ivfpq)
     build_args: dict[str, Any]
     query_args: dict[str, Any]
     k: int
@@ -69,6 +77,11 @@ class RunResult:
     p50_ms: float = 0.0  # single-query latency, of the best of the timed passes
     p99_ms: float = 0.0
     repeats: int = 1
+    recall_ids: float = 0.0  # the share of the true k neighbour ids returned
+
+    @property
+    def bytes_per_vector(self) -> float:
+        return self.index_bytes / max(self.n_train, 1)
 
     @property
     def label(self) -> str:
@@ -174,8 +187,62 @@ def load_dataset(spec: str, *, metric: str = "cosine", n_queries: int = 1000, k:
     raise InvalidInput(f"{spec}: unsupported dataset format (use .hdf5, .npy or synthetic:N:DIM)")
 
 
+_METRIC_HDF5 = {"cosine": "angular", "l2": "euclidean", "ip": "dot"}
+
+
+def export_hdf5(path: str | Path, ids: np.ndarray, vectors: np.ndarray, *, metric: str = "cosine",
+                n_queries: int | None = None, k: int = 100, seed: int = 0,
+                attrs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write vectors as an ann-benchmarks HDF5 file: a seeded random ``n_queries`` of them
+    become ``test`` (default: a tenth, at most 1,000), the rest ``train``; ``neighbors`` and
+    ``distances`` are the exact k nearest (k capped at the train size) by the ``exact``
+    backend, distances in the file's convention (angular: 1 − cos). ``train_ids`` and
+    ``test_ids`` keep the caller's ids. Written to a temporary file and renamed."""
+    import h5py
+
+    vectors = np.asarray(vectors, np.float32)
+    ids = np.asarray(ids, np.int64)
+    if vectors.ndim != 2 or len(vectors) != len(ids):
+        raise InvalidInput(f"need (n, dim) vectors and n ids, got {vectors.shape} and {ids.shape}")
+    if metric not in _METRIC_HDF5:
+        raise InvalidInput(f"metric must be one of {', '.join(_METRIC_HDF5)}, not {metric!r}")
+    n = len(vectors)
+    if n_queries is None:
+        n_queries = min(1000, max(1, n // 10))
+    if n < 2 or not 1 <= n_queries < n:
+        raise InvalidInput(f"{n} vectors cannot be split into {n_queries} queries and a train set")
+    order = np.random.default_rng(seed).permutation(n)
+    test_pos, train_pos = np.sort(order[:n_queries]), np.sort(order[n_queries:])
+    k = min(k, len(train_pos))
+    nb, dist = ground_truth(vectors[train_pos], vectors[test_pos], metric, k)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["distance"] = _METRIC_HDF5[metric]
+            f.attrs["point_type"] = "float"
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+            f["train"], f["test"] = vectors[train_pos], vectors[test_pos]
+            f["neighbors"], f["distances"] = nb.astype(np.int64), dist.astype(np.float32)
+            f["train_ids"], f["test_ids"] = ids[train_pos], ids[test_pos]
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"path": str(path), "train": int(len(train_pos)), "test": int(n_queries), "dim": int(vectors.shape[1]),
+            "k": int(k), "distance": _METRIC_HDF5[metric]}
+
+
 # ---------------------------------------------------------------- runs
+def group_backend(name: str, spec: dict | None) -> str:
+    """The backend a run group runs: its ``backend:`` key, else its own name."""
+    return str((spec or {}).get("backend") or name)
+
+
 def load_runs(path: str | Path | None = None, backends: Iterable[str] | None = None) -> dict[str, dict[str, dict]]:
+    """Run groups by name. ``backends`` selects groups by their name or by their backend's."""
     import yaml
 
     path = Path(path) if path else DEFAULT_RUNS
@@ -188,13 +255,18 @@ def load_runs(path: str | Path | None = None, backends: Iterable[str] | None = N
         raise InvalidInput(f"{path}: runs file must map backend names to {{build: ..., query: ...}}")
     if backends:
         wanted = list(backends)
-        missing = [b for b in wanted if b not in runs]
+        missing = [b for b in wanted if not any(b in (g, group_backend(g, s)) for g, s in runs.items())]
         if missing:
             raise InvalidInput(f"{path}: no runs for backend(s) {', '.join(missing)}")
-        runs = {b: runs[b] for b in wanted}
+        runs = {g: s for g, s in runs.items() if g in wanted or group_backend(g, s) in wanted}
     for name, spec in runs.items():
-        cls = backend_class(name)
+        if spec is not None and not isinstance(spec, dict):
+            raise InvalidInput(f"{path}: {name} must map build/query to parameter grids")
+        cls = backend_class(group_backend(name, spec))
         spec = spec or {}
+        unknown = set(spec) - {"backend", "build", "query"}
+        if unknown:
+            raise InvalidInput(f"{path}: {name} has unknown key(s) {', '.join(sorted(unknown))} (backend, build, query)")
         for part, known in (("build", cls.default_params), ("query", cls.query_param_names)):
             bad = set(spec.get(part) or {}) - set(known)
             if bad:
@@ -218,6 +290,13 @@ def recall_at_k(dataset: Dataset, found: np.ndarray, k: int) -> float:
             continue
         d = exact_distances(dataset.test[qi : qi + 1], dataset.train[row], dataset.metric)[0]  # float64, direct
         hits += int(np.sum(d <= dataset.distances[qi, k - 1] + RECALL_EPSILON))
+    return hits / float(len(found) * k)
+
+
+def recall_ids_at_k(dataset: Dataset, found: np.ndarray, k: int) -> float:
+    """Recall by exact ids: the share of each query's k true neighbour ids that came back."""
+    hits = sum(len(set(row[row >= 0][:k].tolist()) & set(dataset.neighbors[qi, :k].tolist()))
+               for qi, row in enumerate(found))
     return hits / float(len(found) * k)
 
 
@@ -249,7 +328,7 @@ def run_benchmark(
         for build_args in grid(spec.get("build")):
             gc_before = _rss()
             t0 = time.perf_counter()
-            idx = create_index(backend, dim, dataset.metric, **build_args)
+            idx = create_index(group_backend(backend, spec), dim, dataset.metric, **build_args)
             for s in range(0, n, 100_000):
                 idx.add(ids[s : s + 100_000], dataset.train[s : s + 100_000])
             if hasattr(idx, "build"):
@@ -284,7 +363,8 @@ def run_benchmark(
                 qps_single = len(single) / best
                 results.append(RunResult(
                     backend=backend, build_args=build_args, query_args=query_args, k=k,
-                    recall=recall_at_k(dataset, found, k), qps_single=qps_single, qps_batch=qps_batch,
+                    recall=recall_at_k(dataset, found, k), recall_ids=recall_ids_at_k(dataset, found, k),
+                    qps_single=qps_single, qps_batch=qps_batch,
                     build_s=build_s, index_bytes=index_bytes, memory_bytes=memory,
                     n_train=n, n_queries=len(dataset.test), dim=dim, metric=dataset.metric,
                     p50_ms=float(np.percentile(lat, 50) * 1000), p99_ms=float(np.percentile(lat, 99) * 1000),
@@ -311,7 +391,7 @@ def pareto_frontier(results: list[RunResult], *, qps: str = "qps_single") -> lis
 def write_reports(results: list[RunResult], out_dir: str | Path, *, dataset_name: str) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [{**asdict(r), "label": r.label} for r in results]
+    rows = [{**asdict(r), "label": r.label, "bytes_per_vector": round(r.bytes_per_vector, 1)} for r in results]
     paths = {"json": out / "runs.json", "csv": out / "runs.csv", "markdown": out / "pareto.md", "plot": out / "recall_qps.png"}
 
     def atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -322,9 +402,9 @@ def write_reports(results: list[RunResult], out_dir: str | Path, *, dataset_name
     atomic(paths["json"], lambda p: p.write_text(json.dumps({"dataset": dataset_name, "runs": rows}, indent=1)))
 
     def write_csv(p: Path) -> None:
-        fields = ["label", "backend", "build_args", "query_args", "k", "recall", "qps_single", "qps_batch",
-                  "p50_ms", "p99_ms", "build_s", "index_bytes", "memory_bytes", "n_train", "n_queries", "dim",
-                  "metric", "repeats"]
+        fields = ["label", "backend", "build_args", "query_args", "k", "recall", "recall_ids", "qps_single",
+                  "qps_batch", "p50_ms", "p99_ms", "build_s", "index_bytes", "bytes_per_vector", "memory_bytes",
+                  "n_train", "n_queries", "dim", "metric", "repeats"]
         with open(p, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
@@ -338,14 +418,17 @@ def write_reports(results: list[RunResult], out_dir: str | Path, *, dataset_name
 
 
 def markdown_table(results: list[RunResult], dataset_name: str) -> str:
-    lines = [f"Pareto frontier on `{dataset_name}` (recall@{results[0].k if results else 10}, single-thread queries/s)", "",
-             "| backend | parameters | recall | queries/s (1 thread) | queries/s (batch) | p50 ms | p99 ms | build s | index MB | memory MB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    k = results[0].k if results else 10
+    lines = [f"Pareto frontier on `{dataset_name}` (recall@{k}, single-thread queries/s). recall: ann-benchmarks' "
+             f"(true distance within the {k}-th true distance + {RECALL_EPSILON:g}); recall (ids): the true {k} ids returned.", "",
+             "| backend | parameters | recall | recall (ids) | queries/s (1 thread) | queries/s (batch) | p50 ms | p99 ms "
+             "| build s | index MB | bytes/vector | memory MB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         args = ", ".join(f"{k}={v}" for k, v in {**r.build_args, **r.query_args}.items()) or "-"
-        lines.append(f"| {r.backend} | {args} | {r.recall:.3f} | {r.qps_single:,.0f} | {r.qps_batch:,.0f} | "
+        lines.append(f"| {r.backend} | {args} | {r.recall:.3f} | {r.recall_ids:.3f} | {r.qps_single:,.0f} | {r.qps_batch:,.0f} | "
                      f"{r.p50_ms:.3f} | {r.p99_ms:.3f} | "
-                     f"{r.build_s:.1f} | {r.index_bytes / 1e6:.1f} | {r.memory_bytes / 1e6:.0f} |")
+                     f"{r.build_s:.1f} | {r.index_bytes / 1e6:.1f} | {r.bytes_per_vector:,.0f} | {r.memory_bytes / 1e6:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,9 @@ BACKENDS: dict[str, str] = {
     "annoy": "index.backends.annoy:AnnoyIndex",
     "exact": "index.backends.exact:ExactIndex",
     "milvus": "index.backends.milvus:MilvusIndex",
+    "faiss": "index.backends.faiss:FaissIndex",
+    "voyager": "index.backends.voyager:VoyagerIndex",
+    "usearch": "index.backends.usearch:USearchIndex",
 }
 
 

@@ -116,6 +116,21 @@ def test_demo_builds_and_ingests_a_library(tmp_path):
     assert d["serve_command"] == f"SONICSORT_HOME={tmp_path / 'demo'} sonicsort serve"
     stats = json.loads(run("stats", "--json", home=tmp_path / "demo").stdout)
     assert stats["tracks"] == 12 and stats["index"]["count"] == 12
+    # the catalog's embeddings as an ann-benchmarks file, which bench ann reads
+    p = run("bench", "export", tmp_path / "real.hdf5", "--queries", 3, "-k", 5, "--json", home=tmp_path / "demo")
+    d = json.loads(p.stdout)
+    assert (d["train"], d["test"], d["k"], d["distance"]) == (9, 3, 5, "angular") and d["model_version"]
+    with h5py.File(tmp_path / "real.hdf5", "r") as f:
+        assert f["train"].shape == (9, d["dim"]) and f["neighbors"].shape == (3, 5)
+        assert sorted(f["train_ids"][:].tolist() + f["test_ids"][:].tolist()) == sorted(
+            t["id"] for t in json.loads(run("tracks", "--json", home=tmp_path / "demo").stdout)["items"])
+    p = run("bench", "ann", "--dataset", tmp_path / "real.hdf5", "--backends", "exact", "-k", 5,
+            "--out", tmp_path / "real", "--json", home=tmp_path)
+    assert json.loads(p.stdout)["runs"][0]["recall_ids"] == 1.0
+    p = run("bench", "export", tmp_path / "real.hdf5", "--queries", 12, home=tmp_path / "demo", check=False)
+    assert one_line_error(p) and "cannot be split" in p.stderr
+    p = run("bench", "export", tmp_path / "x.hdf5", home=tmp_path / "empty", check=False)
+    assert one_line_error(p) and "no tracks" in p.stderr and not (tmp_path / "x.hdf5").exists()
     p = run("demo", "--no-serve", "--music", tmp_path / "nowhere", home=tmp_path, check=False)
     assert one_line_error(p)
 
@@ -123,17 +138,33 @@ def test_demo_builds_and_ingests_a_library(tmp_path):
 def test_bench_ann_on_tiny_datasets(tmp_path):
     runs = tmp_path / "runs.yml"
     runs.write_text("hnsw:\n  build: {M: [8]}\n  query: {ef: [10, 50]}\nannoy:\n  build: {n_trees: [5]}\n"
-                    "  query: {search_k: [200]}\nexact: {}\nmilvus:\n  build: {M: [8]}\n  query: {ef: [20]}\n")
+                    "  query: {search_k: [200]}\nexact: {}\nmilvus:\n  build: {M: [8]}\n  query: {ef: [20]}\n"
+                    "faiss-flat:\n  backend: faiss\n  build: {index_type: Flat}\n"
+                    "faiss-ivfpq:\n  backend: faiss\n  build: {index_type: IVFPQ, nlist: [8], m: [4]}\n"
+                    "  query: {nprobe: [1, 8]}\n"
+                    "voyager:\n  build: {M: [8]}\n  query: {ef: [20]}\nusearch:\n  build: {M: [8]}\n  query: {ef: [20]}\n")
     out = tmp_path / "res"
     p = run("bench", "ann", "--dataset", "synthetic:600:16:5", "--queries", 40, "--runs", runs, "--out", out,
             "--json", home=tmp_path)
     d = json.loads(p.stdout)
-    assert len(d["runs"]) == 5
-    exact = [r for r in d["runs"] if r["backend"] == "exact"][0]
-    assert exact["recall"] == 1.0
+    assert len(d["runs"]) == 10
+    by_group = {r["backend"]: r for r in d["runs"]}
+    assert set(by_group) == {"hnsw", "annoy", "exact", "milvus", "faiss-flat", "faiss-ivfpq", "voyager", "usearch"}
+    for exact in ("exact", "faiss-flat"):
+        assert by_group[exact]["recall"] == 1.0 and by_group[exact]["recall_ids"] == 1.0
+    # IVF-PQ keeps 4 bytes of codes a vector (plus its id and, at this size, codebooks as large
+    # as the codes), against 64 for float32
+    pq = [r for r in d["runs"] if r["backend"] == "faiss-ivfpq"]
+    assert pq[0]["recall"] < pq[1]["recall"] and pq[0]["index_bytes"] < by_group["faiss-flat"]["index_bytes"]
     for r in d["runs"]:
-        assert 0 <= r["recall"] <= 1 and r["qps_single"] > 0 and r["index_bytes"] > 0
+        assert 0 <= r["recall"] <= 1 and 0 <= r["recall_ids"] <= r["recall"] + 1e-9
+        assert r["qps_single"] > 0 and r["index_bytes"] > 0
         assert r["p99_ms"] >= r["p50_ms"] > 0 and r["repeats"] == 3
+    assert "recall (ids)" in (out / "pareto.md").read_text()
+    # --backends picks groups by their own name or by their backend's
+    p = run("bench", "ann", "--dataset", "synthetic:300:8:5", "--queries", 20, "--runs", runs, "--backends", "faiss",
+            "--repeat", 1, "--out", tmp_path / "f", "--json", home=tmp_path)
+    assert {r["backend"] for r in json.loads(p.stdout)["runs"]} == {"faiss-flat", "faiss-ivfpq"}
     for f in ("runs.csv", "runs.json", "pareto.md", "recall_qps.png"):
         assert (out / f).stat().st_size > 0
     assert (out / "recall_qps.png").read_bytes()[:4] == b"\x89PNG"

@@ -39,6 +39,19 @@ def add_commands(sub, common) -> None:
     p.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
     p.set_defaults(func=cmd_bench_ann)
 
+    p = bsub.add_parser(
+        "export", parents=[common], help="write the catalog's embeddings as an ann-benchmarks HDF5 file",
+        description="Write the embeddings of the catalog at SONICSORT_HOME (or SONICSORT_CATALOG_URL) as an "
+                    "ann-benchmarks HDF5 file for `sonicsort bench ann --dataset FILE`: a seeded random "
+                    "--queries of them become `test`, the rest `train`, with the exact --k nearest "
+                    "`neighbors` and their `distances` (angular: 1 - cos, the catalog's metric), the "
+                    "track ids as `train_ids`/`test_ids` and the model version as an attribute.")
+    p.add_argument("out", help="the .hdf5 file to write (replaced atomically)")
+    p.add_argument("--queries", type=int, help="vectors held out as queries (default a tenth, at most 1000)")
+    p.add_argument("-k", type=int, default=100, help="true neighbours stored per query (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the query split (default 0)")
+    p.set_defaults(func=cmd_bench_export)
+
 
 def cmd_bench_ann(args: argparse.Namespace, settings) -> int:
     from index import bench
@@ -70,4 +83,30 @@ def cmd_bench_ann(args: argparse.Namespace, settings) -> int:
     text = bench.markdown_table(bench.pareto_frontier(results), ds.name) + "\n" + "\n".join(
         f"wrote {p}" for p in paths.values())
     emit(args, data, text)
+    return EXIT_OK
+
+
+def cmd_bench_export(args: argparse.Namespace, settings) -> int:
+    import numpy as np
+
+    from index import bench
+    from recommender.library import METRIC
+
+    if args.k < 1 or (args.queries is not None and args.queries < 1):
+        raise CliError("-k and --queries must be positive")
+    if not args.out.endswith((".hdf5", ".h5")):
+        raise CliError(f"{args.out}: the file name must end in .hdf5 or .h5 (bench ann reads it by its suffix)")
+    from .common import service
+
+    catalog = service(args, settings, ready=False).catalog
+    parts = list(catalog.embeddings())
+    if not parts:
+        raise CliError("the catalog holds no tracks: ingest some first (sonicsort ingest DIR)")
+    ids = np.concatenate([p[0] for p in parts])
+    vecs = np.concatenate([p[1] for p in parts])
+    d = bench.export_hdf5(args.out, ids, vecs, metric=METRIC, n_queries=args.queries, k=args.k, seed=args.seed,
+                          attrs={"source": "sonicsort catalog", "model_version": catalog.model_version or ""})
+    d["model_version"] = catalog.model_version
+    emit(args, d, f"wrote {d['path']}: {d['train']} train and {d['test']} test vectors of dimension {d['dim']}, "
+                  f"{d['k']} true neighbours each ({d['distance']}), model {d['model_version']}")
     return EXIT_OK
