@@ -130,6 +130,14 @@ def other_backends(ds, names: list[str], ef: int, rounds: int, queries: int) -> 
             ui = w._index
             raw_fn = lambda v: ui.search(v, 10, threads=1)  # noqa: E731
             wrap_fn = lambda v: w.search(v, 10, ef=ef)  # noqa: E731
+        elif name == "milvus":  # milvus-lite in this process; the raw side is pymilvus's own call
+            w = create_index("milvus", x.shape[1], "cosine", M=16, efConstruction=200, ef=ef + 10)
+            w.add(ids, x)
+            w.build()
+            client, coll = w._c, w.collection
+            raw_fn = lambda v: client.search(coll, [v], limit=10, search_params={"params": {"ef": ef}},  # noqa: E731
+                                             output_fields=[])
+            wrap_fn = lambda v: w.search(v, 10, ef=ef)  # noqa: E731
         else:
             raise SystemExit(f"index_overhead: no raw comparison for backend {name!r}")
         out[f"{name}_build_s"] = time.perf_counter() - t0
@@ -153,7 +161,8 @@ def main() -> None:
     ap.add_argument("--annoy-dims", default="",
                     help="only Annoy's parity (build time, build RSS, q/s) at these dimensions, e.g. 20,100")
     ap.add_argument("--backends", default="hnsw,annoy",
-                    help="comma-separated: hnsw, annoy, faiss (HNSW), faiss-ivfpq, voyager, usearch (default hnsw,annoy)")
+                    help="comma-separated: hnsw, annoy, faiss (HNSW), faiss-ivfpq, voyager, usearch, milvus "
+                         "(default hnsw,annoy)")
     args = ap.parse_args()
     if args.annoy_dims:
         for d in args.annoy_dims.split(","):

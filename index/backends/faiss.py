@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import logging
+import math
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it announces every import at INFO
 
@@ -40,6 +41,7 @@ from ..errors import InvalidInput  # noqa: E402
 from .exact import ExactIndex  # noqa: E402
 
 INDEX_TYPES = ("Flat", "HNSW", "IVFPQ")
+_ptr = faiss.swig_ptr
 _QUERY_PARAMS = {"Flat": (), "HNSW": ("ef",), "IVFPQ": ("nprobe",)}
 
 
@@ -66,6 +68,8 @@ class FaissIndex(VectorIndex):
                                                                              2 ** int(self.params["nbits"]))
         self._kind = kind
         self._type_query_names = frozenset(_QUERY_PARAMS[kind])
+        self._query_name = {"HNSW": "ef", "IVFPQ": "nprobe"}.get(kind, "")
+        self._ef_default = int(self.params["ef"])
         self._faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
         self._index = self._new()
         self._label_ids = np.full(1024, -1, np.int64)  # label → caller id; -1: removed
@@ -166,6 +170,21 @@ class FaissIndex(VectorIndex):
                 self._train_from_buffer()
 
     # ---------------------------------------------------------------- searching
+    def _beam(self, k: int, ef, nprobe, allowed) -> tuple[int | None, int | None]:
+        """The (ef, nprobe) a search runs with: at least k for HNSW, wider under a filter."""
+        ef = None if ef is None else max(int(ef), k)
+        nprobe = None if nprobe is None else int(nprobe)
+        if self._kind != "HNSW":
+            return None, nprobe
+        if ef is None and k > self._ef_default:
+            ef = k
+        if allowed is not None or self._masked:
+            # the filter rejects candidates: widen the beam in proportion (as hnsw does)
+            n_ok = len(allowed) if allowed is not None else len(self._label_of)
+            base = ef if ef is not None else self._ef_default
+            ef = min(max(base, int(base * self._index.ntotal / max(n_ok, 1))), max(self._index.ntotal, k))
+        return ef, nprobe
+
     def _search_params(self, allowed: np.ndarray | None, ef: int | None, nprobe: int | None):
         sel = None
         if allowed is not None:
@@ -176,12 +195,6 @@ class FaissIndex(VectorIndex):
             if sel is None:
                 live = np.flatnonzero(self._label_ids[:self._next_label] >= 0).astype(np.int64)
                 sel = self._live_sel = faiss.IDSelectorBatch(len(live), faiss.swig_ptr(live))
-        if sel is None and ef is None and nprobe is None:
-            return None
-        key = (ef, nprobe, id(sel) if allowed is None else None)
-        cached = self._params_cache.get(key) if allowed is None else None
-        if cached is not None:
-            return cached
         if self._kind == "HNSW":
             params = faiss.SearchParametersHNSW()
             params.efSearch = ef if ef is not None else int(self.params["ef"])
@@ -193,34 +206,37 @@ class FaissIndex(VectorIndex):
         if sel is not None:
             params.sel = sel
             params._sel = sel  # SWIG keeps no reference: the selector must outlive the params
-        if allowed is None:
-            self._params_cache[key] = params
         return params
 
     def _search(self, q, k, allowed, **query_params):
-        extra = set(query_params) - self._type_query_names if query_params else None
-        if extra:
+        if query_params and not self._type_query_names.issuperset(query_params):
+            extra = set(query_params) - self._type_query_names
             raise InvalidInput(f"faiss {self._kind} takes no {', '.join(sorted(extra))} "
                                f"(query parameters: {', '.join(_QUERY_PARAMS[self._kind]) or 'none'})")
         buffer = self._buffer
         if buffer is not None:  # IVF-PQ not trained yet: its buffer answers, exactly
             return buffer._search(q, k, allowed)
-        ef, nprobe = query_params.get("ef"), query_params.get("nprobe")
-        ef = None if ef is None else max(int(ef), k)
-        if self._kind == "HNSW" and ef is None and k > int(self.params["ef"]):
-            ef = k
-        if self._kind == "HNSW" and (allowed is not None or self._masked):
-            # the filter rejects candidates: widen the beam in proportion (as hnsw does)
-            n_ok = len(allowed) if allowed is not None else len(self._label_of)
-            base = ef if ef is not None else int(self.params["ef"])
-            ef = min(max(base, int(base * self._index.ntotal / max(n_ok, 1))), max(self._index.ntotal, k))
-        if self.metric == "cosine":
-            q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)  # a copy: the caller's is kept
-        params = self._search_params(allowed, ef, nprobe)
-        dist, labels = self._index.search(q, k, params=params)
+        if allowed is None and not self._masked:  # every query's case: parameters cached per (value, k)
+            key = (query_params.get(self._query_name) if query_params else None, k)
+            params = self._params_cache.get(key)
+            if params is None:
+                params = self._params_cache[key] = self._search_params(
+                    None, *self._beam(k, query_params.get("ef"), query_params.get("nprobe"), None))
+        else:
+            params = self._search_params(allowed, *self._beam(k, query_params.get("ef"), query_params.get("nprobe"),
+                                                             allowed))
+        n = q.shape[0]
+        if self.metric == "cosine":  # a normalised copy: the caller's query is left alone
+            if n == 1:
+                q = q * (1.0 / max(math.sqrt(float(np.dot(q[0], q[0]))), 1e-30))
+            else:
+                q = q / np.maximum(np.sqrt(np.einsum("ij,ij->i", q, q)), 1e-30)[:, None]
+        # search_c: the call faiss's Python search() makes, without its argument checks (done here)
+        dist, labels = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
+        self._index.search_c(n, _ptr(q), k, _ptr(dist), _ptr(labels), params)
         ids = self._label_ids[labels]
-        missing = labels < 0
-        if missing.any():  # fewer found than k (a filter): faiss pads with label -1
+        if (labels[0, -1] < 0 if n == 1 else labels[:, -1].min() < 0):  # fewer than k (a filter): padded with -1
+            missing = labels < 0
             ids[missing], dist[missing] = -1, np.inf
         if self.metric == "l2":
             dist = np.sqrt(np.maximum(dist, 0.0))
