@@ -60,8 +60,21 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(page.bp)  # the web page at /
     app.wsgi_app = PredictFastPath(app)  # repeated /v1/predict uploads, before Flask
+    app.wsgi_app = _one_catalog_check_per_request(app.wsgi_app)
 
     return app
 
 
 __all__ = ["create_app"]
+
+
+def _one_catalog_check_per_request(inner):
+    """A request asks each catalog whether another process wrote once, not at every read
+    (``recommender.catalog.one_check_per_thread``): one round trip on PostgreSQL."""
+    from recommender.catalog import one_check_per_thread
+
+    def wsgi(environ, start_response):
+        with one_check_per_thread():
+            return inner(environ, start_response)
+
+    return wsgi

@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# Reproduce the index figures in the README (about 15 minutes on 2 cores).
+# Reproduce the index figures in the README (about 30 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=.venv/bin
 mkdir -p benchmarks/results
 $B/python benchmarks/index_overhead.py --n 100000 --dim 128 | tee benchmarks/results/overhead-100k.json
+$B/python benchmarks/index_overhead.py --n 100000 --dim 128 --backends faiss,faiss-ivfpq,voyager,usearch \
+  | tee benchmarks/results/overhead-100k-more.json
 $B/python benchmarks/annoy_mmap.py --n 200000 --dim 128 --procs 4 | tee benchmarks/results/annoy-mmap.txt
 $B/sonicsort bench ann --dataset synthetic:100000:128 --out benchmarks/results/ann-100k
+# real embeddings: the shipped model's of shared/data (466 tracks), as an ann-benchmarks file
+if [ -d ../shared/data ]; then
+  REAL=$(mktemp -d)
+  SONICSORT_HOME=$REAL $B/sonicsort ingest ../shared/data
+  SONICSORT_HOME=$REAL $B/sonicsort bench export "$REAL/sonicsort-shared-data-64-angular.hdf5" --queries 66
+  $B/sonicsort bench ann --dataset "$REAL/sonicsort-shared-data-64-angular.hdf5" --runs benchmarks/runs-real.yml \
+    --out benchmarks/results/ann-real
+  rm -rf "$REAL"
+fi
 $B/sonicsort bench ann --dataset synthetic:1000000:128 --runs benchmarks/runs-1m.yml --max-single-queries 500 --out benchmarks/results/ann-1m

@@ -38,6 +38,24 @@ from sqlalchemy.engine import make_url
 
 import logging
 
+_scope = threading.local()  # one_check_per_thread's: catalog id → this process's writes when checked
+
+
+@contextmanager
+def one_check_per_thread():
+    """Within the block, each catalog asks its database whether another process wrote at most
+    once on this thread (writes of this process are always seen). An API request runs in one:
+    on PostgreSQL the check is a round trip, and a request reads the catalog several times
+    (the generation, the query track, the neighbours' rows), where one answer is enough."""
+    outer = getattr(_scope, "checked", None)
+    if outer is None:
+        _scope.checked = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _scope.checked = None
+
 from .errors import CatalogError, CatalogUnavailable, CatalogUpgraded, UnknownTrack
 
 SCHEMA_VERSION = 5
@@ -420,7 +438,13 @@ class Catalog:
         self._db.execute(stmt, rows)
 
     def _fresh(self) -> None:
-        """Drop the cached rows, vectors and generation if anything was written since they were read."""
+        """Drop the cached rows, vectors and generation if anything was written since they were read.
+
+        Inside ``one_check_per_thread`` (one API request) the database is asked once per
+        catalog and thread; this process's own writes meanwhile make it ask again."""
+        scope = getattr(_scope, "checked", None)
+        if scope is not None and scope.get(id(self)) == self._writes:
+            return
         with self._lock:
             if self.dialect == "sqlite":
                 other = self._db.exec_driver_sql("PRAGMA data_version").scalar()
@@ -438,6 +462,8 @@ class Catalog:
                 self._vecs.clear()
                 self._gen = None
                 self._seen = seen
+            if scope is not None:
+                scope[id(self)] = self._writes
 
     def _remember(self, store: dict, key: int, value: Any) -> None:
         if len(store) >= self._row_cache:

@@ -92,7 +92,7 @@ def test_predict_options(server, tmp_path):
 
 @pytest.mark.parametrize("query,words", [
     ("k=-1", ["k must be"]), ("k=101", ["between 0 and 100"]), ("k=abc", ["integer"]),
-    ("genre=polka", ["unknown genre", "drone"]), ("genre_mode=loud", ["genre_mode"]), ("backend=faiss", ["backend"]),
+    ("genre=polka", ["unknown genre", "drone"]), ("genre_mode=loud", ["genre_mode"]), ("backend=nmslib", ["backend"]),
     ("boost_weight=2", ["boost_weight"]), ("mmr_lambda=nan", ["mmr_lambda"]), ("artist_cap=0", ["artist_cap"]),
 ])
 def test_predict_bad_parameters_400(server, tmp_path, query, words):

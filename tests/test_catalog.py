@@ -56,6 +56,31 @@ def test_row_cache_follows_every_write_of_any_connection(catalog_at):
     a.close(), b.close(), c.close()
 
 
+def test_one_check_per_thread_asks_once_and_still_sees_its_own_writes(catalog_at):
+    """Inside ``one_check_per_thread`` (an API request) another connection's write is seen from
+    the next block on, not in the middle of this one; this connection's own writes at once."""
+    import threading
+
+    from recommender.catalog import Catalog, one_check_per_thread
+
+    a, b = Catalog(catalog_at("s")), Catalog(catalog_at("s"))
+    (t1,) = a.add([record(1)])
+    with one_check_per_thread():
+        assert a.generation == 1 and a.get(t1).genre == "drone"
+        b.replace_embeddings([(t1, "clicks", {"clicks": 1.0}, np.ones(4, np.float32), False, {})], "m1")
+        assert a.generation == 1 and a.get(t1).genre == "drone"  # one check per block: not yet
+        seen_elsewhere = []
+        th = threading.Thread(target=lambda: seen_elsewhere.append(a.get(t1).genre))  # another thread checks
+        th.start()
+        th.join()
+        (t2,) = a.add([record(2)])  # its own write: asked again
+        assert a.generation == 3 and a.get(t1).genre == "clicks" and a.get(t2).title == "T2"
+    assert seen_elsewhere == ["clicks"]
+    b.remove([t2])
+    assert t2 not in a.get_many([t1, t2]) and a.generation == 4  # outside: every read checks
+    a.close(), b.close()
+
+
 def test_tracks_are_found_by_tags_that_stand_out_against_the_model_priors(catalog_at):
     """A mood's probability rarely ranks in a track's top 5 (frequent MSD tags such as rock
     do); at 3x its prior it still makes the track findable, and below that it does not."""
