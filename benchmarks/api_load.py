@@ -114,13 +114,17 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> None
         time.sleep(0.25)
 
 
-def load_python(host: str, port: int, ids: list[int], clients: int, seconds: float) -> dict:
+def load_python(host: str, port: int, ids: list[int], clients: int, seconds: float,
+                more: tuple[tuple[str, int], ...] = ()) -> dict:
+    """``clients`` keep-alive clients on random ids; with ``more`` nodes, client n on node n mod all."""
     lat: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     stop = time.monotonic() + seconds
+    nodes = [(host, port), *more]
 
     def client(n: int) -> None:
         rnd = random.Random(n)
+        host, port = nodes[n % len(nodes)]
         conn = http.client.HTTPConnection(host, port, timeout=30)
         while time.monotonic() < stop:
             t0 = time.perf_counter()

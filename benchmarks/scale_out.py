@@ -26,17 +26,14 @@ same run; propagation p99 <= 1 s over 200 uploads; catch-up of 10,000 changes <=
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -45,7 +42,7 @@ import requests
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_load import build_catalog, free_port, pct  # noqa: E402
+from api_load import build_catalog, free_port, load_python, pct  # noqa: E402
 from faults import private_database, wait_ready  # noqa: E402
 
 KEY = "scale-key"
@@ -87,41 +84,9 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def load(urls: list[str], ids: list[int], clients: int, seconds: float) -> dict:
-    """``clients`` keep-alive clients, client i on node i mod len(urls), random catalog ids."""
-    lat: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    stop_at = time.monotonic() + seconds
-
-    def client(n: int) -> None:
-        host, port = urls[n % len(urls)].removeprefix("http://").split(":")
-        rnd = random.Random(n)
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        while time.monotonic() < stop_at:
-            t0 = time.perf_counter()
-            try:
-                conn.request("GET", f"/v1/tracks/{rnd.choice(ids)}/similar?k=10")
-                r = conn.getresponse()
-                r.read()
-                if r.status != 200:
-                    errors[n] += 1
-            except Exception:
-                errors[n] += 1
-                conn.close()
-                conn = http.client.HTTPConnection(host, int(port), timeout=30)
-                continue
-            lat[n].append((time.perf_counter() - t0) * 1000)
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    every = [x for lst in lat for x in lst]
-    return {"nodes": len(urls), "clients": clients, "requests": len(every), "errors": sum(errors),
-            "requests_per_s": round(len(every) / wall, 1), "p50_ms": round(pct(every, 50), 2),
-            "p99_ms": round(pct(every, 99), 2), "max_ms": round(max(every), 2)}
+    """``api_load.load_python`` spread over the nodes: client i on node i mod len(urls)."""
+    nodes = [(u.removeprefix("http://").split(":")[0], int(u.rsplit(":", 1)[1])) for u in urls]
+    return {"nodes": len(urls), "clients": clients, **load_python(*nodes[0], ids, clients, seconds, more=tuple(nodes[1:]))}
 
 
 def propagation(a_url: str, b_url: str, partners: list[int], n_uploads: int, timeout_s: float = 5.0) -> dict:
