@@ -23,8 +23,10 @@ the source of truth.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -69,6 +71,61 @@ log = logging.getLogger(__name__)
 # meanwhile what needs it fails at once (CatalogUnavailable) and cached reads go on.
 RETRY_S = 1.0
 _LOST = (sa.exc.OperationalError, sa.exc.InterfaceError)  # a connection refused, reset or gone
+LISTEN_POLL_S = 0.5  # how often the change listener's thread looks up from waiting (to stop)
+
+
+
+class _ChangeListener:
+    """PostgreSQL's LISTEN on the catalog's channel, in a thread with a connection of its own.
+
+    Every write transaction sends ``NOTIFY`` on the channel (delivered when it commits), and
+    each notification bumps ``count``. While the listener is connected, ``token()`` is what a
+    catalog compares to know whether anything was written, with no round trip; when it is
+    not (starting, or the server went away) ``token()`` is None and the catalog asks the
+    database instead. Each (re)connection bumps ``count`` too: what was written while nobody
+    listened is never taken for nothing."""
+
+    def __init__(self, connect_args: tuple[tuple, dict], channel: str) -> None:
+        self._args, self.channel = connect_args, channel
+        self.count, self.live, self.pid = 0, False, os.getpid()
+        self.backend_pid: int | None = None  # the server process of its connection
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sonicsort-catalog-listen", daemon=True)
+        self._thread.start()
+
+    def token(self) -> tuple[str, int] | None:
+        return ("notified", self.count) if self.live else None
+
+    def stop(self) -> None:
+        self._stop.set()  # the thread sees it within LISTEN_POLL_S and closes its connection
+
+    def _run(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        warned = False
+        while not self._stop.is_set():
+            try:
+                cargs, cparams = self._args
+                with psycopg.connect(*cargs, **{**cparams, "autocommit": True, "keepalives": 1,
+                                                "keepalives_idle": 10, "keepalives_interval": 5,
+                                                "keepalives_count": 3}) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    self.backend_pid = conn.info.backend_pid
+                    self.count += 1
+                    self.live, warned = True, False
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=LISTEN_POLL_S):
+                            self.count += 1
+            except Exception as exc:  # the server stopped, or the connection broke: poll, and try again
+                if not warned and not self._stop.is_set():
+                    log.warning("the catalog's change listener lost its connection (%s); polling meanwhile",
+                                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                    warned = True
+            finally:
+                self.live = False
+            self._stop.wait(RETRY_S)
+
 
 _md = sa.MetaData()
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY is the rowid
@@ -301,6 +358,12 @@ class Catalog:
             self._db = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             with self._tx(count=False) as db:
                 self._migrate(db)
+            self._channel: str | None = None  # PostgreSQL: the NOTIFY channel of this catalog's schema
+            self._listener: _ChangeListener | None = None
+            self._note: tuple[str, int] | None = None  # the listener's token at the last check
+            if self.dialect == "postgresql":
+                where = "%s.%s" % tuple(self._db.exec_driver_sql("SELECT current_database(), current_schema()").one())
+                self._channel = "sonicsort_" + hashlib.sha1(where.encode()).hexdigest()[:20]
         except sa.exc.SQLAlchemyError as exc:
             raise CatalogError(f"{self.where}: cannot open the catalog ({_reason(exc)})") from None
 
@@ -387,6 +450,7 @@ class Catalog:
                 if count and self.dialect != "sqlite":
                     db.execute(meta.update().where(meta.c.key == "writes")
                                .values(value=sa.cast(sa.cast(meta.c.value, sa.BigInteger) + 1, sa.Text)))
+                    db.execute(sa.select(sa.func.pg_notify(self._channel, "")))  # sent at COMMIT
                 if count:  # a newer sonicsort may have migrated the schema under this process
                     found = int(db.execute(_SCHEMA).scalar() or 0)
                     if found > SCHEMA_VERSION:
@@ -441,7 +505,10 @@ class Catalog:
         """Drop the cached rows, vectors and generation if anything was written since they were read.
 
         Inside ``one_check_per_thread`` (one API request) the database is asked once per
-        catalog and thread; this process's own writes meanwhile make it ask again."""
+        catalog and thread; this process's own writes meanwhile make it ask again. On
+        PostgreSQL a request asks no database at all while the catalog's change listener
+        (``LISTEN``, in a thread) is connected and has heard of no write: the notifications
+        say when to ask again."""
         scope = getattr(_scope, "checked", None)
         if scope is not None and scope.get(id(self)) == self._writes:
             return
@@ -449,6 +516,16 @@ class Catalog:
             if self.dialect == "sqlite":
                 other = self._db.exec_driver_sql("PRAGMA data_version").scalar()
             else:
+                # In a request the change listener (started here) spares the round trip: while it
+                # is connected and no notification came since the last check, nothing was written
+                # (another process's write is known a moment after its COMMIT). Elsewhere, or
+                # after a notification, ask: that sees every write committed before this read.
+                listener = self._listening() if scope is not None else self._listener
+                note = listener.token() if listener is not None and listener.pid == os.getpid() else None
+                if (scope is not None and note is not None and note == self._note and self._seen is not None
+                        and self._seen[1] == self._writes):
+                    scope[id(self)] = self._writes
+                    return
                 try:
                     with self._guard():
                         other = self._db.execute(_WRITES).scalar()
@@ -456,6 +533,7 @@ class Catalog:
                     if self._seen is None:
                         raise
                     return  # the server is away: what was read stays good to answer from
+                self._note = note  # read before the question: a write after it notifies again
             seen = (other, self._writes)
             if seen != self._seen:
                 self._rows.clear()
@@ -470,8 +548,18 @@ class Catalog:
             store.pop(next(iter(store)))  # the oldest first
         store[key] = value
 
+    def _listening(self) -> _ChangeListener:
+        """This process's change listener, started on first use (a forked worker starts its own)."""
+        listener = self._listener
+        if listener is None or listener.pid != os.getpid():
+            self._listener = listener = _ChangeListener(
+                self._engine.dialect.create_connect_args(self._engine.url), self._channel)
+        return listener
+
     def close(self) -> None:
         with self._lock:
+            if self._listener is not None:
+                self._listener.stop()
             self._db.close()
             self._engine.dispose()
 
@@ -583,15 +671,24 @@ class Catalog:
             self._fresh()
             found = {i: self._rows[i] for i in ids if i in self._rows}
             missing = [i for i in ids if i not in found]
+            # one round trip per chunk: the rows with their paths (an outer join, a row per
+            # path, in the order they were recorded), and the vectors when they are wanted
+            stmt = _ROWS_PATHS_VECS if with_embedding else _ROWS_PATHS
             for i in range(0, len(missing), 500):
-                chunk = missing[i:i + 500]
-                rows = self._q(_ROWS, {"ids": chunk})
-                where: dict[int, list[str]] = {}
-                for p, t in self._q(_PATHS, {"ids": chunk}):
-                    where.setdefault(t, []).append(p)
-                for r in rows:
-                    found[r[0]] = self._row_to_track(r, where.get(r[0], []))
-                    self._remember(self._rows, r[0], found[r[0]])
+                got: dict[int, tuple[tuple, list[str]]] = {}
+                for r in self._q(stmt, {"ids": missing[i:i + 500]}):
+                    seen = got.get(r[0])
+                    if seen is None:
+                        got[r[0]] = seen = (r, [])
+                    if r[_PATH_COL] is not None:
+                        seen[1].append(r[_PATH_COL])
+                for tid, (r, where) in got.items():
+                    found[tid] = self._row_to_track(r, where)
+                    self._remember(self._rows, tid, found[tid])
+                    if with_embedding:
+                        v = np.frombuffer(r[_PATH_COL + 1], dtype="<f4").astype(np.float32)
+                        v.flags.writeable = False
+                        self._remember(self._vecs, tid, v)
             vecs = self._vectors(ids) if with_embedding else {}
         out: dict[int, Track] = {}
         for i in ids:
@@ -799,9 +896,15 @@ class Catalog:
 _COLS = (tracks.c.id, tracks.c.sha256, tracks.c.title, tracks.c.artist, tracks.c.album, tracks.c.duration_s,
          tracks.c.genre, tracks.c.probabilities, tracks.c.model_version, tracks.c.is_silent, tracks.c.added_at,
          tracks.c.tags)
-_ROWS = sa.select(*_COLS).where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
-_PATHS = (sa.select(paths.c.path, paths.c.track_id).where(paths.c.track_id.in_(sa.bindparam("ids", expanding=True)))
-          .order_by(paths.c.seq))
+_PATH_COL = len(_COLS)  # _ROWS_PATHS: the row's columns, then one path (None: no path), then the vector
+_ROWS_PATHS = (sa.select(*_COLS, paths.c.path)
+               .select_from(tracks.outerjoin(paths, paths.c.track_id == tracks.c.id))
+               .where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
+               .order_by(tracks.c.id, paths.c.seq))
+_ROWS_PATHS_VECS = (sa.select(*_COLS, paths.c.path, tracks.c.embedding)
+                    .select_from(tracks.outerjoin(paths, paths.c.track_id == tracks.c.id))
+                    .where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
+                    .order_by(tracks.c.id, paths.c.seq))
 _VECS = sa.select(tracks.c.id, tracks.c.embedding).where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
 _WRITES = sa.select(meta.c.value).where(meta.c.key == "writes")
 _SCHEMA = sa.select(meta.c.value).where(meta.c.key == "schema_version")

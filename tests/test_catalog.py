@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -78,6 +80,58 @@ def test_one_check_per_thread_asks_once_and_still_sees_its_own_writes(catalog_at
     assert seen_elsewhere == ["clicks"]
     b.remove([t2])
     assert t2 not in a.get_many([t1, t2]) and a.generation == 4  # outside: every read checks
+    a.close(), b.close()
+
+
+def test_requests_on_postgresql_ask_nothing_while_the_change_listener_hears_no_write(postgres_db):
+    """On PostgreSQL a request's cached reads make no round trip while the catalog's LISTEN
+    connection is up; another connection's write (its NOTIFY) is seen within a second. When the
+    listener's connection is killed, requests ask the database again, and it reconnects."""
+    import sqlalchemy as sa
+
+    from .conftest import postgres_schema
+    from recommender.catalog import Catalog, one_check_per_thread
+
+    url = postgres_schema(postgres_db)
+    a, b = Catalog(url), Catalog(url)
+    statements = []
+    sa.event.listen(a._engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    def request(fn):
+        with one_check_per_thread():
+            return fn()
+
+    def until(cond, timeout=5.0):
+        stop = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < stop, "not seen in time"
+            time.sleep(0.005)
+        return time.monotonic() + timeout - stop
+
+    t1, t2 = b.add([record(1), record(2)])
+    request(lambda: a.get_many([t1, t2]))
+    until(lambda: a._listener.live)
+    request(lambda: (a.get_many([t1, t2]), a.generation))  # the first check with the listener up
+    statements.clear()
+    for _ in range(50):
+        assert request(lambda: (sorted(a.get_many([t1, t2])), a.generation)) == ([t1, t2], 1)
+    assert statements == []  # 50 requests, no round trip
+    b.replace_embeddings([(t1, "clicks", {"clicks": 1.0}, np.ones(4, np.float32), False, {})], "m1")
+    assert until(lambda: request(lambda: a.get(t1).genre) == "clicks") < 1.0
+    assert request(lambda: a.generation) == 2
+    b.remove([t2])
+    until(lambda: request(lambda: t2 not in a.get_many([t1, t2])))
+    # the listener's connection dies: requests poll (and still see writes) until it is back
+    count = a._listener.count
+    with sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"), poolclass=sa.pool.NullPool
+                          ).connect() as admin:
+        admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": a._listener.backend_pid})
+    (t3,) = b.add([record(3)])
+    until(lambda: t3 in request(lambda: a.get_many([t1, t3])))
+    until(lambda: a._listener.live and a._listener.count > count)  # reconnected
+    assert sorted(request(lambda: a.get_many([t1, t3]))) == [t1, t3]  # asks once after the reconnection
+    statements.clear()
+    assert request(lambda: sorted(a.get_many([t1, t3]))) == [t1, t3] and statements == []
     a.close(), b.close()
 
 
