@@ -228,20 +228,20 @@ class FaissIndex(VectorIndex):
         n = q.shape[0]
         if self.metric == "cosine":  # a normalised copy: the caller's query is left alone
             if n == 1:
-                q = q * (1.0 / max(math.sqrt(float(np.dot(q[0], q[0]))), 1e-30))
+                q = q * (1.0 / max(math.sqrt(float(np.vdot(q, q))), 1e-30))
             else:
                 q = q / np.maximum(np.sqrt(np.einsum("ij,ij->i", q, q)), 1e-30)[:, None]
         # search_c: the call faiss's Python search() makes, without its argument checks (done here)
         dist, labels = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
         self._index.search_c(n, _ptr(q), k, _ptr(dist), _ptr(labels), params)
-        ids = self._label_ids[labels]
-        if (labels[0, -1] < 0 if n == 1 else labels[:, -1].min() < 0):  # fewer than k (a filter): padded with -1
+        ids = self._label_ids.take(labels)
+        if (labels.item(k - 1) < 0 if n == 1 else labels[:, -1].min() < 0):  # fewer than k (a filter): padded with -1
             missing = labels < 0
             ids[missing], dist[missing] = -1, np.inf
         if self.metric == "l2":
             dist = np.sqrt(np.maximum(dist, 0.0))
         else:  # faiss reports the inner product itself
-            dist = 1.0 - dist
+            np.subtract(1.0, dist, out=dist)
         return ids, dist
 
     # ---------------------------------------------------------------- reading
