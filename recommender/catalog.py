@@ -40,24 +40,6 @@ from sqlalchemy.engine import make_url
 
 import logging
 
-_scope = threading.local()  # one_check_per_thread's: catalog id → this process's writes when checked
-
-
-@contextmanager
-def one_check_per_thread():
-    """Within the block, each catalog asks its database whether another process wrote at most
-    once on this thread (writes of this process are always seen). An API request runs in one:
-    on PostgreSQL the check is a round trip, and a request reads the catalog several times
-    (the generation, the query track, the neighbours' rows), where one answer is enough."""
-    outer = getattr(_scope, "checked", None)
-    if outer is None:
-        _scope.checked = {}
-    try:
-        yield
-    finally:
-        if outer is None:
-            _scope.checked = None
-
 from .errors import CatalogError, CatalogUnavailable, CatalogUpgraded, UnknownTrack
 
 SCHEMA_VERSION = 5
@@ -73,6 +55,24 @@ RETRY_S = 1.0
 _LOST = (sa.exc.OperationalError, sa.exc.InterfaceError)  # a connection refused, reset or gone
 LISTEN_POLL_S = 0.5  # how often the change listener's thread looks up from waiting (to stop)
 
+_scope = threading.local()  # one_check_per_thread's: catalog id → this process's writes when checked
+
+
+@contextmanager
+def one_check_per_thread():
+    """Within the block, each catalog asks its database whether another process wrote at most
+    once on this thread (writes of this process are always seen). An API request runs in one:
+    a request reads the catalog several times (the generation, the query track, the
+    neighbours' rows), where one answer is enough; on PostgreSQL it is a round trip, or none
+    while the change listener has heard no write (``Catalog._fresh``)."""
+    outer = getattr(_scope, "checked", None)
+    if outer is None:
+        _scope.checked = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _scope.checked = None
 
 
 class _ChangeListener:
@@ -94,7 +94,8 @@ class _ChangeListener:
         self._thread.start()
 
     def token(self) -> tuple[str, int] | None:
-        return ("notified", self.count) if self.live else None
+        """None while not listening, and in a forked child (the thread did not come along)."""
+        return ("notified", self.count) if self.live and self.pid == os.getpid() else None
 
     def stop(self) -> None:
         self._stop.set()  # the thread sees it within LISTEN_POLL_S and closes its connection
@@ -120,7 +121,7 @@ class _ChangeListener:
             except Exception as exc:  # the server stopped, or the connection broke: poll, and try again
                 if not warned and not self._stop.is_set():
                     log.warning("the catalog's change listener lost its connection (%s); polling meanwhile",
-                                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                                _reason(exc))
                     warned = True
             finally:
                 self.live = False
@@ -521,7 +522,7 @@ class Catalog:
                 # (another process's write is known a moment after its COMMIT). Elsewhere, or
                 # after a notification, ask: that sees every write committed before this read.
                 listener = self._listening() if scope is not None else self._listener
-                note = listener.token() if listener is not None and listener.pid == os.getpid() else None
+                note = listener.token() if listener is not None else None
                 if (scope is not None and note is not None and note == self._note and self._seen is not None
                         and self._seen[1] == self._writes):
                     scope[id(self)] = self._writes
@@ -686,9 +687,7 @@ class Catalog:
                     found[tid] = self._row_to_track(r, where)
                     self._remember(self._rows, tid, found[tid])
                     if with_embedding:
-                        v = np.frombuffer(r[_PATH_COL + 1], dtype="<f4").astype(np.float32)
-                        v.flags.writeable = False
-                        self._remember(self._vecs, tid, v)
+                        self._remember(self._vecs, tid, _vector(r[_PATH_COL + 1]))
             vecs = self._vectors(ids) if with_embedding else {}
         out: dict[int, Track] = {}
         for i in ids:
@@ -728,10 +727,8 @@ class Catalog:
         missing = [i for i in ids if i not in out]
         for i in range(0, len(missing), 500):
             for tid, blob in self._q(_VECS, {"ids": missing[i:i + 500]}):
-                v = np.frombuffer(blob, dtype="<f4").astype(np.float32)
-                v.flags.writeable = False
-                out[tid] = v
-                self._remember(self._vecs, tid, v)
+                out[tid] = _vector(blob)
+                self._remember(self._vecs, tid, out[tid])
         return out
 
     def labels(self) -> list[tuple[int, str, str | None, str]]:
@@ -901,19 +898,24 @@ _ROWS_PATHS = (sa.select(*_COLS, paths.c.path)
                .select_from(tracks.outerjoin(paths, paths.c.track_id == tracks.c.id))
                .where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
                .order_by(tracks.c.id, paths.c.seq))
-_ROWS_PATHS_VECS = (sa.select(*_COLS, paths.c.path, tracks.c.embedding)
-                    .select_from(tracks.outerjoin(paths, paths.c.track_id == tracks.c.id))
-                    .where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
-                    .order_by(tracks.c.id, paths.c.seq))
+_ROWS_PATHS_VECS = _ROWS_PATHS.add_columns(tracks.c.embedding)
 _VECS = sa.select(tracks.c.id, tracks.c.embedding).where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
 _WRITES = sa.select(meta.c.value).where(meta.c.key == "writes")
 _SCHEMA = sa.select(meta.c.value).where(meta.c.key == "schema_version")
 
 
+def _vector(blob: bytes) -> np.ndarray:
+    """A stored embedding as a read-only float32 array (the caches share it between callers)."""
+    v = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+    v.flags.writeable = False
+    return v
+
+
 def _reason(exc: Exception) -> str:
     """The driver's own words, without SQLAlchemy's wrapping and links."""
     orig = getattr(exc, "orig", None)
-    return str(orig or exc).strip().splitlines()[0]
+    text = str(orig or exc).strip()
+    return text.splitlines()[0] if text else type(orig or exc).__name__
 
 
 def copy_catalog(src: str | Path, dst: str | Path, *, batch: int = 2000,
