@@ -924,6 +924,9 @@ def copy_catalog(src: str | Path, dst: str | Path, *, batch: int = 2000,
     or any pair), keeping every track id, path and its order, tag, embedding and the highest
     id ever given. ``dst`` is written in one transaction: an error or a kill leaves it empty.
     Returns counts; ``progress(done, total)`` is told per batch of tracks."""
+    url = make_url(catalog_url(src))
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
+        raise CatalogError(f"{url.database}: no catalog there to copy")  # and none is made there
     source, target = Catalog(src), Catalog(dst)
     try:
         if source.url == target.url:

@@ -297,6 +297,9 @@ def test_copy_moves_a_catalog_to_postgresql_and_back_keeping_ids(tmp_path, postg
     with pytest.raises(CatalogError, match="same catalog"):
         copy_catalog(tmp_path / "a.sqlite3", tmp_path / "a.sqlite3")
     assert len(Catalog(back)) == 7  # untouched by the refused copy
+    with pytest.raises(CatalogError, match="no catalog there"):  # a mistyped source is not made empty
+        copy_catalog(tmp_path / "missing" / "a.sqlite3", tmp_path / "c.sqlite3")
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "c.sqlite3").exists()
 
 
 def test_the_change_log_says_what_changed_since_a_generation(catalog_at):
