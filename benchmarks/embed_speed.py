@@ -58,6 +58,9 @@ def clips(data: str | None, n: int | None = None, *, min_s: float = 0.0) -> list
 
 def phase_single(args) -> dict:
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    from embedding._quiet import import_tensorflow
+
+    import_tensorflow()  # as the service imports it (its settings: oneDNN on)
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)

@@ -70,6 +70,8 @@ def mfcc_baseline(feats: list) -> np.ndarray:
     return (m - m.mean(0)) / np.maximum(m.std(0), 1e-6)
 
 FAST = {"time_pool": 4, "segments_per_track": 16}
+# v2 as first shipped: 4 patches a track, the head reads the 200 penultimate features only
+V2_4 = {"kind": "musicnn", "max_patches": 4, "tag_inputs": False}
 RECIPES: dict[str, tuple[dict, dict]] = {
     "base": ({}, {}),
     "fast": ({}, FAST),
@@ -95,17 +97,23 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "noaug": ({}, {"spec_augment": False}),
     "lr3e-4": ({}, {"learning_rate": 3e-4}),
     # v2: the frozen musicnn front end, then a BiLSTM over the track's patch features
-    "v2": ({"kind": "musicnn"}, {"label_smoothing": 0.0}),
-    "v2_ls": ({"kind": "musicnn"}, {"label_smoothing": 0.1}),
-    "v2_ls_p10": ({"kind": "musicnn", "max_patches": 10}, {"label_smoothing": 0.1}),
-    "v2_ls_p3": ({"kind": "musicnn", "max_patches": 3}, {"label_smoothing": 0.1}),
-    "v2_ls_e128": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "embedding_dim": 128}),
-    "v2_ls_d5": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "dropout": 0.5}),
-    "v2_ls_skip": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "mean_skip": True}),
+    "v2": (V2_4, {"label_smoothing": 0.0}),
+    "v2_ls": (V2_4, {"label_smoothing": 0.1}),
+    "v2_ls_p10": ({**V2_4, "max_patches": 10}, {"label_smoothing": 0.1}),
+    "v2_ls_p3": ({**V2_4, "max_patches": 3}, {"label_smoothing": 0.1}),
+    "v2_ls_p5": ({**V2_4, "max_patches": 5}, {"label_smoothing": 0.1}),
+    "v2_ls_p6": ({**V2_4, "max_patches": 6}, {"label_smoothing": 0.1}),  # the v2 default since 6 patches
+    "v2_ls_p6_swa5": ({**V2_4, "max_patches": 6}, {"label_smoothing": 0.1, "average_last": 5}),
+    # the head also reads the front end's 50 tag logits beside its 200 features
+    "v2_ls_tags": ({**V2_4, "tag_inputs": True}, {"label_smoothing": 0.1}),
+    "v2_ls_p6_tags": ({**V2_4, "max_patches": 6, "tag_inputs": True}, {"label_smoothing": 0.1}),
+    "v2_ls_e128": (V2_4, {"label_smoothing": 0.1, "embedding_dim": 128}),
+    "v2_ls_d5": (V2_4, {"label_smoothing": 0.1, "dropout": 0.5}),
+    "v2_ls_skip": (V2_4, {"label_smoothing": 0.1, "mean_skip": True}),
     # a cosine classifier (NormFace-style) so the loss shapes the embedding's cosine geometry
-    "v2_ls_cos10": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "cosine_scale": 10.0}),
-    "v2_ls_cos16": ({"kind": "musicnn"}, {"label_smoothing": 0.1, "cosine_scale": 16.0}),
-    "v2_cos16": ({"kind": "musicnn"}, {"label_smoothing": 0.0, "cosine_scale": 16.0}),
+    "v2_ls_cos10": (V2_4, {"label_smoothing": 0.1, "cosine_scale": 10.0}),
+    "v2_ls_cos16": (V2_4, {"label_smoothing": 0.1, "cosine_scale": 16.0}),
+    "v2_cos16": (V2_4, {"label_smoothing": 0.0, "cosine_scale": 16.0}),
 }
 
 

@@ -200,6 +200,7 @@ class ModelBundle:
             import tensorflow as tf
 
             from .model import build_sequence_head
+            from .musicnn import head_inputs
 
             # the same layers and weights without the padding mask: one track a call pads nothing
             unmasked = build_sequence_head(n_features=self.model.input_shape[-1], n_genres=len(self.genres),
@@ -208,12 +209,13 @@ class ModelBundle:
                 if layer.weights:
                     layer.set_weights(self.model.get_layer(layer.name).get_weights())
             head = keras.Model(unmasked.inputs, [unmasked.output, unmasked.get_layer("embedding").output])
-            frontend = self.frontend
+            frontend, tag_inputs = self.frontend, self.feature_config.tag_inputs
             spec = tf.TensorSpec([None, self.feature_config.n_frames, self.feature_config.n_features], tf.float32)
 
             @tf.function(input_signature=[spec], reduce_retracing=True)
             def infer(x):
                 features, tags = frontend(x, training=False)
+                features = head_inputs(features, tags, tag_inputs=tag_inputs)
                 probs, emb = head(features[None], training=False)
                 return probs[0], emb[0], tf.reduce_mean(tags, axis=0)
 

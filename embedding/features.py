@@ -21,8 +21,8 @@ from .audio import Audio, AudioSource, DecodeLimits, Excerpts, load_audio, load_
 from .errors import ModelError
 
 FEATURE_KINDS = ("musicnn", "logmel", "mfcc")
-# the cap on a track's musicnn patches: a 4-minute track costs what a 12 s clip costs
-DEFAULT_MAX_PATCHES = 4
+# the cap on a track's musicnn patches: a 4-minute track costs what an 18 s clip costs
+DEFAULT_MAX_PATCHES = 6
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class FeatureConfig:
     segment_hop_seconds : hop between segments at prediction time
     max_patches : musicnn only: at most this many patches per track, spread evenly over it
         (0: every patch)
+    tag_inputs : musicnn only: the head also reads the front end's 50 tag logits beside
+        its 200 penultimate features (``musicnn.head_inputs``; tried, not the default; a
+        bundle saved before the option reads the features only)
     """
 
     kind: str = "logmel"
@@ -56,6 +59,7 @@ class FeatureConfig:
     segment_seconds: float = 3.0
     segment_hop_seconds: float = 1.5
     max_patches: int = 0
+    tag_inputs: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
@@ -64,6 +68,8 @@ class FeatureConfig:
             raise ValueError("segment_seconds and segment_hop_seconds must be positive")
         if self.max_patches < 0:
             raise ValueError("max_patches must be 0 (no cap) or positive")
+        if self.tag_inputs and self.kind != "musicnn":
+            raise ValueError(f"tag_inputs are the musicnn front end's tags; this is a {self.kind!r} model")
         if self.kind == "musicnn":
             from . import musicnn as m
 
@@ -73,13 +79,14 @@ class FeatureConfig:
                 raise ValueError(f"musicnn features are fixed at {fixed}; use FeatureConfig.musicnn(), not {wrong}")
 
     @classmethod
-    def musicnn(cls, *, max_patches: int = DEFAULT_MAX_PATCHES) -> "FeatureConfig":
+    def musicnn(cls, *, max_patches: int = DEFAULT_MAX_PATCHES, tag_inputs: bool = False) -> "FeatureConfig":
         """The pretrained front end's input: 16 kHz, n_fft 512, hop 256, 96 bands, 3 s patches."""
         from . import musicnn as m
 
         patch_s = (m.N_FRAMES - 1) * m.HOP_LENGTH / m.SR
         return cls(kind="musicnn", sr=m.SR, n_fft=m.N_FFT, hop_length=m.HOP_LENGTH, n_mels=m.N_MELS,
-                   fmax=m.SR / 2, segment_seconds=patch_s, segment_hop_seconds=patch_s, max_patches=max_patches)
+                   fmax=m.SR / 2, segment_seconds=patch_s, segment_hop_seconds=patch_s, max_patches=max_patches,
+                   tag_inputs=tag_inputs)
 
     @property
     def is_sequence(self) -> bool:

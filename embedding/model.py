@@ -66,6 +66,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.balance not in ("genre", "sqrt", "track"):
             raise ValueError(f"balance must be genre, sqrt or track, not {self.balance!r}")
+        if self.average_last < 0:
+            raise ValueError(f"average_last must be 0 (off) or a number of epochs, not {self.average_last}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -85,7 +87,8 @@ class ModelConfig:
 # of random patch sequences drawn per training track and epoch
 SEQUENCE_RECIPE: dict[str, Any] = dict(lstm_units=(32,), embedding_dim=64, time_pool=1, dropout=0.3,
                                        learning_rate=1e-3, batch_size=32, max_epochs=30, patience=10,
-                                       segments_per_track=8, spec_augment=False, mixup=0.0, label_smoothing=0.1)
+                                       segments_per_track=8, spec_augment=False, mixup=0.0, label_smoothing=0.1,
+                                       average_last=5)
 
 
 def _bilstm_stack(x, config: ModelConfig, *, dropout_between: bool):

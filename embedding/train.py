@@ -217,7 +217,7 @@ def fit(
     n_crops = model_config.segments_per_track * len(train)
     history: list[dict[str, Any]] = []
     best = _BestOnValid(valid_labels)
-    swa, swa_n = None, 0
+    swa = _LastEpochsAverage(model_config.average_last, n_epochs)
     for epoch in range(1, n_epochs + 1):
         t0 = time.perf_counter()
         x, y = sample_crops(train_frames, train_labels, len(genres), n_frames=feature_config.n_frames,
@@ -232,13 +232,7 @@ def fit(
             x = lam[:, :, None] * x + (1 - lam[:, :, None]) * x[perm]
             targets = lam * targets + (1 - lam) * targets[perm]
         h = model.fit(x, targets, batch_size=model_config.batch_size, epochs=1, verbose=0, shuffle=True)
-        if model_config.average_last and epoch > n_epochs - model_config.average_last:
-            # stochastic weight averaging over the last epochs: one model, less epoch-to-epoch noise
-            swa_n += 1
-            w = model.get_weights()
-            swa = w if swa is None else [a + (b - a) / swa_n for a, b in zip(swa, w)]
-            if epoch == n_epochs:
-                model.set_weights(swa)
+        swa.after_epoch(model, epoch)
         row: dict[str, Any] = {"epoch": epoch, "loss": float(h.history["loss"][-1])}
         if valid:
             best.score(row, predict_tracks(infer, valid_frames, feature_config), model)
@@ -247,6 +241,23 @@ def fit(
     if best.weights is not None and restore_best:
         model.set_weights(best.weights)
     return model, normalizer, history
+
+
+class _LastEpochsAverage:
+    """Stochastic weight averaging: the final weights are the mean of the last ``k`` of
+    ``n_epochs`` epochs' (k = 0: the last epoch's). One model, less epoch-to-epoch noise."""
+
+    def __init__(self, k: int, n_epochs: int) -> None:
+        self.k, self.n_epochs, self.mean, self.count = k, n_epochs, None, 0
+
+    def after_epoch(self, model, epoch: int) -> None:
+        if not self.k or epoch <= self.n_epochs - self.k:
+            return
+        self.count += 1
+        w = model.get_weights()
+        self.mean = w if self.mean is None else [a + (b - a) / self.count for a, b in zip(self.mean, w)]
+        if epoch == self.n_epochs:
+            model.set_weights(self.mean)
 
 
 class _BestOnValid:
@@ -292,7 +303,7 @@ class _BestOnValid:
 def add_frontend_features(tracks: list[TrackFeatures], frontend, config: FeatureConfig, *, dense: bool) -> None:
     """Fill ``patch_features`` (the patches prediction uses) and, with ``dense``,
     ``dense_features`` (patches every half patch) of each track, in shared batches."""
-    from .musicnn import frontend_outputs
+    from .musicnn import frontend_outputs, head_inputs
 
     n = config.n_frames
     todo: list[tuple[TrackFeatures, str, np.ndarray]] = []
@@ -305,6 +316,7 @@ def add_frontend_features(tracks: list[TrackFeatures], frontend, config: Feature
     for i in range(0, len(todo), 16):
         part = todo[i:i + 16]
         feats, tags = frontend_outputs(frontend, np.concatenate([p for _, _, p in part]))
+        feats = np.asarray(head_inputs(feats, tags, tag_inputs=config.tag_inputs), np.float32)
         start = 0
         for t, attr, p in part:
             setattr(t, attr, feats[start:start + len(p)])
@@ -366,7 +378,7 @@ def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: 
     import keras
 
     from .model import build_sequence_head
-    from .musicnn import PENULTIMATE_DIM, load_frontend
+    from .musicnn import head_input_dim, load_frontend
 
     frontend = frontend or load_frontend()
     keras.utils.set_random_seed(model_config.seed)
@@ -380,12 +392,13 @@ def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: 
     valid_labels = np.array([gidx[t.track.genre] for t in valid]) if valid else np.array([])
     max_len = feature_config.max_patches or max(len(t.patch_features) for t in train)
 
-    model = build_sequence_head(n_features=PENULTIMATE_DIM, n_genres=len(genres), config=model_config)
+    model = build_sequence_head(n_features=head_input_dim(tag_inputs=feature_config.tag_inputs), n_genres=len(genres), config=model_config)
     model.compile(optimizer=keras.optimizers.Adam(model_config.learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=model_config.label_smoothing))
     n_epochs = epochs or model_config.max_epochs
     history: list[dict[str, Any]] = []
     best = _BestOnValid(valid_labels)
+    swa = _LastEpochsAverage(model_config.average_last, n_epochs)
     bs = model_config.batch_size
     for epoch in range(1, n_epochs + 1):
         t0 = time.perf_counter()
@@ -400,6 +413,7 @@ def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: 
         for s in starts:
             idx = order[s:s + bs]
             losses.append(float(model.train_on_batch(pad_sequences([seqs[i] for i in idx]), targets[idx])))
+        swa.after_epoch(model, epoch)
         row: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses))}
         if valid:
             best.score(row, np.stack([model.predict_on_batch(t.patch_features[None])[0] for t in valid]), model)
@@ -441,11 +455,13 @@ def track_metrics(y_true: Sequence[str], y_pred: Sequence[str], genres: list[str
 def baseline_scores(train: list[TrackFeatures], test: list[TrackFeatures], genres: list[str]) -> dict[str, Any]:
     """Classical baselines on per-track MFCC mean/std: logistic regression and k-NN; and,
     when the tracks carry front-end features (v2), ``linear_probe``: logistic regression on
-    the mean of the front-end features of the patches prediction uses."""
+    the mean of the front end's penultimate features of the patches prediction uses."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from .musicnn import PENULTIMATE_DIM
 
     xtr = np.stack([t.mfcc_stats for t in train])
     ytr = [t.track.genre for t in train]
@@ -458,8 +474,8 @@ def baseline_scores(train: list[TrackFeatures], test: list[TrackFeatures], genre
     inputs = {name: (xtr, xte) for name in models}
     if all(t.patch_features is not None for t in train + test):
         models["linear_probe"] = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced"))
-        inputs["linear_probe"] = (np.stack([t.patch_features.mean(axis=0) for t in train]),
-                                  np.stack([t.patch_features.mean(axis=0) for t in test]))
+        inputs["linear_probe"] = (np.stack([t.patch_features[:, :PENULTIMATE_DIM].mean(axis=0) for t in train]),
+                                  np.stack([t.patch_features[:, :PENULTIMATE_DIM].mean(axis=0) for t in test]))
     out = {}
     for name, clf in models.items():
         a, b = inputs[name]

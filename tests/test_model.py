@@ -6,6 +6,7 @@ import pytest
 from embedding import ModelBundle, ModelConfig, ModelError, build_model
 from embedding.data import load_dataset
 from embedding.errors import DatasetError
+from embedding.features import DEFAULT_MAX_PATCHES
 from embedding.train import evaluate_bundle, track_metrics
 
 from .conftest import GENRES, SR, write_clip
@@ -50,18 +51,57 @@ def test_v2_prediction_has_genre_tags_and_embedding_in_one_call(tiny_bundle, tmp
     assert pred.embedding.shape == (16,) and abs(np.linalg.norm(pred.embedding) - 1) < 1e-5
     assert len(pred.tags) == 50 and all(0.0 <= v <= 1.0 for v in pred.tags.values())
     # the tags are the mean of the front end's per-patch tag probabilities
-    patches = log_mel_patches(load_audio(p, sr=16_000).samples, max_patches=4)
+    patches = log_mel_patches(load_audio(p, sr=16_000).samples, max_patches=tiny_bundle.feature_config.max_patches)
     _, taggram = tiny_bundle.patch_features(patches)
     np.testing.assert_allclose([pred.tags[t] for t in tiny_bundle.tag_names], taggram.mean(0), atol=1e-5)
     d = pred.to_dict(with_embedding=False)
     assert [t["tag"] for t in d["top_tags"]] == [t for t, _ in pred.top_tags(5)]
 
 
+def test_v2_head_can_read_the_tag_logits_beside_the_penultimate_features(toy_dataset, tiny_bundle, tmp_path):
+    from embedding import FeatureConfig, load_audio
+    from embedding.data import load_dataset
+    from embedding.musicnn import MSD_TAGS, PENULTIMATE_DIM, head_inputs, log_mel_patches
+    from embedding.train import train_bundle
+
+    from .conftest import TINY_HEAD
+
+    assert not tiny_bundle.feature_config.tag_inputs and tiny_bundle.model.input_shape[-1] == PENULTIMATE_DIM
+    ds = load_dataset(toy_dataset / "manifest.csv", seed=3)
+    tagged = train_bundle(ds, feature_config=FeatureConfig.musicnn(tag_inputs=True),
+                          model_config=ModelConfig.sequence(**{**TINY_HEAD, "max_epochs": 2}), workers=1)
+    tagged = ModelBundle.load(tagged.save(tmp_path / "tagged"))
+    assert tagged.feature_config.tag_inputs and tagged.model.input_shape[-1] == PENULTIMATE_DIM + len(MSD_TAGS)
+    tiny_bundle = tagged
+    p = write_clip(tmp_path / "long.wav", "chirp", seconds=9.5, seed=5)
+    patches = log_mel_patches(load_audio(p, sr=16_000).samples, max_patches=tiny_bundle.feature_config.max_patches)
+    pen, taggram = tiny_bundle.patch_features(patches)
+    t = np.clip(taggram.astype(np.float64), 1e-6, 1 - 1e-6)
+    expected = np.concatenate([pen, np.log(t / (1 - t))], axis=1)
+    # training computes the head's inputs with the same function, on NumPy arrays
+    np.testing.assert_allclose(np.asarray(head_inputs(pen, taggram, tag_inputs=True)), expected, rtol=1e-5, atol=1e-4)
+    # and the bundle's one-call prediction feeds the head exactly those
+    probs = tiny_bundle.model.predict_on_batch(expected[None].astype(np.float32))[0]
+    pred = tiny_bundle.predict(p)
+    assert pred.n_segments == 3
+    np.testing.assert_allclose([pred.probabilities[g] for g in tiny_bundle.genres], probs, atol=1e-5)
+
+
+def test_feature_configs_saved_before_tag_inputs_load_without_them():
+    from embedding import FeatureConfig
+
+    old = FeatureConfig.musicnn(max_patches=4).to_dict()
+    del old["tag_inputs"]
+    assert FeatureConfig.from_dict(old) == FeatureConfig.musicnn(max_patches=4, tag_inputs=False)
+    with pytest.raises(ValueError, match="tag_inputs"):
+        FeatureConfig(kind="logmel", tag_inputs=True)
+
+
 def test_v2_short_clips_are_looped_and_long_tracks_capped(tiny_bundle, tmp_path):
     clip = tiny_bundle.predict(write_clip(tmp_path / "short.wav", "drone", seconds=0.6, seed=3))
     assert clip.n_segments == 1 and np.all(np.isfinite(clip.embedding))
     long = tiny_bundle.predict(write_clip(tmp_path / "long.wav", "drone", seconds=40.0, seed=3))
-    assert long.n_segments == tiny_bundle.feature_config.max_patches == 4
+    assert long.n_segments == tiny_bundle.feature_config.max_patches == DEFAULT_MAX_PATCHES < 40 // 3
     with pytest.raises(__import__("embedding").AudioError, match="shorter than the minimum"):
         tiny_bundle.predict(write_clip(tmp_path / "tiny.wav", "drone", seconds=0.3, seed=3))
 
@@ -184,3 +224,19 @@ def test_track_metrics_by_hand():
     assert m["balanced_accuracy"] == pytest.approx((0.5 + 1.0) / 2)
     assert m["confusion"]["matrix"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
     assert m["per_genre"]["b"]["precision"] == pytest.approx(2 / 3)
+
+
+def test_weight_averaging_keeps_the_mean_of_the_last_epochs():
+    import keras
+
+    from embedding.train import _LastEpochsAverage
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    avg = _LastEpochsAverage(3, n_epochs=5)
+    for epoch in range(1, 6):  # epochs 3, 4, 5 are averaged: weights 3, 4, 5 → 4
+        model.set_weights([np.full(w.shape, float(epoch), np.float32) for w in model.get_weights()])
+        avg.after_epoch(model, epoch)
+    assert all(np.allclose(w, 4.0) for w in model.get_weights())
+    off = _LastEpochsAverage(0, n_epochs=5)
+    off.after_epoch(model, 5)
+    assert all(np.allclose(w, 4.0) for w in model.get_weights())  # k = 0 leaves the last epoch's

@@ -17,6 +17,8 @@ log = logging.getLogger("sonicsort")
 
 
 def add_commands(sub, common) -> None:
+    from embedding.features import DEFAULT_MAX_PATCHES
+
     p = sub.add_parser("predict", parents=[common], help="predict the genre and tags of audio files",
                        description="Predict genre and top-3 probabilities, and the top 5 of the front end's tags "
                                    "(musicnn's Last.fm tags of the Million Song Dataset: moods, styles, eras, "
@@ -34,8 +36,12 @@ def add_commands(sub, common) -> None:
     p.add_argument("--out", required=True, help="folder to write the model bundle to (replaced atomically)")
     p.add_argument("--features", choices=["musicnn", "logmel", "mfcc"], default="musicnn",
                    help="musicnn: pretrained front end + BiLSTM over patches (default); logmel|mfcc: v1 frame BiLSTM")
-    p.add_argument("--max-patches", type=int, default=4,
-                   help="musicnn: at most N 3 s patches per track, spread over it (default 4; bounds a long track's cost)")
+    p.add_argument("--max-patches", type=int, default=DEFAULT_MAX_PATCHES,
+                   help=f"musicnn: at most N 3 s patches per track, spread over it (default {DEFAULT_MAX_PATCHES}; "
+                        "bounds a long track's cost)")
+    p.add_argument("--tag-inputs", action="store_true",
+                   help="musicnn: the BiLSTM also reads the front end's 50 tag logits of a patch beside its 200 "
+                        "penultimate features (default: the features only)")
     p.add_argument("--n-mels", type=int, default=None, help="logmel/mfcc: mel bands (default 96)")
     p.add_argument("--segment-seconds", type=float, default=None, help="logmel/mfcc: segment length (default 3)")
     p.add_argument("--segment-hop-seconds", type=float, default=None, help="logmel/mfcc: hop between segments at prediction (default 1.5)")
@@ -50,6 +56,9 @@ def add_commands(sub, common) -> None:
     p.add_argument("--max-epochs", type=int, default=None, help="upper bound with early stopping (default 30 / 40)")
     p.add_argument("--patience", type=int, default=None, help="epochs without validation improvement before stopping (default 10 / 8)")
     p.add_argument("--epochs", type=int, default=None, help="train exactly N epochs (required with --train-on-all)")
+    p.add_argument("--average-last", type=int, default=None,
+                   help="the final weights are the mean of the last N epochs' (weight averaging; default 5 / 0; "
+                        "0 keeps the last epoch's)")
     p.add_argument("--last-epoch", action="store_true",
                    help="keep the last epoch's weights instead of the best on valid (with --epochs: a fixed-length "
                         "run, so the valid figures are not selected on valid)")
@@ -123,14 +132,14 @@ def cmd_train(args: argparse.Namespace, settings) -> int:
             if args.n_mels is not None or args.segment_seconds is not None or args.segment_hop_seconds is not None:
                 raise ValueError("--n-mels and --segment-(hop-)seconds are for --features logmel|mfcc; "
                                  "musicnn patches are fixed (3 s, 96 bands)")
-            fc = FeatureConfig.musicnn(max_patches=args.max_patches)
+            fc = FeatureConfig.musicnn(max_patches=args.max_patches, tag_inputs=args.tag_inputs)
             recipe = ModelConfig.sequence()
         else:
             fc = FeatureConfig(kind=args.features, n_mels=args.n_mels or 96, segment_seconds=args.segment_seconds or 3.0,
                                segment_hop_seconds=args.segment_hop_seconds or 1.5)
             recipe = ModelConfig()
         given = {k: getattr(args, k) for k in ("embedding_dim", "max_epochs", "patience", "learning_rate",
-                                                "segments_per_track", "dropout", "time_pool", "mixup")
+                                                "segments_per_track", "dropout", "time_pool", "mixup", "average_last")
                  if getattr(args, k) is not None}
         if args.lstm_units is not None:
             given["lstm_units"] = tuple(int(u) for u in args.lstm_units.split(","))
