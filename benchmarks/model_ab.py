@@ -1,6 +1,6 @@
 """Two model bundles' single-clip prediction time on one core, in alternating rounds.
 
-    python benchmarks/model_ab.py OLD_MODEL_DIR [NEW_MODEL_DIR] --data DIR [--files 12] [--rounds 3]
+    python benchmarks/model_ab.py OLD_MODEL_DIR [NEW_MODEL_DIR] [--data DIR] [--files 12] [--rounds 3]
 
 Absolute times follow the host (this workplace's machines differ by 4× and more between
 sessions); the ratio of two bundles timed in one run, clip by clip in turn, does not. Each
@@ -21,7 +21,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("old")
     ap.add_argument("new", nargs="?", default=None)
-    ap.add_argument("--data", required=True, help="a folder of audio files (30 s excerpts)")
+    ap.add_argument("--data", default=None, help="a folder of audio files (30 s excerpts; default: generated clips)")
     ap.add_argument("--files", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
@@ -35,11 +35,10 @@ def main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from embedding import ModelBundle
-    from embedding.audio import AUDIO_EXTENSIONS
+    from embed_speed import clips  # the clips embed_speed.py times (of 25 s or more)
 
-    files = sorted(str(p) for p in __import__("pathlib").Path(args.data).rglob("*")
-                   if p.suffix.lower() in AUDIO_EXTENSIONS)
-    files = files[:: max(1, len(files) // args.files)][: args.files]
+    files = clips(args.data, min_s=25.0)
+    files = files[:: max(1, len(files) // args.files)][: args.files]  # spread over the folder's genres
     bundles = {"old": ModelBundle.load(args.old), "new": ModelBundle.load(args.new)}
     for b in bundles.values():
         b.predict(files[0])

@@ -392,7 +392,8 @@ def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: 
     valid_labels = np.array([gidx[t.track.genre] for t in valid]) if valid else np.array([])
     max_len = feature_config.max_patches or max(len(t.patch_features) for t in train)
 
-    model = build_sequence_head(n_features=head_input_dim(tag_inputs=feature_config.tag_inputs), n_genres=len(genres), config=model_config)
+    model = build_sequence_head(n_features=head_input_dim(tag_inputs=feature_config.tag_inputs), n_genres=len(genres),
+                                config=model_config)
     model.compile(optimizer=keras.optimizers.Adam(model_config.learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=model_config.label_smoothing))
     n_epochs = epochs or model_config.max_epochs

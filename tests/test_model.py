@@ -72,19 +72,18 @@ def test_v2_head_can_read_the_tag_logits_beside_the_penultimate_features(toy_dat
                           model_config=ModelConfig.sequence(**{**TINY_HEAD, "max_epochs": 2}), workers=1)
     tagged = ModelBundle.load(tagged.save(tmp_path / "tagged"))
     assert tagged.feature_config.tag_inputs and tagged.model.input_shape[-1] == PENULTIMATE_DIM + len(MSD_TAGS)
-    tiny_bundle = tagged
     p = write_clip(tmp_path / "long.wav", "chirp", seconds=9.5, seed=5)
-    patches = log_mel_patches(load_audio(p, sr=16_000).samples, max_patches=tiny_bundle.feature_config.max_patches)
-    pen, taggram = tiny_bundle.patch_features(patches)
+    patches = log_mel_patches(load_audio(p, sr=16_000).samples, max_patches=tagged.feature_config.max_patches)
+    pen, taggram = tagged.patch_features(patches)
     t = np.clip(taggram.astype(np.float64), 1e-6, 1 - 1e-6)
     expected = np.concatenate([pen, np.log(t / (1 - t))], axis=1)
     # training computes the head's inputs with the same function, on NumPy arrays
     np.testing.assert_allclose(np.asarray(head_inputs(pen, taggram, tag_inputs=True)), expected, rtol=1e-5, atol=1e-4)
     # and the bundle's one-call prediction feeds the head exactly those
-    probs = tiny_bundle.model.predict_on_batch(expected[None].astype(np.float32))[0]
-    pred = tiny_bundle.predict(p)
+    probs = tagged.model.predict_on_batch(expected[None].astype(np.float32))[0]
+    pred = tagged.predict(p)
     assert pred.n_segments == 3
-    np.testing.assert_allclose([pred.probabilities[g] for g in tiny_bundle.genres], probs, atol=1e-5)
+    np.testing.assert_allclose([pred.probabilities[g] for g in tagged.genres], probs, atol=1e-5)
 
 
 def test_feature_configs_saved_before_tag_inputs_load_without_them():
