@@ -168,7 +168,9 @@ class ModelBundle:
     # ------------------------------------------------------------------ properties
     @property
     def embedding_dim(self) -> int:
-        return int(self.model.get_layer("embedding").units)
+        from .model import embedding_size
+
+        return embedding_size(self.model)
 
     @property
     def tag_names(self) -> list[str]:
@@ -199,7 +201,7 @@ class ModelBundle:
             import keras
             import tensorflow as tf
 
-            from .model import build_sequence_head
+            from .model import build_sequence_head, embedding_output
             from .musicnn import head_inputs
 
             # the same layers and weights without the padding mask: one track a call pads nothing
@@ -208,7 +210,7 @@ class ModelBundle:
             for layer in unmasked.layers:
                 if layer.weights:
                     layer.set_weights(self.model.get_layer(layer.name).get_weights())
-            head = keras.Model(unmasked.inputs, [unmasked.output, unmasked.get_layer("embedding").output])
+            head = keras.Model(unmasked.inputs, [unmasked.output, embedding_output(unmasked)])
             frontend, tag_inputs = self.frontend, self.feature_config.tag_inputs
             spec = tf.TensorSpec([None, self.feature_config.n_frames, self.feature_config.n_features], tf.float32)
 

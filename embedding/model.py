@@ -22,6 +22,7 @@ frame sequence (n_frames, n_features)
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,10 @@ class ModelConfig:
     # class vectors, as in NormFace / CosFace): softmax over scaled cosines, so the training
     # loss itself shapes the embedding's cosine neighbourhoods the recommender searches
     cosine_scale: float = 0.0
+    # v2: > 1 trains that many heads apart (seeds seed, seed + 1, ...; a deep ensemble); the
+    # model's genre probabilities are their mean, and its embedding their unit-length
+    # embeddings side by side (cosine similarity = the mean of the heads' cosines)
+    ensemble: int = 1
     seed: int = 1234
 
     @classmethod
@@ -68,6 +73,8 @@ class ModelConfig:
             raise ValueError(f"balance must be genre, sqrt or track, not {self.balance!r}")
         if self.average_last < 0:
             raise ValueError(f"average_last must be 0 (off) or a number of epochs, not {self.average_last}")
+        if self.ensemble < 1:
+            raise ValueError(f"ensemble must be 1 (one head) or more, not {self.ensemble}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -85,26 +92,27 @@ class ModelConfig:
 
 # chosen on fold A's valid split (benchmarks/genre_recipe.py); segments_per_track is the number
 # of random patch sequences drawn per training track and epoch
-SEQUENCE_RECIPE: dict[str, Any] = dict(lstm_units=(32,), embedding_dim=64, time_pool=1, dropout=0.3,
+SEQUENCE_RECIPE: dict[str, Any] = dict(lstm_units=(32,), embedding_dim=32, time_pool=1, dropout=0.3,
                                        learning_rate=1e-3, batch_size=32, max_epochs=30, patience=10,
                                        segments_per_track=8, spec_augment=False, mixup=0.0, label_smoothing=0.1,
-                                       average_last=5)
+                                       average_last=5, ensemble=5)
 
 
-def _bilstm_stack(x, config: ModelConfig, *, dropout_between: bool):
+def _bilstm_stack(x, config: ModelConfig, *, dropout_between: bool, prefix: str = ""):
     """``config.lstm_units`` Bidirectional LSTM layers (the last returns its final state),
-    then dropout; ``dropout_between`` also drops out between layers."""
+    then dropout; ``dropout_between`` also drops out between layers. ``prefix`` starts
+    the layers' names."""
     from keras import layers
 
     for i, units in enumerate(config.lstm_units):
         last = i == len(config.lstm_units) - 1
         x = layers.Bidirectional(
             layers.LSTM(units, return_sequences=not last, recurrent_dropout=config.recurrent_dropout),
-            name=f"bilstm_{i + 1}",
+            name=f"{prefix}bilstm_{i + 1}",
         )(x)
         if dropout_between and not last:
-            x = layers.Dropout(config.dropout / 2, name=f"dropout_seq_{i + 1}")(x)
-    return layers.Dropout(config.dropout, name="dropout_lstm")(x)
+            x = layers.Dropout(config.dropout / 2, name=f"{prefix}dropout_seq_{i + 1}")(x)
+    return layers.Dropout(config.dropout, name=f"{prefix}dropout_lstm")(x)
 
 
 def build_sequence_head(*, n_features: int, n_genres: int, config: ModelConfig, masking: bool = True):
@@ -114,6 +122,12 @@ def build_sequence_head(*, n_features: int, n_genres: int, config: ModelConfig, 
     tracks of different lengths train in one batch; prediction, one track a call, uses the
     same layers and weights without the mask. The layer named ``embedding`` is the
     penultimate layer, whose activations are the track embedding.
+
+    With ``config.ensemble`` = N > 1 the model holds N heads side by side (the layers of
+    head m are named ``h{m}_…``, as one head's are without the prefix): ``genre`` is the
+    mean of their softmaxes, and the track embedding (``embedding_output``) their
+    unit-length penultimate layers side by side (N × ``embedding_dim``). ``fit_sequence``
+    trains the heads apart and puts them together.
     """
     from ._quiet import import_tensorflow
 
@@ -123,22 +137,60 @@ def build_sequence_head(*, n_features: int, n_genres: int, config: ModelConfig, 
 
     inputs = keras.Input(shape=(None, n_features), name="patch_features")
     masked = layers.Masking(mask_value=0.0, name="padding")(inputs) if masking else inputs
-    x = layers.Dropout(config.dropout / 2, name="dropout_features")(masked)
-    x = _bilstm_stack(x, config, dropout_between=False)
-    if config.mean_skip:
-        mean = layers.GlobalAveragePooling1D(name="feature_mean")(masked)
-        x = layers.Concatenate(name="state_and_mean")([x, layers.Dropout(config.dropout, name="dropout_mean")(mean)])
-    embedding = layers.Dense(config.embedding_dim, activation=config.embedding_activation, name="embedding")(x)
-    x = layers.Dropout(config.dropout, name="dropout_embedding")(embedding)
-    if config.cosine_scale > 0:
-        x = layers.UnitNormalization(name="embedding_unit")(x)
-        x = layers.Dense(n_genres, use_bias=False, kernel_constraint=keras.constraints.UnitNorm(axis=0),
-                         name="genre_cosine")(x)
-        x = layers.Rescaling(config.cosine_scale, name="cosine_scale")(x)
-        outputs = layers.Activation("softmax", name="genre")(x)
+    if config.ensemble == 1:
+        _, outputs = _sequence_branch(masked, n_genres, config, "")
     else:
-        outputs = layers.Dense(n_genres, activation="softmax", name="genre")(x)
+        heads = [_sequence_branch(masked, n_genres, config, f"h{m}_") for m in range(config.ensemble)]
+        outputs = layers.Average(name="genre")([o for _, o in heads])
     return keras.Model(inputs, outputs, name="sonicsort_sequence_bilstm")
+
+
+def _head_embeddings(model) -> list[str]:
+    """The names of an ensemble's per-head embedding layers (``h0_embedding``, ...), in order."""
+    found = [layer.name for layer in model.layers if re.fullmatch(r"h\d+_embedding", layer.name)]
+    return sorted(found, key=lambda n: int(n[1:].split("_", 1)[0]))
+
+
+def embedding_output(model):
+    """The track embedding of a model built here, as a symbolic tensor to build an inference
+    model on: the ``embedding`` layer's output; for an ensemble (no such layer) its heads'
+    unit-length embeddings side by side, so cosine similarity is the mean of the heads'."""
+    if any(layer.name == "embedding" for layer in model.layers):
+        return model.get_layer("embedding").output
+    from keras import layers
+
+    heads = _head_embeddings(model)
+    return layers.Concatenate(name="embedding")(
+        [layers.UnitNormalization(name=f"{n}_unit_length")(model.get_layer(n).output) for n in heads])
+
+
+def embedding_size(model) -> int:
+    """The length of ``embedding_output(model)``."""
+    if any(layer.name == "embedding" for layer in model.layers):
+        return int(model.get_layer("embedding").units)
+    return sum(int(model.get_layer(n).units) for n in _head_embeddings(model))
+
+
+def _sequence_branch(masked, n_genres: int, config: ModelConfig, prefix: str):
+    """One head of ``build_sequence_head``: (its embedding, its genre softmax)."""
+    import keras
+    from keras import layers
+
+    x = layers.Dropout(config.dropout / 2, name=f"{prefix}dropout_features")(masked)
+    x = _bilstm_stack(x, config, dropout_between=False, prefix=prefix)
+    if config.mean_skip:
+        mean = layers.GlobalAveragePooling1D(name=f"{prefix}feature_mean")(masked)
+        x = layers.Concatenate(name=f"{prefix}state_and_mean")(
+            [x, layers.Dropout(config.dropout, name=f"{prefix}dropout_mean")(mean)])
+    embedding = layers.Dense(config.embedding_dim, activation=config.embedding_activation, name=f"{prefix}embedding")(x)
+    x = layers.Dropout(config.dropout, name=f"{prefix}dropout_embedding")(embedding)
+    if config.cosine_scale > 0:
+        x = layers.UnitNormalization(name=f"{prefix}embedding_unit")(x)
+        x = layers.Dense(n_genres, use_bias=False, kernel_constraint=keras.constraints.UnitNorm(axis=0),
+                         name=f"{prefix}genre_cosine")(x)
+        x = layers.Rescaling(config.cosine_scale, name=f"{prefix}cosine_scale")(x)
+        return embedding, layers.Activation("softmax", name=f"{prefix}genre")(x)
+    return embedding, layers.Dense(n_genres, activation="softmax", name=f"{prefix}genre")(x)
 
 
 def build_model(*, n_frames: int, n_features: int, n_genres: int, config: ModelConfig):

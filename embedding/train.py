@@ -11,6 +11,7 @@ prediction is the mean of its segment probabilities, and figures count tracks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -191,6 +192,8 @@ def fit(
     if feature_config.is_sequence:
         return fit_sequence(train, genres, feature_config, model_config, valid=valid, epochs=epochs,
                             on_epoch=on_epoch, restore_best=restore_best)
+    if model_config.ensemble != 1:
+        raise ValueError("an ensemble of heads is for the musicnn (v2) recipe; the v1 frame model has one")
 
     keras.utils.set_random_seed(model_config.seed)
     rng = np.random.default_rng(model_config.seed)
@@ -381,6 +384,9 @@ def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: 
     from .musicnn import head_input_dim, load_frontend
 
     frontend = frontend or load_frontend()
+    if model_config.ensemble > 1:
+        return _fit_ensemble(train, genres, feature_config, model_config, valid=valid, epochs=epochs,
+                             on_epoch=on_epoch, restore_best=restore_best, frontend=frontend)
     keras.utils.set_random_seed(model_config.seed)
     rng = np.random.default_rng(model_config.seed)
     gidx = {g: i for i, g in enumerate(genres)}
@@ -423,6 +429,37 @@ def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: 
     if best.weights is not None and restore_best:
         model.set_weights(best.weights)
     return model, Normalizer.identity(feature_config.n_features), history
+
+
+def _fit_ensemble(train: list[TrackFeatures], genres: list[str], feature_config: FeatureConfig,
+                  model_config: ModelConfig, *, valid, epochs, on_epoch, restore_best: bool, frontend):
+    """``fit_sequence`` with ``model_config.ensemble`` = N > 1: N heads trained one after the
+    other, each as a one-head model of seed ``seed + m`` (its own initial weights, crops and
+    dropout), then copied into one N-head model (``build_sequence_head``). Each history
+    row says which ``head`` it is of."""
+    from .model import build_sequence_head
+    from .musicnn import head_input_dim
+
+    history: list[dict[str, Any]] = []
+    heads = []
+    for m in range(model_config.ensemble):
+        def tagged(row: dict[str, Any], m: int = m) -> None:
+            row["head"] = m + 1
+            if on_epoch:
+                on_epoch(row)
+
+        one = dataclasses.replace(model_config, ensemble=1, seed=model_config.seed + m)
+        head, normalizer, rows = fit_sequence(train, genres, feature_config, one, valid=valid, epochs=epochs,
+                                              on_epoch=tagged, restore_best=restore_best, frontend=frontend)
+        heads.append(head)
+        history.extend(rows)
+    model = build_sequence_head(n_features=head_input_dim(tag_inputs=feature_config.tag_inputs), n_genres=len(genres),
+                                config=model_config)
+    for m, head in enumerate(heads):
+        for layer in head.layers:
+            if layer.weights:
+                model.get_layer(f"h{m}_{layer.name}").set_weights(layer.get_weights())
+    return model, normalizer, history
 
 
 # ---------------------------------------------------------------- evaluation
@@ -582,7 +619,7 @@ def train_bundle(
     bundle.training = {
         "n_tracks": len(tr),
         "genre_counts": {g: sum(t.track.genre == g for t in tr) for g in genres},
-        "epochs_run": len(history),
+        "epochs_run": max((h["epoch"] for h in history), default=0),  # the most any head of an ensemble ran
         "history": history,
         "train_on_all": train_on_all,
         "track_sha256": sorted(train_hashes),

@@ -40,7 +40,7 @@ def test_predict_with_the_shipped_model(tmp_path):
     assert str(clip) in p.stdout and "(" in p.stdout
     p = run("predict", clip, "--json", home=tmp_path)
     d = json.loads(p.stdout)
-    assert len(d["embedding"]) == 64 and len(d["top"]) == 3
+    assert len(d["embedding"]) == 5 * 32 and len(d["top"]) == 3  # five heads' 32-d embeddings
     assert d["genre"] in d["probabilities"] and len(d["probabilities"]) == 10
     assert len(d["tags"]) == 50 and len(d["top_tags"]) == 5 and "Mellow" in d["tags"]
     assert "tags: " in run("predict", clip, home=tmp_path).stdout
@@ -74,13 +74,16 @@ def test_train_then_evaluate_from_the_command_line(toy_dataset, tmp_path):
     out = tmp_path / "model"
     # the default recipe: the musicnn front end under a (here tiny) BiLSTM head
     p = run("train", toy_dataset / "manifest.csv", "--out", out, "--lstm-units", "8", "--embedding-dim", 16,
-            "--max-epochs", 6, "--patience", 6, "--segments-per-track", 6, "--workers", 1, "--json", home=tmp_path)
+            "--max-epochs", 6, "--patience", 6, "--segments-per-track", 6, "--ensemble", 2, "--workers", 1, "--json",
+            home=tmp_path)
     summary = json.loads(p.stdout)
     assert summary["evaluation"]["split"] == "test" and (out / "confusion.png").exists()
     assert set(summary["evaluation"]["baseline"]) == {"logistic_regression", "knn", "linear_probe"}
-    assert json.loads((out / "bundle.json").read_text())["feature_config"]["kind"] == "musicnn"
+    saved = json.loads((out / "bundle.json").read_text())
+    assert saved["feature_config"]["kind"] == "musicnn" and saved["model_config"]["ensemble"] == 2
+    assert saved["embedding_dim"] == 2 * 16  # the two heads' embeddings side by side
     assert (out / "frontend.weights.h5").is_file()
-    assert "epoch   1" in p.stderr  # progress per epoch
+    assert "head 1  epoch   1" in p.stderr and "head 2  epoch   1" in p.stderr  # progress per head and epoch
     p = run("predict", write_clip(tmp_path / "q.wav", "chirp", seconds=2.0, seed=5), "--model", out, home=tmp_path)
     assert "tags: " in p.stdout  # the front end's top tags
     # the v1 frame recipe stays available; its options are refused for musicnn patches
@@ -91,6 +94,9 @@ def test_train_then_evaluate_from_the_command_line(toy_dataset, tmp_path):
     assert json.loads((v1 / "bundle.json").read_text())["feature_config"]["kind"] == "logmel"
     p = run("train", toy_dataset / "manifest.csv", "--out", v1, "--n-mels", 24, home=tmp_path, check=False)
     assert one_line_error(p) and "musicnn" in p.stderr
+    p = run("train", toy_dataset / "manifest.csv", "--out", v1, "--features", "logmel", "--ensemble", 2,
+            home=tmp_path, check=False)
+    assert one_line_error(p) and "--ensemble" in p.stderr
     p = run("evaluate", toy_dataset / "manifest.csv", "--model", out, "--split", "all", "--out", tmp_path / "rep",
             "--json", home=tmp_path)
     m = json.loads(p.stdout)

@@ -86,6 +86,51 @@ def test_v2_head_can_read_the_tag_logits_beside_the_penultimate_features(toy_dat
     np.testing.assert_allclose([pred.probabilities[g] for g in tagged.genres], probs, atol=1e-5)
 
 
+def test_v2_ensemble_is_heads_trained_apart_in_one_model(toy_dataset, tmp_path):
+    from embedding import FeatureConfig, load_audio
+    from embedding.musicnn import log_mel_patches
+    from embedding.train import train_bundle
+
+    from .conftest import TINY_HEAD
+
+    assert ModelConfig.sequence().ensemble == 5  # the shipped recipe
+    ds = load_dataset(toy_dataset / "manifest.csv", seed=3)
+    config = ModelConfig.sequence(**{**TINY_HEAD, "max_epochs": 3, "patience": 3, "ensemble": 2})
+    trained = train_bundle(ds, feature_config=FeatureConfig.musicnn(), model_config=config, workers=1)
+    assert [h["head"] for h in trained.training["history"]] == [1, 1, 1, 2, 2, 2]
+    assert trained.training["epochs_run"] == 3
+    b = ModelBundle.load(trained.save(tmp_path / "ensemble"))
+    assert b.model_config.ensemble == 2 and b.embedding_dim == 2 * 16
+    p = write_clip(tmp_path / "q.wav", "chirp", seconds=7.0, seed=8)
+    patches = log_mel_patches(load_audio(p, sr=16_000).samples, max_patches=b.feature_config.max_patches)
+    feats, _ = b.patch_features(patches)
+    # each head on its own: its softmax and embedding, as a one-head model of its layers
+    import keras
+
+    probs, embs = [], []
+    for m in range(2):
+        head = keras.Model(b.model.inputs, [b.model.get_layer(f"h{m}_genre").output,
+                                            b.model.get_layer(f"h{m}_embedding").output])
+        pr, e = head.predict_on_batch(feats[None])
+        probs.append(pr[0])
+        embs.append(e[0] / np.linalg.norm(e[0]))
+    assert not np.allclose(embs[0], embs[1], atol=0.05)  # two heads, not one twice (seeds differ)
+    pred = b.predict(p)
+    np.testing.assert_allclose([pred.probabilities[g] for g in b.genres], np.mean(probs, 0), atol=1e-5)
+    np.testing.assert_allclose(pred.embedding, np.concatenate(embs) / np.sqrt(2), atol=1e-5)
+    # cosine similarity of two tracks is the mean of the heads' cosines
+    q = b.predict(write_clip(tmp_path / "r.wav", "drone", seconds=4.0, seed=9))
+    f2, _ = b.patch_features(log_mel_patches(load_audio(tmp_path / "r.wav", sr=16_000).samples,
+                                             max_patches=b.feature_config.max_patches))
+    cos = []
+    for m in range(2):
+        e = keras.Model(b.model.inputs, b.model.get_layer(f"h{m}_embedding").output).predict_on_batch(f2[None])[0]
+        cos.append(float(embs[m] @ (e / np.linalg.norm(e))))
+    assert float(pred.embedding @ q.embedding) == pytest.approx(np.mean(cos), abs=1e-5)
+    with pytest.raises(ValueError, match="ensemble"):
+        ModelConfig.sequence(ensemble=0)
+
+
 def test_feature_configs_saved_before_tag_inputs_load_without_them():
     from embedding import FeatureConfig
 

@@ -48,7 +48,7 @@ def add_commands(sub, common) -> None:
     p.add_argument("--lstm-units", default=None, help="units per BiLSTM layer, comma-separated (default 32 / 48,48)")
     p.add_argument("--time-pool", type=int, default=None, help="logmel/mfcc: average-pool this many frames before the BiLSTM (default 4)")
     p.add_argument("--mixup", type=float, default=None, help="logmel/mfcc: mixup Beta(a, a) parameter, 0 to disable (default 0.4)")
-    p.add_argument("--embedding-dim", type=int, default=None, help="embedding size (default 64 / 128)")
+    p.add_argument("--embedding-dim", type=int, default=None, help="embedding size (musicnn: of each head, default 32 / 128)")
     p.add_argument("--dropout", type=float, default=None, help="dropout rate (default 0.3 / 0.5)")
     p.add_argument("--learning-rate", type=float, default=None, help="Adam learning rate (default 0.001)")
     p.add_argument("--segments-per-track", type=int, default=None,
@@ -59,6 +59,9 @@ def add_commands(sub, common) -> None:
     p.add_argument("--average-last", type=int, default=None,
                    help="the final weights are the mean of the last N epochs' (weight averaging; default 5 / 0; "
                         "0 keeps the last epoch's)")
+    p.add_argument("--ensemble", type=int, default=None,
+                   help="musicnn: train N heads apart (seeds SEED, SEED+1, ...) and ship them as one model: the mean "
+                        "of their genre probabilities, their embeddings side by side (default 5; 1: one head)")
     p.add_argument("--last-epoch", action="store_true",
                    help="keep the last epoch's weights instead of the best on valid (with --epochs: a fixed-length "
                         "run, so the valid figures are not selected on valid)")
@@ -139,10 +142,13 @@ def cmd_train(args: argparse.Namespace, settings) -> int:
                                segment_hop_seconds=args.segment_hop_seconds or 1.5)
             recipe = ModelConfig()
         given = {k: getattr(args, k) for k in ("embedding_dim", "max_epochs", "patience", "learning_rate",
-                                                "segments_per_track", "dropout", "time_pool", "mixup", "average_last")
+                                                "segments_per_track", "dropout", "time_pool", "mixup", "average_last",
+                                                "ensemble")
                  if getattr(args, k) is not None}
         if args.lstm_units is not None:
             given["lstm_units"] = tuple(int(u) for u in args.lstm_units.split(","))
+        if args.features != "musicnn" and given.get("ensemble", 1) != 1:
+            raise ValueError("--ensemble is for --features musicnn (heads over the front end's features)")
         mc = dataclasses.replace(recipe, seed=args.seed, **given)
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -154,7 +160,7 @@ def cmd_train(args: argparse.Namespace, settings) -> int:
              "; ".join(f"{g} {c}" for g, c in counts.items()))
 
     def on_epoch(row: dict[str, Any]) -> None:
-        msg = f"epoch {row['epoch']:3d}  loss {row['loss']:.3f}"
+        msg = (f"head {row['head']}  " if "head" in row else "") + f"epoch {row['epoch']:3d}  loss {row['loss']:.3f}"
         if "valid_balanced_accuracy" in row:
             msg += (f"  valid loss {row['valid_loss']:.3f}  acc {row['valid_accuracy']:.3f}"
                     f"  bal.acc {row['valid_balanced_accuracy']:.3f}{'  *' if row.get('best') else ''}")
@@ -170,7 +176,9 @@ def cmd_train(args: argparse.Namespace, settings) -> int:
     summary = {"model_dir": str(out), "model_version": bundle.version, "genres": bundle.genres,
                "epochs_run": bundle.training["epochs_run"], "n_train_tracks": bundle.training["n_tracks"],
                "evaluation": {k: ev[k] for k in ("split", "n_tracks", "accuracy", "balanced_accuracy", "macro_f1", "baseline") if k in ev}}
-    text = f"saved model {bundle.version} to {out} ({bundle.training['epochs_run']} epochs, {bundle.training['n_tracks']} training tracks)"
+    heads = f"{mc.ensemble} heads, " if mc.ensemble > 1 else ""
+    text = (f"saved model {bundle.version} to {out} ({heads}{bundle.training['epochs_run']} epochs, "
+            f"{bundle.training['n_tracks']} training tracks)")
     if ev:
         text += (f"\n{ev['split']}: {ev['n_tracks']} tracks  accuracy {ev['accuracy']:.3f}  balanced accuracy "
                  f"{ev['balanced_accuracy']:.3f}  macro-F1 {ev['macro_f1']:.3f}")
