@@ -184,6 +184,7 @@ def main() -> int:
     ap.add_argument("--pad", type=int, default=10_000, help="synthetic tracks added (default 10000)")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--warm-up", type=float, default=3, help="seconds of the same load before the measured run (default 3)")
     ap.add_argument("--uploads", type=int, default=200)
     ap.add_argument("--changes", type=int, default=10_000)
     ap.add_argument("--out", default="benchmarks/results/scale-out.json")
@@ -221,7 +222,7 @@ def main() -> int:
             a_url, a = start_node(tmp, f"{name}-a", where, env)
             b_url, b = start_node(tmp, f"{name}-b", where, env)
             try:
-                load([a_url, b_url], ids, args.clients, 3)  # warm-up: row caches, answer paths
+                load([a_url, b_url], ids, args.clients, args.warm_up)  # warm-up: row caches, answer paths
                 results[f"similar_{name}"] = r = load([a_url, b_url], ids, args.clients, args.seconds)
                 print(f"{name}: /similar, 2 nodes, {args.clients} clients: {r}", flush=True)
                 results[f"propagation_{name}"] = r = propagation(a_url, b_url, partners, args.uploads)

@@ -673,8 +673,10 @@ class Catalog:
             found = {i: self._rows[i] for i in ids if i in self._rows}
             missing = [i for i in ids if i not in found]
             # one round trip per chunk: the rows with their paths (an outer join, a row per
-            # path, in the order they were recorded), and the vectors when they are wanted
-            stmt = _ROWS_PATHS_VECS if with_embedding else _ROWS_PATHS
+            # path, in the order they were recorded) and their vectors, cached together: a
+            # track read as a neighbour is soon asked for as a query (/similar of it), and
+            # its vector is then already here instead of costing a second round trip
+            stmt = _ROWS_PATHS_VECS
             for i in range(0, len(missing), 500):
                 got: dict[int, tuple[tuple, list[str]]] = {}
                 for r in self._q(stmt, {"ids": missing[i:i + 500]}):
@@ -686,8 +688,7 @@ class Catalog:
                 for tid, (r, where) in got.items():
                     found[tid] = self._row_to_track(r, where)
                     self._remember(self._rows, tid, found[tid])
-                    if with_embedding:
-                        self._remember(self._vecs, tid, _vector(r[_PATH_COL + 1]))
+                    self._remember(self._vecs, tid, _vector(r[_PATH_COL + 1]))
             vecs = self._vectors(ids) if with_embedding else {}
         out: dict[int, Track] = {}
         for i in ids:
