@@ -676,10 +676,9 @@ class Catalog:
             # path, in the order they were recorded) and their vectors, cached together: a
             # track read as a neighbour is soon asked for as a query (/similar of it), and
             # its vector is then already here instead of costing a second round trip
-            stmt = _ROWS_PATHS_VECS
             for i in range(0, len(missing), 500):
                 got: dict[int, tuple[tuple, list[str]]] = {}
-                for r in self._q(stmt, {"ids": missing[i:i + 500]}):
+                for r in self._q(_ROWS_PATHS_VECS, {"ids": missing[i:i + 500]}):
                     seen = got.get(r[0])
                     if seen is None:
                         got[r[0]] = seen = (r, [])
@@ -894,12 +893,11 @@ class Catalog:
 _COLS = (tracks.c.id, tracks.c.sha256, tracks.c.title, tracks.c.artist, tracks.c.album, tracks.c.duration_s,
          tracks.c.genre, tracks.c.probabilities, tracks.c.model_version, tracks.c.is_silent, tracks.c.added_at,
          tracks.c.tags)
-_PATH_COL = len(_COLS)  # _ROWS_PATHS: the row's columns, then one path (None: no path), then the vector
-_ROWS_PATHS = (sa.select(*_COLS, paths.c.path)
-               .select_from(tracks.outerjoin(paths, paths.c.track_id == tracks.c.id))
-               .where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
-               .order_by(tracks.c.id, paths.c.seq))
-_ROWS_PATHS_VECS = _ROWS_PATHS.add_columns(tracks.c.embedding)
+_PATH_COL = len(_COLS)  # _ROWS_PATHS_VECS: the row's columns, then one path (None: no path), then the vector
+_ROWS_PATHS_VECS = (sa.select(*_COLS, paths.c.path, tracks.c.embedding)
+                    .select_from(tracks.outerjoin(paths, paths.c.track_id == tracks.c.id))
+                    .where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
+                    .order_by(tracks.c.id, paths.c.seq))
 _VECS = sa.select(tracks.c.id, tracks.c.embedding).where(tracks.c.id.in_(sa.bindparam("ids", expanding=True)))
 _WRITES = sa.select(meta.c.value).where(meta.c.key == "writes")
 _SCHEMA = sa.select(meta.c.value).where(meta.c.key == "schema_version")
