@@ -55,16 +55,25 @@ def launch(tmp_path, bundle, redis_url, cache_prefix, *, workers: int = 2, threa
                             text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
-    ready = 0
-    while ready < 3 * workers and time.monotonic() < deadline:  # several fresh connections: every worker ready
+    ready: set[int] = set()  # the worker pids that answered ready; a run of ready answers from one
+    # worker proves nothing of the other, since the kernel may hand every new connection to the same
+    streak = 0
+    while (len(ready) < workers or streak < 3) and time.monotonic() < deadline:
         try:
-            ready = ready + 1 if fresh_get(url + "/readyz", timeout=10).status_code == 200 else 0
+            r = fresh_get(url + "/readyz", timeout=10)
+            pid = r.json().get("worker_pid")
+            if r.status_code == 200:
+                ready.add(pid)
+                streak += 1
+            else:
+                ready.discard(pid)
+                streak = 0
         except requests.ConnectionError:
             assert proc.poll() is None, proc.stdout.read()
-        except requests.Timeout:
-            ready = 0
+        except (requests.Timeout, ValueError):
+            streak = 0
         time.sleep(0.2)
-    if ready < 3 * workers:
+    if len(ready) < workers or streak < 3:
         proc.terminate()
         raise AssertionError("gunicorn did not get ready: " + (proc.stdout.read() or "")[-3000:])
     return url, proc, env
