@@ -13,8 +13,8 @@ $B/sonicsort bench ann --dataset synthetic:100000:128 --out benchmarks/results/a
 if [ -d ../shared/data ]; then
   REAL=$(mktemp -d)
   SONICSORT_HOME=$REAL $B/sonicsort ingest ../shared/data
-  SONICSORT_HOME=$REAL $B/sonicsort bench export "$REAL/sonicsort-shared-data-64-angular.hdf5" --queries 66
-  $B/sonicsort bench ann --dataset "$REAL/sonicsort-shared-data-64-angular.hdf5" --runs benchmarks/runs-real.yml \
+  SONICSORT_HOME=$REAL $B/sonicsort bench export "$REAL/sonicsort-shared-data-160-angular.hdf5" --queries 66
+  $B/sonicsort bench ann --dataset "$REAL/sonicsort-shared-data-160-angular.hdf5" --runs benchmarks/runs-real.yml --repeat 7 \
     --out benchmarks/results/ann-real
   rm -rf "$REAL"
 fi
