@@ -99,19 +99,11 @@ def build_catalog(home: Path, data: str | None, pad: int, env: dict) -> tuple[li
     return ids, files
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
-    import urllib.request
+def wait_ready(url: str, proc: subprocess.Popen, workers: int, timeout_s: float = 180) -> None:
+    """``faults.wait_ready``: until every worker has answered ready (not only a run of ready answers)."""
+    from faults import wait_ready as every_worker_ready
 
-    deadline, ok = time.monotonic() + timeout_s, 0
-    while ok < 8:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            sys.exit("the server did not get ready")
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
-                ok = ok + 1 if r.status == 200 else 0
-        except Exception:
-            ok = 0
-        time.sleep(0.25)
+    every_worker_ready(url, proc, n=8, timeout=timeout_s, workers=workers)
 
 
 def load_python(host: str, port: int, ids: list[int], clients: int, seconds: float,
@@ -339,7 +331,7 @@ def main() -> None:
                                     env={**env, "SONICSORT_WEB_SERVER": web,
                                          **({} if answers else {"SONICSORT_ANSWER_CACHE_MB": "0"})},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_ready(url, proc)
+            wait_ready(url, proc, workers)
             similar = None
             if answers:
                 # warm both workers' caches of catalog rows and index pages, not measured

@@ -67,17 +67,32 @@ def generated_catalog(prefix: str, web_server: str, catalog_url: str = "") -> tu
     return tmp, home, env
 
 
-def wait_ready(url: str, proc, n: int = 8, timeout: float = 180) -> None:
-    deadline, ok = time.monotonic() + timeout, 0
-    while ok < n and time.monotonic() < deadline:
+def wait_ready(url: str, proc, n: int = 8, timeout: float = 180, workers: int | None = None) -> None:
+    """Until every worker has answered ``/readyz`` 200 and then ``n`` answers in a row were 200.
+
+    Ready answers in a row alone prove nothing of a worker still loading: the kernel may hand
+    every new connection to the same one. ``workers``: how many (default: what serve starts,
+    ``SONICSORT_WEB_WORKERS`` or 2)."""
+    if workers is None:
+        workers = int(os.environ.get("SONICSORT_WEB_WORKERS", "2"))
+    deadline, ok, ready = time.monotonic() + timeout, 0, set()
+    while (ok < n or len(ready) < workers) and time.monotonic() < deadline:
         try:
-            ok = ok + 1 if requests.get(url + "/readyz", timeout=5, headers={"Connection": "close"}).ok else 0
-        except requests.RequestException:
+            r = requests.get(url + "/readyz", timeout=5, headers={"Connection": "close"})
+            pid = r.json().get("worker_pid") if r.headers.get("Content-Type", "").startswith("application/") else None
+            if r.ok and pid is not None:
+                ready.add(pid)
+                ok += 1
+            else:
+                ready.discard(pid)
+                ok = 0
+        except (requests.RequestException, ValueError):
+            ok = 0
             if proc.poll() is not None:
                 sys.exit("serve exited (its log is serve.log in the benchmark's temporary folder)")
         time.sleep(0.2)
-    if ok < n:
-        sys.exit("serve did not get ready")
+    if ok < n or len(ready) < workers:
+        sys.exit(f"serve did not get ready ({len(ready)} of {workers} workers answered ready)")
 
 
 def pct(xs: list[float], q: float) -> float:
