@@ -77,8 +77,9 @@ def add_commands(sub, common) -> None:
         description="Copy every track of the catalog SRC (its ids, paths, tags, embeddings and the highest id "
                     "ever given) into DST, which must be empty or new. Each is a SQLite file path, sqlite:///PATH "
                     "or postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (the database must exist). DST is written in "
-                    "one transaction: an error or Ctrl-C leaves it empty. Indexes are not copied: each machine "
-                    "builds its own from the catalog (they are derived).")
+                    "one transaction: an error or Ctrl-C leaves it empty, and then vacuumed and analysed (ANALYZE "
+                    "in SQLite) so that its first queries are planned with statistics. Indexes are not copied: "
+                    "each machine builds its own from the catalog (they are derived).")
     p.add_argument("src", metavar="SRC", help="the catalog to copy (a path or URL)")
     p.add_argument("dst", metavar="DST", help="the new catalog (a path or URL)")
     p.set_defaults(func=cmd_catalog_copy)
