@@ -44,6 +44,8 @@ import time
 import uuid
 from pathlib import Path
 
+import requests
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -99,11 +101,32 @@ def build_catalog(home: Path, data: str | None, pad: int, env: dict) -> tuple[li
     return ids, files
 
 
-def wait_ready(url: str, proc: subprocess.Popen, workers: int, timeout_s: float = 180) -> None:
-    """``faults.wait_ready``: until every worker has answered ready (not only a run of ready answers)."""
-    from faults import wait_ready as every_worker_ready
+def wait_ready(url: str, proc, n: int = 8, timeout: float = 180, workers: int | None = None) -> None:
+    """Until every worker has answered ``/readyz`` 200 and then ``n`` answers in a row were 200.
 
-    every_worker_ready(url, proc, n=8, timeout=timeout_s, workers=workers)
+    Ready answers in a row alone prove nothing of a worker still loading: the kernel may hand
+    every new connection to the same one. ``workers``: how many (default: what serve starts,
+    ``SONICSORT_WEB_WORKERS`` or 2)."""
+    if workers is None:
+        workers = int(os.environ.get("SONICSORT_WEB_WORKERS", "2"))
+    deadline, ok, ready = time.monotonic() + timeout, 0, set()
+    while (ok < n or len(ready) < workers) and time.monotonic() < deadline:
+        try:
+            r = requests.get(url + "/readyz", timeout=5, headers={"Connection": "close"})
+            pid = r.json().get("worker_pid")
+            if r.ok and pid is not None:
+                ready.add(pid)
+                ok += 1
+            else:
+                ready.discard(pid)
+                ok = 0
+        except (requests.RequestException, ValueError):
+            ok = 0
+            if proc.poll() is not None:
+                sys.exit(f"serve exited before it was ready (exit status {proc.returncode})")
+        time.sleep(0.2)
+    if ok < n or len(ready) < workers:
+        sys.exit(f"serve did not get ready ({len(ready)} of {workers} workers answered ready)")
 
 
 def load_python(host: str, port: int, ids: list[int], clients: int, seconds: float,
@@ -331,7 +354,7 @@ def main() -> None:
                                     env={**env, "SONICSORT_WEB_SERVER": web,
                                          **({} if answers else {"SONICSORT_ANSWER_CACHE_MB": "0"})},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_ready(url, proc, workers)
+            wait_ready(url, proc, workers=workers)
             similar = None
             if answers:
                 # warm both workers' caches of catalog rows and index pages, not measured

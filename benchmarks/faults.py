@@ -38,7 +38,7 @@ import requests
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_load import free_port  # noqa: E402
+from api_load import free_port, wait_ready  # noqa: E402
 
 KEY = "fault-key"
 
@@ -65,34 +65,6 @@ def generated_catalog(prefix: str, web_server: str, catalog_url: str = "") -> tu
            "SONICSORT_WEB_SERVER": web_server, "TF_CPP_MIN_LOG_LEVEL": "2", "SONICSORT_CATALOG_URL": catalog_url}
     subprocess.run([sys.executable, "-m", "api.cli", "ingest", str(music)], env=env, check=True, capture_output=True)
     return tmp, home, env
-
-
-def wait_ready(url: str, proc, n: int = 8, timeout: float = 180, workers: int | None = None) -> None:
-    """Until every worker has answered ``/readyz`` 200 and then ``n`` answers in a row were 200.
-
-    Ready answers in a row alone prove nothing of a worker still loading: the kernel may hand
-    every new connection to the same one. ``workers``: how many (default: what serve starts,
-    ``SONICSORT_WEB_WORKERS`` or 2)."""
-    if workers is None:
-        workers = int(os.environ.get("SONICSORT_WEB_WORKERS", "2"))
-    deadline, ok, ready = time.monotonic() + timeout, 0, set()
-    while (ok < n or len(ready) < workers) and time.monotonic() < deadline:
-        try:
-            r = requests.get(url + "/readyz", timeout=5, headers={"Connection": "close"})
-            pid = r.json().get("worker_pid") if r.headers.get("Content-Type", "").startswith("application/") else None
-            if r.ok and pid is not None:
-                ready.add(pid)
-                ok += 1
-            else:
-                ready.discard(pid)
-                ok = 0
-        except (requests.RequestException, ValueError):
-            ok = 0
-            if proc.poll() is not None:
-                sys.exit("serve exited (its log is serve.log in the benchmark's temporary folder)")
-        time.sleep(0.2)
-    if ok < n or len(ready) < workers:
-        sys.exit(f"serve did not get ready ({len(ready)} of {workers} workers answered ready)")
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -379,7 +379,7 @@ class Catalog:
         only minutes later."""
         with self._lock, self._guard():
             if self.dialect == "postgresql":
-                for table in (tracks, paths, track_tags, meta):
+                for table in _md.sorted_tables:
                     self._db.exec_driver_sql(f"VACUUM (ANALYZE) {table.name}")
             else:
                 self._db.exec_driver_sql("ANALYZE")
