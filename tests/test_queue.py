@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 
 import pytest
@@ -21,9 +22,11 @@ def test_queue_ingest_with_two_workers(tmp_path, cli_env, private_redis):
     for i in range(200):
         g = GENRES[i % 3]
         sf.write(folder / f"{g}-{i:03d}.wav", synth(g, 1.0, 5000 + i), 22_050)
-    env = dict(cli_env, SONICSORT_REDIS_URL=private_redis.url, SONICSORT_CACHE_PREFIX="q:")
+    env = dict(cli_env, SONICSORT_REDIS_URL=private_redis.url, SONICSORT_CACHE_PREFIX="q:", PYTHONFAULTHANDLER="1")
+    logs = [open(tmp_path / f"w{i}.log", "w") for i in range(2)]  # a file, not a pipe no one reads: a
+    # full pipe would block the worker's next log line (the shutdown message) for good
     workers = [subprocess.Popen(CLI + ["worker", "--queue", private_redis.url, "--name", f"w{i}"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+                                stdout=subprocess.DEVNULL, stderr=logs[i], text=True) for i in range(2)]
     try:
         r = run_cli(["ingest", str(folder), "--queue", private_redis.url, "--batch", "8", "--json"], env)
         assert r.returncode == 0, r.stderr
@@ -39,8 +42,18 @@ def test_queue_ingest_with_two_workers(tmp_path, cli_env, private_redis):
     finally:
         for w in workers:
             w.terminate()
-        for w in workers:
-            w.wait(30)
+        stuck = []
+        for i, w in enumerate(workers):
+            try:
+                w.wait(30)
+            except subprocess.TimeoutExpired:
+                w.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack into its log
+                w.wait(10)
+                stuck.append(i)
+        for log in logs:
+            log.close()
+        assert not stuck, "a worker ignored SIGTERM for 30 s; its log: " + "\n".join(
+            (tmp_path / f"w{i}.log").read_text()[-4000:] for i in stuck)
     r = run_cli(["stats", "--json"], env)
     assert json.loads(r.stdout)["tracks"] == 200
 
@@ -74,8 +87,9 @@ def test_queue_workers_store_tracks_straight_into_a_postgresql_catalog(tmp_path,
                SONICSORT_CATALOG_URL=postgres_schema(postgres_db))
 
     def worker(name):
-        return subprocess.Popen(CLI + ["worker", "--queue", private_redis.url, "--name", name], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        with open(tmp_path / f"{name}.log", "w") as log:  # a file, not a pipe no one reads
+            return subprocess.Popen(CLI + ["worker", "--queue", private_redis.url, "--name", name], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=log, text=True)
 
     doomed = worker("doomed")
     ingest = subprocess.Popen(CLI + ["ingest", str(folder), "--queue", private_redis.url, "--batch", "4", "--json"],
@@ -106,3 +120,30 @@ def test_queue_workers_store_tracks_straight_into_a_postgresql_catalog(tmp_path,
     r = run_cli(["stats", "--json"], env)
     stats = json.loads(r.stdout)
     assert stats["tracks"] == 40 and stats["index"]["count"] == 40, stats
+
+
+def test_an_idle_worker_stops_promptly_on_a_warm_shutdown(private_redis):
+    """RQ's warm shutdown unsubscribes from the worker's command channel and then waits for the
+    listening thread. A thread that has already read the unsubscribe reply sleeps out its whole
+    wait first: with RQ's own 60 s wait, a SIGTERM to an idle worker could take a minute."""
+    import time
+
+    import redis
+    from rq import Queue
+
+    from recommender.queue import PUBSUB_WAKE_S, QUEUE_NAME, _worker_class
+
+    conn = redis.Redis.from_url(private_redis.url)
+    worker = _worker_class()([Queue(QUEUE_NAME, connection=conn)], connection=conn, name="prompt")
+    worker.subscribe()
+    deadline = time.monotonic() + 10
+    while not worker.pubsub.subscribed:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    worker.pubsub.unsubscribe()  # the thread reads this reply and goes back to waiting
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    worker.unsubscribe()
+    took = time.monotonic() - t0
+    assert not worker.pubsub_thread.is_alive()
+    assert took < 4 * PUBSUB_WAKE_S + 1, f"the command-channel thread took {took:.1f} s to stop"
