@@ -30,6 +30,7 @@ import numpy as np
 from .errors import IndexFileError, IndexMismatch, InvalidInput
 
 METRICS = ("cosine", "l2", "ip")
+_F32 = np.dtype(np.float32)  # native float32: a query of that dtype is used as it is (`is`: no comparison call)
 FORMAT_VERSION = 1
 HEADER_FILE = "header.json"
 # A filter that keeps at most this share of the items is answered by exact search over
@@ -439,7 +440,7 @@ class VectorIndex(ABC):
 
     def _check_queries(self, vectors) -> np.ndarray:
         """One query (dim,) or many (n, dim); the hot path, so checks are kept cheap."""
-        if type(vectors) is np.ndarray and vectors.dtype == np.float32:
+        if type(vectors) is np.ndarray and vectors.dtype is _F32:
             q = vectors
         else:
             try:

@@ -21,6 +21,11 @@ an id replaces its vector in every type, HNSW included. Cosine is inner product 
 vectors normalised at insert and at query. Filtered searches go through faiss's
 ``IDSelectorBatch`` (faiss filters during the search, so k allowed items come back whenever
 the search reaches them). Builds and batch searches use faiss's OpenMP threads.
+
+An unfiltered query runs on the index's own ``efSearch`` / ``nprobe`` (faiss's search
+parameters object costs a little in C++ on every call): a query at another value sets it once
+and leaves it set for the queries after it, as the hnsw backend does with ``ef``. A
+concurrent query may briefly run at a neighbour's value (quality, never correctness).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import logging
-import math
+import threading
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it announces every import at INFO
 
@@ -42,6 +47,7 @@ from .exact import ExactIndex  # noqa: E402
 
 INDEX_TYPES = ("Flat", "HNSW", "IVFPQ")
 _ptr = faiss.swig_ptr
+_renorm = faiss.fvec_renorm_L2
 _QUERY_PARAMS = {"Flat": (), "HNSW": ("ef",), "IVFPQ": ("nprobe",)}
 
 
@@ -77,7 +83,8 @@ class FaissIndex(VectorIndex):
         self._next_label = 0
         self._masked = 0  # HNSW only: removed labels still in the graph
         self._buffer: ExactIndex | None = ExactIndex(dim, metric) if kind == "IVFPQ" else None
-        self._params_cache: dict[tuple, Any] = {}
+        self._knob: tuple[Any, int] | None = None  # (faiss index, the efSearch/nprobe it is set to now)
+        self._knob_lock = threading.Lock()
         self._live_sel = None  # HNSW: selector of the live labels while some are masked
 
     def _new(self):
@@ -149,7 +156,6 @@ class FaissIndex(VectorIndex):
         self._invalidate()
 
     def _invalidate(self) -> None:
-        self._params_cache = {}
         self._live_sel = None
 
     def _train_from_buffer(self) -> None:
@@ -208,6 +214,15 @@ class FaissIndex(VectorIndex):
             params._sel = sel  # SWIG keeps no reference: the selector must outlive the params
         return params
 
+    def _set_knob(self, index, value: int) -> None:
+        """Set the index's own efSearch / nprobe, and leave it set for the queries after."""
+        with self._knob_lock:
+            if self._kind == "HNSW":
+                index.hnsw.efSearch = value
+            else:
+                index.nprobe = value
+            self._knob = (index, value)
+
     def _search(self, q, k, allowed, **query_params):
         if query_params and not self._type_query_names.issuperset(query_params):
             extra = set(query_params) - self._type_query_names
@@ -216,21 +231,24 @@ class FaissIndex(VectorIndex):
         buffer = self._buffer
         if buffer is not None:  # IVF-PQ not trained yet: its buffer answers, exactly
             return buffer._search(q, k, allowed)
-        if allowed is None and not self._masked:  # every query's case: parameters cached per (value, k)
-            key = (query_params.get(self._query_name) if query_params else None, k)
-            params = self._params_cache.get(key)
-            if params is None:
-                params = self._params_cache[key] = self._search_params(
-                    None, *self._beam(k, query_params.get("ef"), query_params.get("nprobe"), None))
+        if allowed is None and not self._masked:  # every query's case: the index's own setting, no params
+            params = None
+            if self._query_name:
+                value = query_params.get(self._query_name) if query_params else None
+                if self._kind == "HNSW":
+                    value = max(self._ef_default if value is None else int(value), k)
+                else:
+                    value = int(self.params["nprobe"]) if value is None else int(value)
+                index, knob = self._index, self._knob
+                if knob is None or knob[0] is not index or knob[1] != value:
+                    self._set_knob(index, value)
         else:
             params = self._search_params(allowed, *self._beam(k, query_params.get("ef"), query_params.get("nprobe"),
                                                              allowed))
         n = q.shape[0]
         if self.metric == "cosine":  # a normalised copy: the caller's query is left alone
-            if n == 1:
-                q = q * (1.0 / max(math.sqrt(float(np.vdot(q, q))), 1e-30))
-            else:
-                q = q / np.maximum(np.sqrt(np.einsum("ij,ij->i", q, q)), 1e-30)[:, None]
+            q = q.copy()
+            _renorm(self.dim, n, _ptr(q))  # in place, in C (a zero row stays zero)
         # search_c: the call faiss's Python search() makes, without its argument checks (done here)
         dist, labels = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
         self._index.search_c(n, _ptr(q), k, _ptr(dist), _ptr(labels), params)
