@@ -377,3 +377,30 @@ def test_hdf5_distance_attribute_in_every_form_and_never_guessed(tmp_path):
         load_hdf5(write("none.hdf5", None))
     with pytest.raises(InvalidInput, match="'hamming' is not supported"):
         load_hdf5(write("odd.hdf5", "hamming"))
+
+
+@pytest.mark.parametrize("kind,param,values", [("IVFPQ", "nprobe", [1, 16, 1, 4]), ("HNSW", "ef", [10, 200, 10, 50])])
+def test_faiss_per_query_setting_follows_every_change(tmp_path, kind, param, values):
+    """Unfiltered faiss queries run on the index's own efSearch/nprobe, set when a query asks
+    for another value; they must answer as the filtered path does, which passes the value in
+    faiss's per-call parameters, at every change and after a reload."""
+    x, q = data(n=3000, dim=16, seed=4), data(n=20, dim=16, seed=5)
+    extra = {"nlist": 32, "m": 8, "train_size": 3000} if kind == "IVFPQ" else {"M": 8}
+    idx = create_index("faiss", 16, "l2", index_type=kind, **extra)
+    ids = np.arange(len(x))
+    idx.add(ids, x)
+    idx.build()
+
+    def agree(index):
+        for v in values:
+            fast, _ = index.search(q[:20], 10, **{param: v})
+            slow, _ = index.search(q[:20], 10, allowed=ids, **{param: v})
+            assert (fast == slow).all(), f"{param}={v}"
+
+    agree(idx)
+    before = idx.search(q[:20], 10, **{param: values[1]})[0]
+    loaded = type(idx).load(idx.save(tmp_path / "f"))
+    agree(loaded)
+    assert (loaded.search(q[:20], 10, **{param: values[1]})[0] == before).all()
+    # the values differ in what they find (so the test can tell them apart)
+    assert (idx.search(q[:20], 10, **{param: values[0]})[0] != before).any()
