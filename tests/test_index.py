@@ -404,3 +404,28 @@ def test_faiss_per_query_setting_follows_every_change(tmp_path, kind, param, val
     assert (loaded.search(q[:20], 10, **{param: values[1]})[0] == before).all()
     # the values differ in what they find (so the test can tell them apart)
     assert (idx.search(q[:20], 10, **{param: values[0]})[0] != before).any()
+
+
+def test_a_late_finiteness_check_refuses_every_bad_query():
+    """Backends with ``finite_check_after`` skip the upfront NaN/inf check of a single
+    unfiltered query and check it only when the nearest distance comes back non-finite: for
+    every metric, every bad query must still be refused, and a large finite one answered."""
+    late = [b for b in ALL if type(make(b, 4)).finite_check_after]
+    assert late  # voyager
+    for backend in late:
+        for metric in METRICS:
+            x = data(300, 8, seed=11)
+            idx = make(backend, 8, metric)
+            empty = make(backend, 8, metric)
+            idx.add(np.arange(300), x)
+            for bad in (np.nan, np.inf, -np.inf):
+                for dtype in (np.float32, np.float64):
+                    q = x[0].astype(dtype)
+                    q[3] = bad
+                    for index in (idx, empty):
+                        with pytest.raises(InvalidInput, match="NaN or infinite"):
+                            index.search(q, 5)
+            big = x[0].copy()
+            big[3] = 3e38  # finite: its distances may overflow float32, the query is still valid
+            ids, _ = idx.search(big, 5)
+            assert len(ids) == 5, (backend, metric)

@@ -32,6 +32,7 @@ class VoyagerIndex(VectorIndex):
     name = "voyager"
     default_params = {"M": 16, "ef_construction": 200, "ef": 50, "storage": "float32", "seed": 1}
     query_param_names = ("ef",)
+    finite_check_after = True  # a NaN/inf query comes back with NaN/inf distances (tests/test_index.py)
 
     def __init__(self, dim: int, metric: str = "cosine", **params: Any) -> None:
         super().__init__(dim, metric, **params)
