@@ -83,7 +83,7 @@ class FaissIndex(VectorIndex):
         self._next_label = 0
         self._masked = 0  # HNSW only: removed labels still in the graph
         self._buffer: ExactIndex | None = ExactIndex(dim, metric) if kind == "IVFPQ" else None
-        self._knob: tuple[Any, int] | None = None  # (faiss index, the efSearch/nprobe it is set to now)
+        self._knob: int | None = None  # the efSearch / nprobe the faiss index is set to now (None: unknown)
         self._knob_lock = threading.Lock()
         self._live_sel = None  # HNSW: selector of the live labels while some are masked
 
@@ -214,14 +214,14 @@ class FaissIndex(VectorIndex):
             params._sel = sel  # SWIG keeps no reference: the selector must outlive the params
         return params
 
-    def _set_knob(self, index, value: int) -> None:
+    def _set_knob(self, value: int) -> None:
         """Set the index's own efSearch / nprobe, and leave it set for the queries after."""
         with self._knob_lock:
             if self._kind == "HNSW":
-                index.hnsw.efSearch = value
+                self._index.hnsw.efSearch = value
             else:
-                index.nprobe = value
-            self._knob = (index, value)
+                self._index.nprobe = value
+            self._knob = value
 
     def _search(self, q, k, allowed, **query_params):
         if query_params and not self._type_query_names.issuperset(query_params):
@@ -239,9 +239,8 @@ class FaissIndex(VectorIndex):
                     value = max(self._ef_default if value is None else int(value), k)
                 else:
                     value = int(self.params["nprobe"]) if value is None else int(value)
-                index, knob = self._index, self._knob
-                if knob is None or knob[0] is not index or knob[1] != value:
-                    self._set_knob(index, value)
+                if value != self._knob:
+                    self._set_knob(value)
         else:
             params = self._search_params(allowed, *self._beam(k, query_params.get("ef"), query_params.get("nprobe"),
                                                              allowed))
@@ -317,7 +316,7 @@ class FaissIndex(VectorIndex):
             index.hnsw.efSearch = int(self.params["ef"])
             if index.ntotal != len(labels):
                 raise ValueError(f"faiss graph holds {index.ntotal} nodes for {len(labels)} labels")
-        self._index, self._buffer = index, None
+        self._index, self._buffer, self._knob = index, None, None
         self._label_ids = labels if len(labels) else np.full(1024, -1, np.int64)
         self._next_label = len(labels)
         self._label_of = {int(labels[lab]): int(lab) for lab in live}
