@@ -37,6 +37,12 @@ square root's balanced accuracy held 0.68-0.69 on all three, not enough seeds to
     python benchmarks/genre_recipe.py all.csv --recipes v2_ls_p6_swa5_d16_e10,v2_ls_p6_swa5_d32_e5_sqrt \
         --seeds 1234,1,11 --folds A --epochs 10
 
+The shipped recipe adds the front end's tag logits to the heads' inputs and mixup (0.4) of
+the training sequences; chosen, against the five-head recipe without them, with
+
+    python benchmarks/genre_recipe.py all.csv --recipes v2_ls_p6_swa5_d32_e5,v2_ls_p6_swa5_d32_e5_mix,\
+        v2_ls_p6_swa5_d32_e5_tags,v2_ls_p6_swa5_d32_e5_tags_mix --seeds 1,6,11,16,1234 --folds A,B --epochs 10
+
 An ensemble's epoch rows are its heads' one after another; ``final`` holds the model's own
 accuracy and balanced accuracy.
 """
@@ -138,6 +144,15 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     # the shipped recipe with genres drawn by the square root of their track counts
     "v2_ls_p6_swa5_d32_e5_sqrt": ({**V2_4, "max_patches": 6}, {"label_smoothing": 0.1, "average_last": 5, "ensemble": 5,
                                                                "embedding_dim": 32, "balance": "sqrt"}),
+    # the five-head recipe with mixup of the training sequences, with the tag logits as inputs,
+    # and with both (the shipped recipe)
+    "v2_ls_p6_swa5_d32_e5_mix": ({**V2_4, "max_patches": 6}, {"label_smoothing": 0.1, "average_last": 5, "ensemble": 5,
+                                                              "embedding_dim": 32, "mixup": 0.4}),
+    "v2_ls_p6_swa5_d32_e5_tags": ({**V2_4, "max_patches": 6, "tag_inputs": True},
+                                  {"label_smoothing": 0.1, "average_last": 5, "ensemble": 5, "embedding_dim": 32}),
+    "v2_ls_p6_swa5_d32_e5_tags_mix": ({**V2_4, "max_patches": 6, "tag_inputs": True},
+                                      {"label_smoothing": 0.1, "average_last": 5, "ensemble": 5, "embedding_dim": 32,
+                                       "mixup": 0.4}),
     # the head also reads the front end's 50 tag logits beside its 200 features
     "v2_ls_tags": ({**V2_4, "tag_inputs": True}, {"label_smoothing": 0.1}),
     "v2_ls_p6_tags": ({**V2_4, "max_patches": 6, "tag_inputs": True}, {"label_smoothing": 0.1}),
@@ -159,7 +174,7 @@ def feature_config(kw: dict) -> FeatureConfig:
 
 # what a v2 recipe above means where it is silent: one head of a 64-d embedding, the last
 # epoch's weights (as when those recipes were run; the shipped recipe names its own)
-V2_UNSAID = {"average_last": 0, "ensemble": 1, "embedding_dim": 64}
+V2_UNSAID = {"average_last": 0, "ensemble": 1, "embedding_dim": 64, "mixup": 0.0}
 
 
 def model_config(fc: FeatureConfig, kw: dict) -> ModelConfig:

@@ -44,8 +44,9 @@ class FeatureConfig:
     max_patches : musicnn only: at most this many patches per track, spread evenly over it
         (0: every patch)
     tag_inputs : musicnn only: the head also reads the front end's 50 tag logits beside
-        its 200 penultimate features (``musicnn.head_inputs``; tried, not the default; a
-        bundle saved before the option reads the features only)
+        its 200 penultimate features (``musicnn.head_inputs``). ``FeatureConfig.musicnn()``
+        turns it on (the shipped recipe); the dataclass default stays off so that a bundle
+        saved before the option existed loads as it was trained, reading the features only
     """
 
     kind: str = "logmel"
@@ -79,8 +80,9 @@ class FeatureConfig:
                 raise ValueError(f"musicnn features are fixed at {fixed}; use FeatureConfig.musicnn(), not {wrong}")
 
     @classmethod
-    def musicnn(cls, *, max_patches: int = DEFAULT_MAX_PATCHES, tag_inputs: bool = False) -> "FeatureConfig":
-        """The pretrained front end's input: 16 kHz, n_fft 512, hop 256, 96 bands, 3 s patches."""
+    def musicnn(cls, *, max_patches: int = DEFAULT_MAX_PATCHES, tag_inputs: bool = True) -> "FeatureConfig":
+        """The pretrained front end's input: 16 kHz, n_fft 512, hop 256, 96 bands, 3 s patches;
+        the head reads the patch features and the tag logits (the shipped recipe)."""
         from . import musicnn as m
 
         patch_s = (m.N_FRAMES - 1) * m.HOP_LENGTH / m.SR

@@ -42,6 +42,7 @@ class ModelConfig:
     patience: int = 8
     segments_per_track: int = 16
     spec_augment: bool = True
+    # mixup Beta(a, a) of training inputs and targets (v1: frame crops; v2: patch-feature sequences)
     mixup: float = 0.4
     label_smoothing: float = 0.0
     # how training crops pick a genre: uniformly ("genre"), by sqrt of its track count, or by count
@@ -94,7 +95,7 @@ class ModelConfig:
 # of random patch sequences drawn per training track and epoch
 SEQUENCE_RECIPE: dict[str, Any] = dict(lstm_units=(32,), embedding_dim=32, time_pool=1, dropout=0.3,
                                        learning_rate=1e-3, batch_size=32, max_epochs=30, patience=10,
-                                       segments_per_track=8, spec_augment=False, mixup=0.0, label_smoothing=0.1,
+                                       segments_per_track=8, spec_augment=False, mixup=0.4, label_smoothing=0.1,
                                        average_last=5, ensemble=5)
 
 

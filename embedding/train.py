@@ -348,6 +348,19 @@ def pad_sequences(seqs: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def mix_sequences(x: np.ndarray, targets: np.ndarray, alpha: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """mixup of padded patch-feature sequences (batch, n, d) with a shuffled copy of the
+    batch: each pair is mixed patch by patch with one weight ~ Beta(alpha, alpha), and so are
+    their targets. Where the partner is padding the sequence keeps its own patch, and its
+    own padding stays zero (masked)."""
+    lam = rng.beta(alpha, alpha, size=(len(x), 1)).astype(np.float32)
+    perm = rng.permutation(len(x))
+    both = (np.any(x != 0, axis=-1) & np.any(x[perm] != 0, axis=-1))[..., None]
+    mixed = np.where(both, lam[:, :, None] * x + (1 - lam[:, :, None]) * x[perm], x)
+    return mixed.astype(np.float32), lam * targets + (1 - lam) * targets[perm]
+
+
 def sample_sequences(tracks: list[np.ndarray], labels: np.ndarray, n_genres: int, *, n_seqs: int,
                      max_len: int, rng: np.random.Generator, balance: str = "genre") -> tuple[list[np.ndarray], np.ndarray]:
     """Training sequences: pick a genre (as ``sample_crops``), a track of it, a length from 1
@@ -419,7 +432,10 @@ def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: 
         losses = []
         for s in starts:
             idx = order[s:s + bs]
-            losses.append(float(model.train_on_batch(pad_sequences([seqs[i] for i in idx]), targets[idx])))
+            x, t = pad_sequences([seqs[i] for i in idx]), targets[idx]
+            if model_config.mixup > 0:
+                x, t = mix_sequences(x, t, model_config.mixup, rng)
+            losses.append(float(model.train_on_batch(x, t)))
         swa.after_epoch(model, epoch)
         row: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses))}
         if valid:

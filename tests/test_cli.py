@@ -81,6 +81,8 @@ def test_train_then_evaluate_from_the_command_line(toy_dataset, tmp_path):
     assert set(summary["evaluation"]["baseline"]) == {"logistic_regression", "knn", "linear_probe"}
     saved = json.loads((out / "bundle.json").read_text())
     assert saved["feature_config"]["kind"] == "musicnn" and saved["model_config"]["ensemble"] == 2
+    # the shipped recipe's defaults: tag logits beside the features, mixup of the sequences
+    assert saved["feature_config"]["tag_inputs"] and saved["model_config"]["mixup"] == 0.4
     assert saved["embedding_dim"] == 2 * 16  # the two heads' embeddings side by side
     assert (out / "frontend.weights.h5").is_file()
     assert "head 1  epoch   1" in p.stderr and "head 2  epoch   1" in p.stderr  # progress per head and epoch

@@ -58,7 +58,7 @@ def test_v2_prediction_has_genre_tags_and_embedding_in_one_call(tiny_bundle, tmp
     assert [t["tag"] for t in d["top_tags"]] == [t for t, _ in pred.top_tags(5)]
 
 
-def test_v2_head_can_read_the_tag_logits_beside_the_penultimate_features(toy_dataset, tiny_bundle, tmp_path):
+def test_v2_head_reads_the_tag_logits_beside_the_penultimate_features(toy_dataset, tiny_bundle, tmp_path):
     from embedding import FeatureConfig, load_audio
     from embedding.data import load_dataset
     from embedding.musicnn import MSD_TAGS, PENULTIMATE_DIM, head_inputs, log_mel_patches
@@ -66,29 +66,61 @@ def test_v2_head_can_read_the_tag_logits_beside_the_penultimate_features(toy_dat
 
     from .conftest import TINY_HEAD
 
-    assert not tiny_bundle.feature_config.tag_inputs and tiny_bundle.model.input_shape[-1] == PENULTIMATE_DIM
-    ds = load_dataset(toy_dataset / "manifest.csv", seed=3)
-    tagged = train_bundle(ds, feature_config=FeatureConfig.musicnn(tag_inputs=True),
-                          model_config=ModelConfig.sequence(**{**TINY_HEAD, "max_epochs": 2}), workers=1)
-    tagged = ModelBundle.load(tagged.save(tmp_path / "tagged"))
-    assert tagged.feature_config.tag_inputs and tagged.model.input_shape[-1] == PENULTIMATE_DIM + len(MSD_TAGS)
+    # the shipped recipe's input: 200 features and 50 tag logits a patch
+    assert FeatureConfig.musicnn().tag_inputs
+    assert tiny_bundle.feature_config.tag_inputs and tiny_bundle.model.input_shape[-1] == PENULTIMATE_DIM + len(MSD_TAGS)
     p = write_clip(tmp_path / "long.wav", "chirp", seconds=9.5, seed=5)
-    patches = log_mel_patches(load_audio(p, sr=16_000).samples, max_patches=tagged.feature_config.max_patches)
-    pen, taggram = tagged.patch_features(patches)
+    patches = log_mel_patches(load_audio(p, sr=16_000).samples, max_patches=tiny_bundle.feature_config.max_patches)
+    pen, taggram = tiny_bundle.patch_features(patches)
     t = np.clip(taggram.astype(np.float64), 1e-6, 1 - 1e-6)
     expected = np.concatenate([pen, np.log(t / (1 - t))], axis=1)
     # training computes the head's inputs with the same function, on NumPy arrays
     np.testing.assert_allclose(np.asarray(head_inputs(pen, taggram, tag_inputs=True)), expected, rtol=1e-5, atol=1e-4)
     # and the bundle's one-call prediction feeds the head exactly those
-    probs = tagged.model.predict_on_batch(expected[None].astype(np.float32))[0]
-    pred = tagged.predict(p)
+    probs = tiny_bundle.model.predict_on_batch(expected[None].astype(np.float32))[0]
+    pred = tiny_bundle.predict(p)
     assert pred.n_segments == 3
-    np.testing.assert_allclose([pred.probabilities[g] for g in tagged.genres], probs, atol=1e-5)
+    np.testing.assert_allclose([pred.probabilities[g] for g in tiny_bundle.genres], probs, atol=1e-5)
+
+    # --no-tag-inputs: the head reads the 200 features alone, and says so in its bundle
+    ds = load_dataset(toy_dataset / "manifest.csv", seed=3)
+    plain = train_bundle(ds, feature_config=FeatureConfig.musicnn(tag_inputs=False),
+                         model_config=ModelConfig.sequence(**{**TINY_HEAD, "max_epochs": 2}), workers=1)
+    plain = ModelBundle.load(plain.save(tmp_path / "plain"))
+    assert not plain.feature_config.tag_inputs and plain.model.input_shape[-1] == PENULTIMATE_DIM
+    probs = plain.model.predict_on_batch(pen[None].astype(np.float32))[0]
+    np.testing.assert_allclose([plain.predict(p).probabilities[g] for g in plain.genres], probs, atol=1e-5)
+
+
+def test_v2_mixup_mixes_patch_sequences_and_keeps_padding_masked():
+    from embedding.train import mix_sequences, pad_sequences
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.normal(size=(n, 5)).astype(np.float32) + 3 for n in (1, 3, 3, 2)]
+    x = pad_sequences(seqs)
+    y = np.eye(4, dtype=np.float32)
+    assert ModelConfig.sequence().mixup == 0.4  # the shipped recipe mixes
+    mixed, targets = mix_sequences(x, y, 0.4, np.random.default_rng(1))
+    assert mixed.shape == x.shape and mixed.dtype == np.float32
+    # padding stays all-zero (masked); every real patch stays non-zero
+    np.testing.assert_array_equal(np.any(mixed != 0, axis=-1), np.any(x != 0, axis=-1))
+    # the same draws by hand: one weight per pair, patch by patch where both hold a patch
+    r = np.random.default_rng(1)
+    lam, perm = r.beta(0.4, 0.4, size=(4, 1)).astype(np.float32), r.permutation(4)
+    assert (perm != np.arange(4)).any()
+    np.testing.assert_allclose(targets, lam * y + (1 - lam) * y[perm], rtol=1e-6)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
+    for i in range(4):
+        for step in range(x.shape[1]):
+            both = step < len(seqs[i]) and step < len(seqs[perm[i]])
+            want = lam[i, 0] * x[i, step] + (1 - lam[i, 0]) * x[perm[i], step] if both else x[i, step]
+            np.testing.assert_allclose(mixed[i, step], want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(mixed, x)  # something was mixed
 
 
 def test_v2_ensemble_is_heads_trained_apart_in_one_model(toy_dataset, tmp_path):
     from embedding import FeatureConfig, load_audio
-    from embedding.musicnn import log_mel_patches
+    from embedding.musicnn import head_inputs, log_mel_patches
     from embedding.train import train_bundle
 
     from .conftest import TINY_HEAD
@@ -103,7 +135,7 @@ def test_v2_ensemble_is_heads_trained_apart_in_one_model(toy_dataset, tmp_path):
     assert b.model_config.ensemble == 2 and b.embedding_dim == 2 * 16
     p = write_clip(tmp_path / "q.wav", "chirp", seconds=7.0, seed=8)
     patches = log_mel_patches(load_audio(p, sr=16_000).samples, max_patches=b.feature_config.max_patches)
-    feats, _ = b.patch_features(patches)
+    feats = np.asarray(head_inputs(*b.patch_features(patches), tag_inputs=b.feature_config.tag_inputs))
     # each head on its own: its softmax and embedding, as a one-head model of its layers
     import keras
 
@@ -120,8 +152,9 @@ def test_v2_ensemble_is_heads_trained_apart_in_one_model(toy_dataset, tmp_path):
     np.testing.assert_allclose(pred.embedding, np.concatenate(embs) / np.sqrt(2), atol=1e-5)
     # cosine similarity of two tracks is the mean of the heads' cosines
     q = b.predict(write_clip(tmp_path / "r.wav", "drone", seconds=4.0, seed=9))
-    f2, _ = b.patch_features(log_mel_patches(load_audio(tmp_path / "r.wav", sr=16_000).samples,
-                                             max_patches=b.feature_config.max_patches))
+    f2 = np.asarray(head_inputs(*b.patch_features(log_mel_patches(load_audio(tmp_path / "r.wav", sr=16_000).samples,
+                                                              max_patches=b.feature_config.max_patches)),
+                                tag_inputs=b.feature_config.tag_inputs))
     cos = []
     for m in range(2):
         e = keras.Model(b.model.inputs, b.model.get_layer(f"h{m}_embedding").output).predict_on_batch(f2[None])[0]

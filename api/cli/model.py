@@ -39,15 +39,16 @@ def add_commands(sub, common) -> None:
     p.add_argument("--max-patches", type=int, default=DEFAULT_MAX_PATCHES,
                    help=f"musicnn: at most N 3 s patches per track, spread over it (default {DEFAULT_MAX_PATCHES}; "
                         "bounds a long track's cost)")
-    p.add_argument("--tag-inputs", action="store_true",
+    p.add_argument("--tag-inputs", action=argparse.BooleanOptionalAction, default=True,
                    help="musicnn: the BiLSTM also reads the front end's 50 tag logits of a patch beside its 200 "
-                        "penultimate features (default: the features only)")
+                        "penultimate features (default; --no-tag-inputs: the features only)")
     p.add_argument("--n-mels", type=int, default=None, help="logmel/mfcc: mel bands (default 96)")
     p.add_argument("--segment-seconds", type=float, default=None, help="logmel/mfcc: segment length (default 3)")
     p.add_argument("--segment-hop-seconds", type=float, default=None, help="logmel/mfcc: hop between segments at prediction (default 1.5)")
     p.add_argument("--lstm-units", default=None, help="units per BiLSTM layer, comma-separated (default 32 / 48,48)")
     p.add_argument("--time-pool", type=int, default=None, help="logmel/mfcc: average-pool this many frames before the BiLSTM (default 4)")
-    p.add_argument("--mixup", type=float, default=None, help="logmel/mfcc: mixup Beta(a, a) parameter, 0 to disable (default 0.4)")
+    p.add_argument("--mixup", type=float, default=None, help="mixup Beta(a, a) parameter of training crops (logmel/mfcc) or patch-feature "
+                        "sequences (musicnn), 0 to disable (default 0.4)")
     p.add_argument("--embedding-dim", type=int, default=None, help="embedding size (musicnn: of each head, default 32 / 128)")
     p.add_argument("--dropout", type=float, default=None, help="dropout rate (default 0.3 / 0.5)")
     p.add_argument("--learning-rate", type=float, default=None, help="Adam learning rate (default 0.001)")
