@@ -28,6 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,29 +42,20 @@ def main() -> int:
     from embedding._quiet import import_tensorflow
 
     import_tensorflow()
-    import keras
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from embedding.data import load_dataset
-    from embedding.features import FeatureConfig, segment_frames
-    from embedding.musicnn import load_frontend
-    from embedding.train import extract_features
+    from embedding.features import segment_frames
+    from genre_heads import frontend_layers, logit
 
-    ds = load_dataset(args.manifest)
-    fc = FeatureConfig.musicnn()
-    feats = extract_features(ds.tracks, fc, workers=2)
-    fe = load_frontend()
-    layers = keras.Model(fe.input, [fe.get_layer("penultimate").output, fe.get_layer("taggram").output,
-                                    fe.get_layer("bn_pooled").output])
+    feats, fc, run = frontend_layers(args.manifest)
     rows: dict[str, list[np.ndarray]] = {"penultimate": [], "tag_logits": [], "pooled": []}
     for t in feats:
-        pen, tags, pooled = (np.asarray(o) for o in layers.predict_on_batch(segment_frames(t.frames, fc)))
-        p = np.clip(tags.astype(np.float64), 1e-6, 1 - 1e-6)
+        pen, tags, pooled = run(segment_frames(t.frames, fc))
         rows["penultimate"].append(pen.mean(0))
-        rows["tag_logits"].append((np.log(p) - np.log1p(-p)).mean(0))
+        rows["tag_logits"].append(logit(tags).mean(0))
         rows["pooled"].append(pooled.mean(0))
     y = np.array([t.track.genre for t in feats])
     split = np.array([t.track.split for t in feats])

@@ -34,31 +34,32 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p.astype(np.float64), 1e-6, 1 - 1e-6)
     return (np.log(p) - np.log1p(-p)).astype(np.float32)
 
 
 INPUTS = {  # outputs of one patch: (penultimate, taggram, pooled) → what the head reads
     "features": lambda o: o[0],
-    "features_tags": lambda o: np.concatenate([o[0], _logit(o[1])], 1),
+    "features_tags": lambda o: np.concatenate([o[0], logit(o[1])], 1),
     "pooled": lambda o: o[2],
     "features_pooled": lambda o: np.concatenate([o[0], o[2]], 1),
 }
 
 
-def cmd_features(args) -> None:
+def frontend_layers(manifest: str):
+    """The manifest's tracks featurised for the front end, and a function that runs it on
+    patches (n, 187, 96) → [penultimate (n, 200), taggram (n, 50), pooled (n, 1506)]."""
     import keras
     import tensorflow as tf
 
     from embedding.data import load_dataset
-    from embedding.features import FeatureConfig, segment_frames
+    from embedding.features import FeatureConfig
     from embedding.musicnn import N_FRAMES, N_MELS, load_frontend
     from embedding.train import extract_features
 
-    ds = load_dataset(args.manifest)
     fc = FeatureConfig.musicnn()
-    feats = extract_features(ds.tracks, fc, workers=2)
+    feats = extract_features(load_dataset(manifest).tracks, fc, workers=2)
     fe = load_frontend()
     model = keras.Model(fe.input, [fe.get_layer("penultimate").output, fe.get_layer("taggram").output,
                                    fe.get_layer("bn_pooled").output])
@@ -69,6 +70,13 @@ def cmd_features(args) -> None:
         outs = [fn(p[i:i + 64]) for i in range(0, len(p), 64)]
         return [np.concatenate([o[k].numpy() for o in outs]) for k in range(3)]
 
+    return feats, fc, run
+
+
+def cmd_features(args) -> None:
+    from embedding.features import segment_frames
+
+    feats, fc, run = frontend_layers(args.manifest)
     n = fc.n_frames
     rows = []
     for t in feats:
