@@ -48,14 +48,15 @@ def main() -> int:
     from sklearn.preprocessing import StandardScaler
 
     from embedding.features import segment_frames
-    from genre_heads import frontend_layers, logit
+    from embedding.musicnn import PENULTIMATE_DIM, head_inputs
+    from genre_heads import frontend_layers
 
     feats, fc, run = frontend_layers(args.manifest)
     rows: dict[str, list[np.ndarray]] = {"penultimate": [], "tag_logits": [], "pooled": []}
     for t in feats:
         pen, tags, pooled = run(segment_frames(t.frames, fc))
         rows["penultimate"].append(pen.mean(0))
-        rows["tag_logits"].append(logit(tags).mean(0))
+        rows["tag_logits"].append(np.asarray(head_inputs(pen, tags, tag_inputs=True))[:, PENULTIMATE_DIM:].mean(0))
         rows["pooled"].append(pooled.mean(0))
     y = np.array([t.track.genre for t in feats])
     split = np.array([t.track.split for t in feats])

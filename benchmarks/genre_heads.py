@@ -34,14 +34,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p.astype(np.float64), 1e-6, 1 - 1e-6)
-    return (np.log(p) - np.log1p(-p)).astype(np.float32)
+def _with_tags(o: list[np.ndarray]) -> np.ndarray:
+    from embedding.musicnn import head_inputs  # what the shipped heads read, computed as they do
+
+    return np.asarray(head_inputs(o[0], o[1], tag_inputs=True))
 
 
 INPUTS = {  # outputs of one patch: (penultimate, taggram, pooled) → what the head reads
     "features": lambda o: o[0],
-    "features_tags": lambda o: np.concatenate([o[0], logit(o[1])], 1),
+    "features_tags": _with_tags,
     "pooled": lambda o: o[2],
     "features_pooled": lambda o: np.concatenate([o[0], o[2]], 1),
 }
@@ -94,7 +95,6 @@ def cmd_heads(args) -> None:
     import_tensorflow()
     import keras
 
-    import embedding.musicnn as musicnn
     from embedding.data import load_dataset
     from embedding.features import FeatureConfig
     from embedding.model import ModelConfig, embedding_output
@@ -111,8 +111,6 @@ def cmd_heads(args) -> None:
         t.patch_features = read(row["patch"]).astype(np.float32)
         t.dense_features = read(row["quarter"]).astype(np.float32)[::args.hop]
         tracks.append(t)
-    width = tracks[0].patch_features.shape[1]
-    musicnn.head_input_dim = lambda tag_inputs=False: width  # the heads' input width, whatever it reads
     genres = ds.genres
     fit_split, score_split = ("train", "valid") if args.fold == "A" else ("valid", "train")
     train = [t for t in tracks if t.track.split == fit_split]

@@ -278,11 +278,6 @@ def head_inputs(penultimate, taggram, *, tag_inputs: bool):
     return ops.concatenate([penultimate, ops.log(p) - ops.log1p(-p)], axis=-1)
 
 
-def head_input_dim(*, tag_inputs: bool) -> int:
-    """The width of ``head_inputs``."""
-    return PENULTIMATE_DIM + (len(MSD_TAGS) if tag_inputs else 0)
-
-
 def frontend_outputs(frontend, patches: np.ndarray, *, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """The front end on many patches (n, 187, 96) → (penultimate (n, 200), taggram (n, 50))."""
     import tensorflow as tf

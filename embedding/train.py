@@ -394,7 +394,7 @@ def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: 
     import keras
 
     from .model import build_sequence_head
-    from .musicnn import head_input_dim, load_frontend
+    from .musicnn import load_frontend
 
     frontend = frontend or load_frontend()
     if model_config.ensemble > 1:
@@ -411,8 +411,8 @@ def fit_sequence(train: list[TrackFeatures], genres: list[str], feature_config: 
     valid_labels = np.array([gidx[t.track.genre] for t in valid]) if valid else np.array([])
     max_len = feature_config.max_patches or max(len(t.patch_features) for t in train)
 
-    model = build_sequence_head(n_features=head_input_dim(tag_inputs=feature_config.tag_inputs), n_genres=len(genres),
-                                config=model_config)
+    # the head is as wide as what it reads (``musicnn.head_inputs``: features, and tag logits if asked)
+    model = build_sequence_head(n_features=train_feats[0].shape[1], n_genres=len(genres), config=model_config)
     model.compile(optimizer=keras.optimizers.Adam(model_config.learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=model_config.label_smoothing))
     n_epochs = epochs or model_config.max_epochs
@@ -454,7 +454,6 @@ def _fit_ensemble(train: list[TrackFeatures], genres: list[str], feature_config:
     dropout), then copied into one N-head model (``build_sequence_head``). Each history
     row says which ``head`` it is of."""
     from .model import build_sequence_head
-    from .musicnn import head_input_dim
 
     history: list[dict[str, Any]] = []
     heads = []
@@ -469,8 +468,7 @@ def _fit_ensemble(train: list[TrackFeatures], genres: list[str], feature_config:
                                               on_epoch=tagged, restore_best=restore_best, frontend=frontend)
         heads.append(head)
         history.extend(rows)
-    model = build_sequence_head(n_features=head_input_dim(tag_inputs=feature_config.tag_inputs), n_genres=len(genres),
-                                config=model_config)
+    model = build_sequence_head(n_features=heads[0].input_shape[-1], n_genres=len(genres), config=model_config)
     for m, head in enumerate(heads):
         for layer in head.layers:
             if layer.weights:
