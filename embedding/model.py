@@ -76,6 +76,8 @@ class ModelConfig:
             raise ValueError(f"average_last must be 0 (off) or a number of epochs, not {self.average_last}")
         if self.ensemble < 1:
             raise ValueError(f"ensemble must be 1 (one head) or more, not {self.ensemble}")
+        if not self.mixup >= 0:  # also refuses NaN
+            raise ValueError(f"mixup must be 0 (off) or a positive Beta parameter, not {self.mixup}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

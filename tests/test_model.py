@@ -116,6 +116,9 @@ def test_v2_mixup_mixes_patch_sequences_and_keeps_padding_masked():
             want = lam[i, 0] * x[i, step] + (1 - lam[i, 0]) * x[perm[i], step] if both else x[i, step]
             np.testing.assert_allclose(mixed[i, step], want, rtol=1e-5, atol=1e-6)
     assert not np.allclose(mixed, x)  # something was mixed
+    for bad in (-1.0, float("nan")):  # refused, not silently off
+        with pytest.raises(ValueError, match="mixup"):
+            ModelConfig.sequence(mixup=bad)
 
 
 def test_v2_ensemble_is_heads_trained_apart_in_one_model(toy_dataset, tmp_path):
