@@ -19,7 +19,7 @@ log = logging.getLogger("sonicsort.api")
 PROBLEM = "application/problem+json"
 # the HTTP status of each kind of failure that ``recommender.errors.error_kind`` names
 _STATUS = {"bad_request": 400, "not_found": 404, "conflict": 409, "unusable_input": 422, "unavailable": 503,
-           "internal": 500}
+           "internal": 500, "storage_full": 507}
 
 
 class ApiError(Exception):

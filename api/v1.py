@@ -176,7 +176,8 @@ def playlist():
     items = service().playlist(seeds, length, genres=genres or None, artist_cap=artist_cap, centre_weight=centre_weight)
     if m3u:
         return m3u8_response(items, "sonicsort-playlist")
-    return jsonify({"seeds": seeds, "length": len(items), "items": scored_json(items)})
+    return jsonify({"seeds": seeds, "length": len(items), "requested_length": length,
+                    "truncated": len(items) < length, "items": scored_json(items)})
 
 
 @bp.post("/paths")
@@ -189,7 +190,8 @@ def path():
     items = service().path(start, end, length)
     if m3u:
         return m3u8_response(items, "sonicsort-path")
-    return jsonify({"from": start, "to": end, "length": len(items), "items": scored_json(items)})
+    return jsonify({"from": start, "to": end, "length": len(items), "requested_length": length,
+                    "truncated": len(items) < length, "items": scored_json(items)})
 
 
 @bp.get("/map")

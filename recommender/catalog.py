@@ -41,6 +41,7 @@ from sqlalchemy.engine import make_url
 import logging
 
 from .errors import CatalogError, CatalogUnavailable, CatalogUpgraded, UnknownTrack
+from .text import clean_text
 
 SCHEMA_VERSION = 5
 CHANGES_KEPT = 100_000  # generations of the change log kept; a node further behind reconciles in full
@@ -289,6 +290,12 @@ class NewTrack:
     model_version: str
     is_silent: bool = False
     tags: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # the one door of new rows: titles, artists and albums carry no control characters
+        self.title = (clean_text(self.title) or "Untitled")[:500]
+        self.artist = clean_text(self.artist)
+        self.album = clean_text(self.album)
 
     @classmethod
     def from_prediction(cls, pred, *, path: str, sha256: str, size: int, mtime_ns: int, title: str,

@@ -61,6 +61,10 @@ class Settings:
     web_server: str = "uvicorn"
     # whole /v1/predict answers kept in each worker for repeated uploads (0: off)
     answer_cache_mb: float = 32.0
+    # what one request may cost (recommender.limits): its work stops after this many seconds (503) ...
+    request_budget_s: float = 10.0
+    # ... and this many long playlists or paths run at once in a process (others wait a second, then 503)
+    heavy_requests: int = 1
 
     @property
     def decode_limits(self):
@@ -119,4 +123,4 @@ class Settings:
 _FROM_ENV = {"home": Path, "model_dir": Path, "uploads": Path, "max_duration_s": float, "max_channels": int, "max_sample_rate": int,
              "max_decoded_samples": int, "cache_ttl_s": int, "ingest_workers": int,
              "max_upload_mb": float, "port": int, "web_workers": int, "web_threads": int, "body_timeout_s": float,
-             "answer_cache_mb": float}
+             "answer_cache_mb": float, "request_budget_s": float, "heavy_requests": int}

@@ -12,9 +12,9 @@ from __future__ import annotations
 from embedding.errors import AudioError, DatasetError, EmbeddingError, ModelError
 from index.errors import BackendUnavailable, IndexFileError, IndexMismatch, InvalidInput, VectorIndexError
 
-# what a front door can say about a failure (the API: 400, 404, 409, 422, 503, 500)
-BAD_REQUEST, NOT_FOUND, CONFLICT, UNUSABLE_INPUT, UNAVAILABLE, INTERNAL = (
-    "bad_request", "not_found", "conflict", "unusable_input", "unavailable", "internal")
+# what a front door can say about a failure (the API: 400, 404, 409, 422, 503, 500, 507)
+BAD_REQUEST, NOT_FOUND, CONFLICT, UNUSABLE_INPUT, UNAVAILABLE, INTERNAL, STORAGE_FULL = (
+    "bad_request", "not_found", "conflict", "unusable_input", "unavailable", "internal", "storage_full")
 
 
 class RecommenderError(Exception):
@@ -56,6 +56,19 @@ class ModelMismatch(RecommenderError):
     kind = CONFLICT
 
 
+class Overloaded(RecommenderError):
+    """A request would cost more than one request may (``recommender.limits``): retry later, or ask for less."""
+
+    kind = UNAVAILABLE
+
+
+class StorageFull(RecommenderError):
+    """The disk under the catalog, the index or the uploads is full: nothing was written; writes
+    succeed again once there is space."""
+
+    kind = STORAGE_FULL
+
+
 class NotReady(RecommenderError):
     """The service is still loading its model and index, or failed to (the message says which)."""
 
@@ -68,6 +81,8 @@ ERROR_KINDS: tuple[type[Exception], ...] = (RecommenderError, EmbeddingError, Ve
 
 def error_kind(exc: BaseException) -> str | None:
     """What kind of failure ``exc`` is (one of the constants above), None when it is none of ours."""
+    if is_disk_full(exc):
+        return STORAGE_FULL
     if isinstance(exc, RecommenderError):
         return exc.kind
     if isinstance(exc, (AudioError, DatasetError)):
@@ -79,3 +94,25 @@ def error_kind(exc: BaseException) -> str | None:
     if isinstance(exc, (EmbeddingError, VectorIndexError)):
         return INTERNAL
     return None
+
+
+_FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it was raised from) says the disk or quota is full: an OSError
+    with ENOSPC or EDQUOT, SQLite's SQLITE_FULL, or PostgreSQL's disk_full (SQLSTATE 53100)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, StorageFull):
+            return True
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return True
+        if getattr(exc, "sqlite_errorcode", None) == 13 or getattr(exc, "sqlstate", None) == "53100":
+            return True
+        if "database or disk is full" in str(exc):
+            return True
+        orig = getattr(exc, "orig", None)  # SQLAlchemy's wrapper of the driver's error
+        exc = orig if isinstance(orig, BaseException) else (exc.__cause__ or exc.__context__)
+        seen += 1
+    return False

@@ -17,9 +17,15 @@ import numpy as np
 
 from .catalog import Track
 from .errors import BadRequest
+from .limits import Deadline
 from .library import Library
+from .text import clean_text
 
 GENRE_MODES = ("any", "same", "boost")
+MAX_LENGTH = 1000  # the longest playlist or path one request may ask for
+# playlists and paths score every allowed track at each step (one matrix product) up to this
+# many tracks; on a larger catalog they search the index step by step
+EXACT_POOL = 50_000
 
 
 @dataclass
@@ -151,48 +157,83 @@ class Recommender:
             score = (1 - boost_weight) * sim + boost_weight * agree if genre_mode == "boost" else sim
             scored.append(Scored(t, sim, agree, score))
         scored.sort(key=lambda s: (-s.score, s.track.id))
-        if mmr_lambda is not None:
-            scored = self._mmr(scored, mmr_lambda, k if artist_cap is None else len(scored))
-        if artist_cap is not None:
-            counts: dict[str, int] = {}
-            capped = []
-            for s in scored:
-                a = (s.track.artist or "").casefold()
-                if a and counts.get(a, 0) >= artist_cap:
+        if mmr_lambda is None and artist_cap is None:
+            return scored[:k]
+        return self._select(scored, k, mmr_lambda, artist_cap)
+
+    def _select(self, scored: list[Scored], k: int, lam: float | None, artist_cap: int | None) -> list[Scored]:
+        """The first ``k`` of ``scored`` (best first) chosen greedily: by maximal marginal relevance
+        when ``lam`` is given (``lam · score − (1 − lam) · the highest cosine to a track already
+        chosen``), skipping a track whose artist already has ``artist_cap``. Ties go to the lower
+        id. Vectorised: a step costs one product of the candidates with the last pick."""
+        m = len(scored)
+        ids = np.array([s.track.id for s in scored], np.int64)
+        rel = np.array([s.score for s in scored], np.float64)
+        open_ = np.ones(m, bool)
+        if lam is not None:
+            vecs = self.catalog.vectors(ids.tolist())
+            mat = np.stack([vecs[int(i)] for i in ids]).astype(np.float32)
+            redundancy = np.full(m, -np.inf)
+        artists = [(s.track.artist or "").casefold() for s in scored]
+        counts: dict[str, int] = {}
+        chosen: list[Scored] = []
+        while len(chosen) < k and open_.any():
+            value = rel if lam is None or not chosen else lam * rel - (1 - lam) * redundancy
+            value = np.where(open_, value, -np.inf)
+            ties = np.flatnonzero(value == value.max())
+            best = int(ties[np.argmin(ids[ties])])
+            open_[best] = False
+            a = artists[best]
+            if a and artist_cap is not None:
+                if counts.get(a, 0) >= artist_cap:
                     continue
                 counts[a] = counts.get(a, 0) + 1
-                capped.append(s)
-            scored = capped
-        return scored[:k]
-
-    def _mmr(self, scored: list[Scored], lam: float, n: int) -> list[Scored]:
-        vecs = self.catalog.vectors([s.track.id for s in scored])
-        chosen: list[Scored] = []
-        rest = list(scored)
-        while rest and len(chosen) < n:
-            def value(s: Scored) -> float:
-                if not chosen:
-                    return s.score
-                red = max(float(np.dot(vecs[s.track.id], vecs[c.track.id])) for c in chosen)
-                return lam * s.score - (1 - lam) * red
-            best = max(rest, key=lambda s: (value(s), -s.track.id))
-            chosen.append(best)
-            rest.remove(best)
+            chosen.append(scored[best])
+            if lam is not None:
+                np.maximum(redundancy, mat @ mat[best], out=redundancy)
         return chosen
+
+    # ---------------------------------------------------------------- candidate pools
+    def _pool(self, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+        """Every catalog track ``allowed`` lets in (all when None), as (ids, unit vectors
+        (n, embedding_dim), casefolded artists); None when that is more than ``EXACT_POOL``
+        tracks, where long playlists and paths search the index step by step instead."""
+        n = len(allowed) if allowed is not None else len(self.catalog)
+        if n > EXACT_POOL:
+            return None
+        keep = None if allowed is None else set(int(i) for i in allowed)
+        ids, vecs = [], []
+        for batch_ids, batch_vecs in self.catalog.embeddings():
+            if keep is not None:
+                mask = np.fromiter((int(i) in keep for i in batch_ids), bool, len(batch_ids))
+                batch_ids, batch_vecs = batch_ids[mask], batch_vecs[mask]
+            ids.append(batch_ids)
+            vecs.append(batch_vecs)
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros((0, 1), np.float32), []
+        ids_a, vecs_a = np.concatenate(ids), np.concatenate(vecs)
+        norms = np.linalg.norm(vecs_a, axis=1, keepdims=True)
+        vecs_a = vecs_a / np.where(norms > 0, norms, 1.0)
+        artist_of = {i: (a or "").casefold() for i, _, a, _ in self.catalog.labels()}
+        return ids_a, vecs_a.astype(np.float32), [artist_of.get(int(i), "") for i in ids_a]
 
     # ---------------------------------------------------------------- playlists
     def _check_length(self, length: int, minimum: int = 1) -> None:
-        n = len(self.catalog)
         if not isinstance(length, int) or isinstance(length, bool) or length < minimum:
             raise BadRequest(f"length must be an integer of at least {minimum}, not {length!r}")
-        if length > n:
-            raise BadRequest(f"length {length} is larger than the catalog ({n} tracks)")
+        if length > MAX_LENGTH:
+            raise BadRequest(f"length must be at most {MAX_LENGTH}, not {length}")
 
     def playlist(self, seeds: Sequence[int], length: int, *, genres: Sequence[str] | None = None,
-                 artist_cap: int = 2, centre_weight: float = 0.5) -> list[Scored]:
+                 artist_cap: int = 2, centre_weight: float = 0.5, deadline: "Deadline | None" = None
+                 ) -> list[Scored]:
         """A playlist that starts with the seeds and flows: each next track is close to the
         previous one and to the seeds' centre; no track twice; no artist twice in a row;
-        at most ``artist_cap`` tracks per artist; optional genre constraint. Deterministic."""
+        at most ``artist_cap`` tracks per artist; optional genre constraint. Deterministic.
+
+        Shorter than ``length`` when the catalog (or the constraints) hold fewer tracks: the
+        answer is every track that can be placed. ``deadline``: a ``limits.Deadline`` the
+        work stops at (``Overloaded``)."""
         if not seeds:
             raise BadRequest("a playlist needs at least one seed track")
         if len(set(seeds)) != len(seeds):
@@ -200,6 +241,7 @@ class Recommender:
         self._check_length(length, len(seeds))
         if artist_cap < 1 or not 0.0 <= centre_weight <= 1.0:
             raise BadRequest("artist_cap must be at least 1 and centre_weight between 0 and 1")
+        deadline = deadline or Deadline(None)
         seed_tracks = [self.catalog.get(s, with_embedding=True) for s in seeds]
         allowed = self._allowed(genres)
         centre = _unit(np.mean([t.embedding for t in seed_tracks], axis=0))
@@ -210,78 +252,145 @@ class Recommender:
             a = (t.artist or "").casefold()
             if a:
                 per_artist[a] = per_artist.get(a, 0) + 1
-        prev = seed_tracks[-1]
-        index = self.library.index
-        # candidates recur from step to step: read each one's row and vector once
-        tracks: dict[int, Track] = {}
-        vecs: dict[int, np.ndarray] = {}
-        while len(out) < length:
-            pick = None
-            want = min(len(index), 4 * (length + 10))
-            while pick is None:
-                cand: dict[int, None] = {}
-                for v in (prev.embedding, centre):
-                    ids, _ = index.search(v, want, allowed=allowed)
-                    cand.update((int(i), None) for i in ids if int(i) not in used)
-                unseen = [i for i in cand if i not in tracks]
-                tracks.update(self.catalog.get_many(unseen))
-                vecs.update(self.catalog.vectors(unseen))
-                best = None
-                for tid in cand:
-                    t = tracks.get(tid)
-                    if t is None:  # removed from the catalog a moment ago
-                        continue
-                    a = (t.artist or "").casefold()
-                    if a and (a == (prev.artist or "").casefold() or per_artist.get(a, 0) >= artist_cap):
-                        continue
-                    sim_prev = float(np.dot(vecs[tid], prev.embedding))
-                    sim_centre = float(np.dot(vecs[tid], centre))
-                    score = (1 - centre_weight) * sim_prev + centre_weight * sim_centre
-                    key = (score, -tid)
-                    if best is None or key > best[0]:
-                        best = (key, t, sim_prev)
-                if best is not None:
-                    _, t, sim_prev = best
-                    t.embedding = vecs[t.id]
-                    pick = Scored(t, sim_prev, genre_agreement(prev.probabilities, t.probabilities), best[0][0])
-                elif want >= len(index):
+        prev_vec, prev_artist = _unit(seed_tracks[-1].embedding), (seed_tracks[-1].artist or "").casefold()
+        pool = self._pool(allowed)
+        picks: list[tuple[int, float, float]] = []  # (id, similarity to the previous track, score)
+        if pool is not None:
+            ids, mat, artists = pool
+            open_ = ~np.isin(ids, list(used))
+            by_centre = mat @ centre.astype(np.float32)
+            artist_ids: dict[str, list[int]] = {}
+            for i, a in enumerate(artists):
+                if a:
+                    artist_ids.setdefault(a, []).append(i)
+            for a, c in per_artist.items():
+                if c >= artist_cap:
+                    open_[artist_ids.get(a, [])] = False
+            while len(out) + len(picks) < length:
+                deadline.check("the playlist")
+                ok = open_.copy()
+                if prev_artist:
+                    ok[artist_ids.get(prev_artist, [])] = False
+                if not ok.any():
                     break
-                else:
-                    want = min(len(index), want * 4)
-            if pick is None:
-                raise BadRequest(f"only {len(out)} tracks satisfy the constraints (genre, artist cap); "
-                                 f"ask for fewer or relax them")
-            out.append(pick)
-            used.add(pick.track.id)
-            a = (pick.track.artist or "").casefold()
-            if a:
-                per_artist[a] = per_artist.get(a, 0) + 1
-            prev = pick.track
+                sim_prev = mat @ prev_vec.astype(np.float32)
+                score = np.where(ok, (1 - centre_weight) * sim_prev + centre_weight * by_centre, -np.inf)
+                ties = np.flatnonzero(score == score.max())
+                best = int(ties[np.argmin(ids[ties])])
+                picks.append((int(ids[best]), float(sim_prev[best]), float(score[best])))
+                open_[best] = False
+                prev_vec, prev_artist = mat[best], artists[best]
+                if prev_artist:
+                    per_artist[prev_artist] = per_artist.get(prev_artist, 0) + 1
+                    if per_artist[prev_artist] >= artist_cap:
+                        open_[artist_ids[prev_artist]] = False
+        else:
+            picks = self._playlist_by_search(length - len(out), used, per_artist, prev_vec, prev_artist, centre,
+                                             allowed, artist_cap, centre_weight, deadline)
+        tracks = self.catalog.get_many([i for i, _, _ in picks])
+        prev = seed_tracks[-1]
+        for tid, sim_prev, score in picks:
+            t = tracks.get(tid)
+            if t is None:  # removed from the catalog a moment ago
+                continue
+            out.append(Scored(t, sim_prev, genre_agreement(prev.probabilities, t.probabilities), score))
+            prev = t
         return out
 
-    def path(self, start: int, end: int, length: int) -> list[Scored]:
-        """A listening journey from ``start`` to ``end``: each step is the nearest unused track
-        to the next point on the great circle between their embeddings."""
-        self._check_length(length, 2)
-        if start == end:
-            raise BadRequest("a path needs two different tracks")
-        a = self.catalog.get(start, with_embedding=True)
-        b = self.catalog.get(end, with_embedding=True)
+    def _playlist_by_search(self, n: int, used: set[int], per_artist: dict[str, int], prev_vec: np.ndarray,
+                            prev_artist: str, centre: np.ndarray, allowed, artist_cap: int, centre_weight: float,
+                            deadline: "Deadline") -> list[tuple[int, float, float]]:
+        """``playlist``'s steps on a catalog too large to score whole: each step scores the
+        index's nearest tracks to the previous pick and to the centre."""
         index = self.library.index
+        picks: list[tuple[int, float, float]] = []
+        vecs: dict[int, np.ndarray] = {}
+        artist_of: dict[int, str] = {}
+        want = min(len(index), 4 * (n + 10))
+        while len(picks) < n:
+            deadline.check("the playlist")
+            best = None
+            while best is None:
+                cand: dict[int, None] = {}
+                for v in (prev_vec, centre):
+                    ids, _ = index.search(v, want, allowed=allowed)
+                    cand.update((int(i), None) for i in ids if int(i) not in used)
+                unseen = [i for i in cand if i not in vecs]
+                rows = self.catalog.get_many(unseen)
+                artist_of.update((i, (t.artist or "").casefold()) for i, t in rows.items())
+                vecs.update(self.catalog.vectors([i for i in unseen if i in rows]))
+                for tid in cand:
+                    if tid not in vecs:
+                        continue
+                    a = artist_of[tid]
+                    if a and (a == prev_artist or per_artist.get(a, 0) >= artist_cap):
+                        continue
+                    sim_prev = float(np.dot(vecs[tid], prev_vec))
+                    score = (1 - centre_weight) * sim_prev + centre_weight * float(np.dot(vecs[tid], centre))
+                    if best is None or (score, -tid) > (best[2], -best[0]):
+                        best = (tid, sim_prev, score)
+                if best is None:
+                    if want >= len(index):
+                        return picks
+                    want = min(len(index), want * 4)
+            picks.append(best)
+            used.add(best[0])
+            prev_vec, prev_artist = vecs[best[0]], artist_of[best[0]]
+            if prev_artist:
+                per_artist[prev_artist] = per_artist.get(prev_artist, 0) + 1
+        return picks
+
+    def path(self, start: int, end: int, length: int, *, deadline: "Deadline | None" = None) -> list[Scored]:
+        """A listening journey from ``start`` to ``end``: each step is the nearest unused track
+        to the next point on the great circle between their embeddings. From a track to itself
+        it is a round trip: the track, its nearest tracks, the track again. Shorter than
+        ``length`` when the catalog holds fewer tracks."""
+        self._check_length(length, 2)
+        deadline = deadline or Deadline(None)
+        a = self.catalog.get(start, with_embedding=True)
+        b = self.catalog.get(end, with_embedding=True) if end != start else a
         out = [Scored(a, 1.0, 1.0, 1.0)]
         used = {a.id, b.id}
-        for i in range(1, length - 1):
-            point = slerp(a.embedding, b.embedding, i / (length - 1))
-            ids, dist = index.search(point, min(len(index), len(used) + 1))
-            for tid, d in zip(ids.tolist(), dist.tolist()):
-                if tid not in used:
-                    t = self.catalog.get(tid)
-                    used.add(tid)
-                    out.append(Scored(t, 1.0 - float(d), genre_agreement(out[-1].track.probabilities, t.probabilities),
-                                      1.0 - float(d)))
-                    break
+        steps = length - 2
+        if start == end:
+            points = [a.embedding] * steps
+        else:
+            points = [slerp(a.embedding, b.embedding, i / (length - 1)) for i in range(1, length - 1)]
+        pool = self._pool(None) if steps else None
+        if pool is not None:
+            ids, mat, _ = pool
+            open_ = ~np.isin(ids, list(used))
+            chosen: list[tuple[int, float]] = []
+            for lo in range(0, steps, 64):
+                deadline.check("the path")
+                sims = mat @ np.stack(points[lo:lo + 64]).astype(np.float32).T
+                for j in range(sims.shape[1]):
+                    if not open_.any():
+                        break
+                    col = np.where(open_, sims[:, j], -np.inf)
+                    ties = np.flatnonzero(col == col.max())
+                    best = int(ties[np.argmin(ids[ties])])
+                    open_[best] = False
+                    chosen.append((int(ids[best]), float(sims[best, j])))
+            rows = self.catalog.get_many([i for i, _ in chosen])
+            for tid, sim in chosen:
+                t = rows.get(tid)
+                if t is not None:
+                    out.append(Scored(t, sim, genre_agreement(out[-1].track.probabilities, t.probabilities), sim))
+        else:
+            index = self.library.index
+            for point in points:
+                deadline.check("the path")
+                ids, dist = index.search(point, min(len(index), len(used) + 1))
+                for tid, d in zip(ids.tolist(), dist.tolist()):
+                    if tid not in used:
+                        t = self.catalog.get(tid)
+                        used.add(tid)
+                        out.append(Scored(t, 1.0 - float(d), genre_agreement(out[-1].track.probabilities,
+                                                                             t.probabilities), 1.0 - float(d)))
+                        break
         last = self.catalog.vectors([out[-1].track.id])[out[-1].track.id]
-        sim_end = float(np.dot(last, b.embedding))
+        sim_end = float(np.dot(_unit(last), _unit(b.embedding)))
         out.append(Scored(b, sim_end, genre_agreement(out[-1].track.probabilities, b.probabilities), sim_end))
         return out
 
@@ -290,8 +399,11 @@ class Recommender:
 def to_m3u8(items: Sequence[Scored], *, relative_to: str | Path | None = None, title: str = "sonicsort",
             locate: Callable[[Track], str] | None = None) -> str:
     """Extended M3U (UTF-8). Paths are relative to ``relative_to`` (the playlist's folder) when
-    possible; ``locate`` gives each track's entry instead (e.g. its URL on the server)."""
-    lines = ["#EXTM3U", f"#PLAYLIST:{title}"]
+    possible; ``locate`` gives each track's entry instead (e.g. its URL on the server).
+
+    Every text written passes ``clean_text``: a line break in a title cannot start a line (an
+    entry or a directive) of its own, and an entry's location is never empty or a directive."""
+    lines = ["#EXTM3U", f"#PLAYLIST:{clean_text(title) or 'sonicsort'}"]
     base = Path(relative_to).resolve() if relative_to else None
     for s in items:
         t = s.track
@@ -301,9 +413,14 @@ def to_m3u8(items: Sequence[Scored], *, relative_to: str | Path | None = None, t
                 path = os.path.relpath(path, base)
             except ValueError:  # another drive
                 pass
-        name = f"{t.artist} - {t.title}" if t.artist else t.title
-        lines.append(f"#EXTINF:{int(round(t.duration_s))},{name}")
-        lines.append(path)
+        artist, name = clean_text(t.artist), clean_text(t.title) or "Untitled"
+        location = clean_text(path)
+        if location is None:
+            continue  # a track with no file to point at: no entry rather than a broken one
+        if location.startswith("#"):  # a relative path is never read as a directive
+            location = "./" + location
+        lines.append(f"#EXTINF:{int(round(t.duration_s))},{f'{artist} - {name}' if artist else name}")
+        lines.append(location)
     return "\n".join(lines) + "\n"
 
 

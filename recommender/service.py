@@ -15,22 +15,29 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .cache import PredictionCache
 from .catalog import NewTrack, Track
 from .config import Settings
-from .errors import ERROR_KINDS, BadRequest, CatalogUnavailable, NotReady, UnknownTrack
+from .errors import ERROR_KINDS, BadRequest, CatalogUnavailable, NotReady, StorageFull, UnknownTrack, is_disk_full
 from .extract import read_tags
 from .library import Library, sha256_bytes
+from .limits import Deadline, Gate
 from .musicmap import MusicMap
 from .recommend import Recommender, Scored
 from .uploads import UploadStore
 
 log = logging.getLogger(__name__)
+HEAVY_LENGTH = 100  # a playlist or path longer than this passes the heavy-request gate
+# with a write refused for want of space, /readyz reports storage "full" until this much is free again
+FREE_AGAIN_BYTES = 64 * 1024 * 1024
+
 
 class Service:
     """The one facade of sonicsort: what the HTTP API and the command line ask, as method calls.
@@ -63,6 +70,8 @@ class Service:
         self._on_started: list = []
         self._map = MusicMap()
         self.uploads = UploadStore(self.settings.uploads_dir)
+        self._heavy = Gate(self.settings.heavy_requests)
+        self._storage_error: str | None = None  # why the last write failed for want of space
 
     def on_started(self, fn) -> None:
         """Call ``fn()`` when start-up has finished (at once if it already has)."""
@@ -145,6 +154,9 @@ class Service:
         catalog_state = "ok" if lib is None or lib.catalog.ping() else "unreachable"
         if status == "ready" and catalog_state != "ok":
             status = "degraded"
+        storage = self._storage_state()
+        if status == "ready" and storage != "ok":
+            status = "degraded"
         index = {"backend": self.settings.backend, "loaded": bool(lib is not None and lib._index is not None)}
         if index["loaded"]:
             index["tracks"] = len(lib._index)
@@ -159,11 +171,27 @@ class Service:
                 pass
         out = {"status": status,
                "model": {"loaded": self.state == "ready", "version": self._bundle.version if self._bundle else None},
-               "index": index, "cache": cache_state, "catalog": catalog_state, "uptime_s": round(time.time() - self.started_at, 1),
+               "index": index, "cache": cache_state, "catalog": catalog_state, "storage": storage,
+               "uptime_s": round(time.time() - self.started_at, 1),
                "worker_pid": os.getpid()}
         if self.error:
             out["error"] = self.error
+        if self._storage_error:
+            out["storage_error"] = self._storage_error
         return out
+
+    def _storage_state(self) -> str:
+        """``full`` after a write failed for want of space, until a write succeeds or
+        ``FREE_AGAIN_BYTES`` are free again under home; else ``ok``."""
+        if self._storage_error is None:
+            return "ok"
+        try:
+            if shutil.disk_usage(self.settings.home).free >= FREE_AGAIN_BYTES:
+                self._storage_error = None
+                return "ok"
+        except OSError:
+            pass
+        return "full"
 
     # ---------------------------------------------------------------- parts
     @property
@@ -272,21 +300,23 @@ class Service:
         if known is not None:
             return lib.catalog.get(known), False
         pred, _, _ = lib.predict_bytes(data, sha256=sha)  # AudioError here: nothing written yet
-        final = self.uploads.write(data, sha)
-        try:
-            tags = read_tags(final)
-            if tags["title"] == final.stem:  # no title tag: the uploaded file's name, else a plain label
-                tags["title"] = Path(filename).stem if filename and Path(filename).stem else "Untitled upload"
-            st = final.stat()
-            rec = NewTrack.from_prediction(pred, path=str(final), sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns,
-                                           title=title or tags["title"], artist=artist or tags["artist"],
-                                           album=album or tags["album"])
-            created: list[bool] = []
-            (track_id,) = lib.add_tracks([rec], created=created)
-        except BaseException:
-            if lib.catalog.ids_for_hashes([sha]).get(sha) is None:
-                final.unlink(missing_ok=True)
-            raise
+        with self._writing("the upload"), self.uploads.holding(sha):
+            final, new_file = self.uploads.write(data, sha)
+            try:
+                tags = read_tags(final)
+                if tags["title"] == final.stem:  # no title tag: the uploaded file's name, else a plain label
+                    tags["title"] = Path(filename).stem if filename and Path(filename).stem else "Untitled upload"
+                st = final.stat()
+                rec = NewTrack.from_prediction(pred, path=str(final), sha256=sha, size=st.st_size,
+                                               mtime_ns=st.st_mtime_ns, title=title or tags["title"],
+                                               artist=artist or tags["artist"], album=album or tags["album"])
+                created: list[bool] = []
+                (track_id,) = lib.add_tracks([rec], created=created)
+            except BaseException:
+                # under the lock no other upload can have committed a row for a file this one created
+                if new_file:
+                    final.unlink(missing_ok=True)
+                raise
         return lib.catalog.get(track_id), created[0]
 
     def delete_track(self, track_id: int, *, backend: str | None = None) -> Track:
@@ -294,18 +324,51 @@ class Service:
         self.require_ready()
         lib = self.library(backend)
         t = lib.catalog.get(track_id)
-        lib.remove_tracks([track_id])
-        self.uploads.delete_owned(t.paths)
+        with self._writing("the delete"), self.uploads.holding(t.sha256):
+            lib.remove_tracks([track_id])
+            self.uploads.delete_owned(t.paths)
         return t
 
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Around a write: a full disk becomes ``StorageFull`` (507 on the API) and is reported by
+        ``readiness`` until a write succeeds again or space returns; nothing is half-written
+        (the catalog's transactions and the files' renames are atomic)."""
+        try:
+            yield
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self._storage_error = f"{what} found the disk full ({type(exc).__name__}: {exc})"
+            log.warning("%s", self._storage_error)
+            raise StorageFull(f"{what} could not be stored: the disk under {self.settings.home} is full; "
+                              f"nothing was written. Free some space and try again") from None
+        self._storage_error = None
+
     # ---------------------------------------------------------------- playlists
+    @contextmanager
+    def _costly(self, what: str, length: int) -> Iterator[Deadline]:
+        """A playlist or path of more than ``HEAVY_LENGTH`` tracks passes the heavy-request gate
+        and runs under the request budget (``recommender.limits``); a shorter one only under the budget."""
+        if length <= HEAVY_LENGTH:
+            yield Deadline(self.settings.request_budget_s)
+            return
+        with self._heavy.enter(what):
+            yield Deadline(self.settings.request_budget_s)  # the budget counts from the start of the work
+
     def playlist(self, seeds: Sequence[int], length: int, *, genres: Sequence[str] | None = None,
                  artist_cap: int = 2, centre_weight: float = 0.5) -> list[Scored]:
-        return self.recommender().playlist(seeds, length, genres=genres, artist_cap=artist_cap,
-                                           centre_weight=centre_weight)
+        """``Recommender.playlist``: shorter than ``length`` when fewer tracks can be placed."""
+        reco = self.recommender()
+        with self._costly("the playlist", length) as deadline:
+            return reco.playlist(seeds, length, genres=genres, artist_cap=artist_cap, centre_weight=centre_weight,
+                                 deadline=deadline)
 
     def path(self, start: int, end: int, length: int) -> list[Scored]:
-        return self.recommender().path(start, end, length)
+        """``Recommender.path``: shorter than ``length`` when the catalog holds fewer tracks."""
+        reco = self.recommender()
+        with self._costly("the path", length) as deadline:
+            return reco.path(start, end, length, deadline=deadline)
 
     def similar_to_track(self, track_id: int, k: int = 10, *, backend: str | None = None, **opts: Any) -> list[Scored]:
         reco = self.recommender(backend)
@@ -325,13 +388,15 @@ class Service:
         Returns its ``IngestReport``."""
         from .ingest import ingest
 
-        return ingest(self.library(), roots, **options)
+        with self._writing("the ingest"):
+            return ingest(self.library(), roots, **options)
 
     def reindex(self):
         """Rebuild the index of the configured backend from the catalog. Returns the index."""
         lib = self.library()
         lib.check_model()
-        return lib.rebuild_index()
+        with self._writing("the index"):
+            return lib.rebuild_index()
 
     def reembed(self, *, progress=None) -> int:
         """Re-embed every track made by another model than the loaded one. Returns how many."""

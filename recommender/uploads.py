@@ -8,20 +8,29 @@ catalog commits its row; a track's file is deleted after its row. A crash betwee
 steps leaves a temporary or an unreferenced file, never a row without its file:
 ``UploadStore.sweep`` removes those (at start-up and by ``sonicsort stats --repair``).
 Files of an ingested folder are never deleted, only forgotten.
+
+Writing a file, committing its row and cleaning up after a failed commit happen while
+holding the file's lock (``holding``: an exclusive ``flock`` that every process on the
+folder's machine honours). So a failed upload knows without asking the catalog whether the
+file it wrote is its own (it did not exist before): it deletes that one and no other, also
+while the catalog's database does not answer.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".upload."
+LOCK_NAME = ".lock"  # one per folder of the store, held while a file in it is written or deleted
 # libsndfile's container (and, for Ogg, codec) → the extension an upload is stored under
 _EXT_OF_FORMAT = {"WAV": ".wav", "WAVEX": ".wav", "RF64": ".wav", "FLAC": ".flac", "MP3": ".mp3", "AU": ".au",
                   "AIFF": ".aiff", "OGG": ".ogg", "W64": ".w64", "CAF": ".caf"}
@@ -35,9 +44,24 @@ class UploadStore:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
 
-    def write(self, data: bytes, sha256: str) -> Path:
+    @contextmanager
+    def holding(self, sha256: str) -> Iterator[None]:
+        """Hold the lock of the folder ``sha256``'s file lives in (other threads and processes
+        wait): around writing the file, committing its row and any clean-up."""
+        folder = self.folder / sha256[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def write(self, data: bytes, sha256: str) -> tuple[Path, bool]:
         """Store ``data`` atomically as ``<sha[:2]>/<sha><ext>``, the extension from the content
-        (``content_extension``). Returns the final path; the same audio always gets the same one."""
+        (``content_extension``). Returns the final path (the same audio always gets the same
+        one) and whether this call created it (False: the same audio was there already).
+        Call it ``holding`` the lock for the answer to stay true."""
         folder = self.folder / sha256[:2]
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
@@ -47,11 +71,12 @@ class UploadStore:
                 f.flush()
                 os.fsync(f.fileno())
             final = folder / (sha256 + content_extension(tmp))
+            created = not final.exists()
             os.replace(tmp, final)  # the same bytes under the same name: concurrent writers agree
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return final
+        return final, created
 
     def owns(self, path: str | Path) -> bool:
         return self.folder.resolve() in Path(path).resolve().parents
@@ -76,7 +101,7 @@ class UploadStore:
                 continue
             for f in sorted(sub.iterdir()):
                 try:
-                    if not f.is_file() or f.stat().st_mtime > cutoff:
+                    if f.name == LOCK_NAME or not f.is_file() or f.stat().st_mtime > cutoff:
                         continue
                 except FileNotFoundError:
                     continue

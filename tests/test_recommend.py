@@ -126,9 +126,13 @@ def test_playlist_rules(reco, tmp_path):
     assert all(not line.startswith("/") for line in m3u.splitlines()[2::2])
     assert all((tmp_path / line).resolve().is_file() for line in m3u.splitlines()[3::2])
     assert [d["position"] for d in to_json(pl)] == list(range(1, 13))
-    for bad in (0, 31):
-        with pytest.raises(BadRequest, match="length"):
-            reco.playlist([ids[0]], bad)
+    with pytest.raises(BadRequest, match="length"):
+        reco.playlist([ids[0]], 0)
+    # longer than the catalog can fill under the rules: every track that can be placed, once
+    whole = reco.playlist([ids[0]], len(ids) + 1, artist_cap=len(ids))
+    assert sorted(s.track.id for s in whole) == sorted(ids)
+    capped = reco.playlist([ids[0]], len(ids), artist_cap=1)  # one track per artist
+    assert len(capped) == len({reco.catalog.get(i).artist for i in ids})
     with pytest.raises(UnknownTrack):
         reco.playlist([999_999], 3)
     with pytest.raises(BadRequest, match="unknown genre"):
@@ -145,8 +149,11 @@ def test_path_goes_from_a_to_b(reco):
     # on the way: similarity to a falls, similarity to b rises (on the whole)
     to_b = [float(np.dot(vecs[i], vecs[b])) for i in got]
     assert to_b[-1] > to_b[0] and np.corrcoef(range(6), to_b)[0, 1] > 0.5
-    with pytest.raises(BadRequest):
-        reco.path(a, a, 4)
+    # from a track to itself: a round trip through its nearest tracks
+    loop = [s.track.id for s in reco.path(a, a, 5)]
+    nearest = [s.track.id for s in reco.similar(reco.query_for_track(a), 3)]
+    assert loop == [a, *nearest, a]
+    assert len(reco.path(a, b, len(ids) + 5)) == len(ids)  # every track once, no more
     with pytest.raises(BadRequest):
         reco.path(a, b, 1)
 
@@ -177,6 +184,23 @@ def test_cli_similar_playlist_path(catalog_home, tiny_bundle, tmp_path):
     r = run("path", "1", "2", "--length", "4", "--json")
     assert [t["id"] for t in json.loads(r.stdout)["tracks"]][::3] == [1, 2]
     for args in (["similar", "9999"], ["playlist", "1", "--length", "0"], ["similar", "1", "--genre", "polka"],
-                 ["path", "1", "2", "--length", "500"], ["similar", "nofile.mp3"]):
+                 ["path", "1", "2", "--length", "5000"], ["similar", "nofile.mp3"]):
         r = run(*args)
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_long_lists_on_a_catalog_too_large_to_score_whole_search_the_index(reco, monkeypatch):
+    """Past ``EXACT_POOL`` tracks a playlist and a path search the index at each step: the same rules hold."""
+    from recommender import recommend
+
+    ids = reco.catalog.ids().tolist()
+    exact_pl = [s.track.id for s in reco.playlist([ids[0], ids[5]], 12, artist_cap=4)]
+    exact_path = [s.track.id for s in reco.path(ids[1], ids[2], 6)]
+    monkeypatch.setattr(recommend, "EXACT_POOL", 0)
+    pl = reco.playlist([ids[0], ids[5]], 12, artist_cap=4)
+    got = [s.track.id for s in pl]
+    artists = [s.track.artist for s in pl]
+    assert got[:2] == [ids[0], ids[5]] and len(set(got)) == 12
+    assert all(a != b for a, b in zip(artists[1:], artists[2:])) and max(map(artists.count, artists)) <= 4
+    assert got == exact_pl  # an exact index (hnsw at this size finds every neighbour): the same choices
+    assert [s.track.id for s in reco.path(ids[1], ids[2], 6)] == exact_path

@@ -50,7 +50,7 @@ def add_commands(sub, common) -> None:
 def _playlist_out(args, items, what: str) -> int:
     from recommender.recommend import to_json, to_m3u8
 
-    data = {"tracks": to_json(items)}
+    data = {"tracks": to_json(items), "requested_length": args.length, "truncated": len(items) < args.length}
     if args.m3u:
         out = Path(args.m3u)
         text = to_m3u8(items, relative_to=out.parent, title=what)
@@ -60,6 +60,9 @@ def _playlist_out(args, items, what: str) -> int:
         data["m3u"] = str(out)
     lines = [f"{i + 1:>3}. [{s.track.id}] {s.track.title}" + (f" — {s.track.artist}" if s.track.artist else "")
              + f"  ({s.track.genre}, sim {s.similarity:.3f})" for i, s in enumerate(items)]
+    if data["truncated"]:
+        lines.append(f"{len(items)} of the {args.length} tracks asked for: the catalog (and the constraints) "
+                     f"hold no more")
     if args.m3u:
         lines.append(f"wrote {args.m3u}")
     emit(args, data, "\n".join(lines))

@@ -1,0 +1,54 @@
+"""What one request may cost: a time budget, and how many long requests run at once.
+
+Most requests cost milliseconds. A few can cost much more (a 1,000-track playlist, a long
+path, re-ranking the largest ``k``): each such request runs under a ``Deadline`` of
+``SONICSORT_REQUEST_BUDGET_S`` and through a ``Gate`` that lets ``SONICSORT_HEAVY_REQUESTS``
+of them run at once in a process. Past the budget, or when the gate stays shut for
+``wait_s``, the request is answered ``Overloaded`` (HTTP 503 with Retry-After): the worker
+is free again, and the short requests of everyone else keep their latency.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from .errors import Overloaded
+
+
+class Deadline:
+    """The moment a request's work must stop; ``None`` seconds: never."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.end = math.inf if not seconds else time.monotonic() + float(seconds)
+
+    def check(self, what: str) -> None:
+        """Raise ``Overloaded`` once the budget is spent."""
+        if time.monotonic() > self.end:
+            raise Overloaded(f"{what} needs more than this server's budget for one request "
+                             f"({self.seconds:g} s, SONICSORT_REQUEST_BUDGET_S); ask for fewer tracks")
+
+
+class Gate:
+    """At most ``slots`` heavy requests at once in this process; a caller waits up to ``wait_s``."""
+
+    def __init__(self, slots: int, wait_s: float = 1.0) -> None:
+        self.slots, self.wait_s = max(1, int(slots)), float(wait_s)
+        self._sem = threading.BoundedSemaphore(self.slots)
+
+    @contextmanager
+    def enter(self, what: str) -> Iterator[None]:
+        if not self._sem.acquire(timeout=self.wait_s):
+            raise Overloaded(f"the server is busy with other long requests ({self.slots} at once, "
+                             f"SONICSORT_HEAVY_REQUESTS); retry {what} in a moment")
+        try:
+            yield
+        finally:
+            self._sem.release()
+
+
+__all__ = ["Deadline", "Gate"]
