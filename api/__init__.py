@@ -61,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(page.bp)  # the web page at /
     app.wsgi_app = PredictFastPath(app)  # repeated /v1/predict uploads, before Flask
     app.wsgi_app = _one_catalog_check_per_request(app.wsgi_app)
+    app.wsgi_app = errors.last_resort(app.wsgi_app)
 
     return app
 

@@ -8,7 +8,8 @@ asynchronous worker. By default (``SONICSORT_WEB_SERVER=uvicorn``), ``serve`` ru
 with uvicorn's worker class
 (``uvicorn_worker.UvicornWorker``): each worker's event loop reads headers and bodies of any
 number of connections at once, and ``BufferedRequests`` holds a request until its whole body
-is there. Only then does the Flask (WSGI) app get it, in a pool of
+is there (in memory, or past ``SONICSORT_BODY_MEMORY_MB`` for the worker, in a temporary
+file). Only then does the Flask (WSGI) app get it, in a pool of
 ``SONICSORT_WEB_THREADS`` threads (``WSGIBridge``), so a thread is only ever busy with a
 complete request. A body over ``SONICSORT_MAX_UPLOAD_MB`` is refused with 413 as soon
 as it passes the limit (Content-Length or chunked), one that does not arrive within
@@ -18,9 +19,11 @@ as it passes the limit (Content-Length or chunked), one that does not arrive wit
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Iterator
@@ -40,6 +43,84 @@ async def _problem(send: Send, status: int, title: str, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class BodyBudget:
+    """What the request bodies being read in one worker may hold in memory, in all.
+
+    A body is kept in memory while it is at most ``spill_bytes`` and the worker's bodies
+    together stay within ``memory_bytes``; past either it continues in a temporary file in
+    ``spool_dir`` (deleted when closed), at most ``max_spooled`` of them at once."""
+
+    def __init__(self, *, memory_bytes: int, spill_bytes: int = 1 << 20, spool_dir: str | None = None,
+                 max_spooled: int = 64) -> None:
+        self.memory_bytes, self.spill_bytes = int(memory_bytes), int(spill_bytes)
+        self.spool_dir, self.max_spooled = spool_dir, int(max_spooled)
+        self.in_memory = 0  # bytes of bodies held in memory now (one event loop: no lock needed)
+        self.spooled = 0  # bodies in temporary files now
+
+
+class _Body:
+    """One request's body as it arrives: chunks in memory, then, past the budget, a temporary file."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget, self.chunks, self.size, self.file = budget, [], 0, None
+
+    def add(self, data: bytes) -> None:
+        if self.file is None and (self.size + len(data) > self.budget.spill_bytes
+                                  or self.budget.in_memory + len(data) > self.budget.memory_bytes):
+            self._spill()
+        if self.file is not None:
+            self.file.write(data)
+        else:
+            self.chunks.append(data)
+            self.budget.in_memory += len(data)
+        self.size += len(data)
+
+    def _spill(self) -> None:
+        if self.budget.spooled >= self.budget.max_spooled:
+            raise _Busy()
+        f = tempfile.TemporaryFile(prefix="sonicsort-body-", dir=self.budget.spool_dir)
+        self.budget.spooled += 1
+        self.file = f
+        for chunk in self.chunks:
+            f.write(chunk)
+        self._forget_chunks()
+
+    def _forget_chunks(self) -> None:
+        self.budget.in_memory -= sum(map(len, self.chunks))
+        self.chunks = []
+
+    def finish(self) -> bytes | Any:
+        """The whole body: bytes, or the temporary file at its start."""
+        if self.file is None:
+            return b"".join(self.chunks)
+        self.file.flush()
+        self.file.seek(0)
+        return self.file
+
+    def close(self) -> None:
+        self._forget_chunks()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+            self.budget.spooled -= 1
+
+
+class _Busy(Exception):
+    """More bodies wait in temporary files than the budget allows."""
+
+
+def _with_close(send: Send) -> Send:
+    """``send`` with ``Connection: close`` added to the answer's head."""
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return wrapped
+
+
 class BufferedRequests:
     """ASGI middleware: read each request's whole body in the event loop before the app sees it.
 
@@ -48,48 +129,69 @@ class BufferedRequests:
     app : the ASGI app to call with the complete request
     max_bytes : larger bodies get 413 (from Content-Length at once, or as a chunked one passes it)
     body_timeout_s : a body that is not complete this long after its headers gets 408
+    budget : what bodies may hold in memory (``BodyBudget``); a body past it waits in a
+        temporary file, and the app gets that file as its ``wsgi.input``
+
+    A request that carries both Content-Length and Transfer-Encoding is answered and its
+    connection closed (RFC 9112 §6.1): the two may frame the body differently for another
+    server on the way.
     """
 
-    def __init__(self, app, *, max_bytes: int, body_timeout_s: float) -> None:
+    def __init__(self, app, *, max_bytes: int, body_timeout_s: float, budget: BodyBudget | None = None) -> None:
         self.app, self.max_bytes, self.body_timeout_s = app, int(max_bytes), float(body_timeout_s)
+        self.budget = budget or BodyBudget(memory_bytes=64 << 20)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = too_large(self.max_bytes)
-        length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+        headers = dict(scope.get("headers", ()))
+        length = headers.get(b"content-length")
+        if length is not None and b"transfer-encoding" in headers:
+            send = _with_close(send)
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await _problem(send, 413, "Content Too Large", limit)
-        chunks: list[bytes] = []
-        n = 0
-        deadline = time.monotonic() + self.body_timeout_s
-        while True:
-            try:
-                msg = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                return await _problem(send, 408, "Request Timeout",
-                                      f"the request body did not arrive within {self.body_timeout_s:g} s")
-            if msg["type"] == "http.disconnect":
-                return
-            body = msg.get("body", b"")
-            n += len(body)
-            if n > self.max_bytes:
-                return await _problem(send, 413, "Content Too Large", limit)
-            if body:
-                chunks.append(body)
-            if not msg.get("more_body", False):
-                break
-        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        given = False
+        body = _Body(self.budget)
+        try:
+            deadline = time.monotonic() + self.body_timeout_s
+            while True:
+                try:
+                    msg = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    return await _problem(send, 408, "Request Timeout",
+                                          f"the request body did not arrive within {self.body_timeout_s:g} s")
+                if msg["type"] == "http.disconnect":
+                    return
+                data = msg.get("body", b"")
+                if body.size + len(data) > self.max_bytes:
+                    return await _problem(send, 413, "Content Too Large", limit)
+                if data:
+                    try:
+                        body.add(data)
+                    except _Busy:
+                        return await _problem(send, 503, "Service Unavailable",
+                                              "this server is reading as many large uploads as it can at once; "
+                                              "retry in a moment")
+                    except OSError as exc:
+                        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                            return await _problem(send, 507, "Insufficient Storage",
+                                                  "the server's disk is too full to take this upload; try later")
+                        raise
+                if not msg.get("more_body", False):
+                    break
+            whole = {"type": "http.request", "body": body.finish(), "more_body": False}
+            given = False
 
-        async def replay() -> dict[str, Any]:
-            nonlocal given
-            if not given:
-                given = True
-                return whole
-            return await receive()  # after the body: the client's disconnect, when it comes
+            async def replay() -> dict[str, Any]:
+                nonlocal given
+                if not given:
+                    given = True
+                    return whole
+                return await receive()  # after the body: the client's disconnect, when it comes
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            body.close()
 
 
 STREAM_CHUNK = 1 << 20  # a larger answer (an audio file) goes out in pieces of about this size
@@ -114,7 +216,7 @@ class WSGIBridge:
         if scope["type"] != "http":
             return None
         message = await receive()
-        environ = self.environ(scope, message.get("body", b""))
+        environ = self.environ(scope, message.get("body", b""))  # bytes, or a file (BodyBudget)
         loop = asyncio.get_running_loop()
         status, headers, body, rest = await loop.run_in_executor(self.pool, self._call, environ)
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -157,8 +259,9 @@ class WSGIBridge:
         return code, headers, b"".join(pieces), None if done else _Rest(it, result)
 
     @staticmethod
-    def environ(scope: Scope, body: bytes) -> dict[str, Any]:
-        """The WSGI environ of an ASGI HTTP scope (PEP 3333), with the complete body."""
+    def environ(scope: Scope, body) -> dict[str, Any]:
+        """The WSGI environ of an ASGI HTTP scope (PEP 3333), with the complete body (bytes, or a
+        file open at its start)."""
         root = scope.get("root_path", "")
         path = scope["path"]
         if root and path.startswith(root):
@@ -173,7 +276,7 @@ class WSGIBridge:
             "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
             "wsgi.version": (1, 0), "wsgi.url_scheme": scope.get("scheme", "http"),
             # the body is whole: a chunked one (no Content-Length) is read to its end, not taken as empty
-            "wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True, "wsgi.errors": sys.stderr,
+            "wsgi.input": io.BytesIO(body) if isinstance(body, bytes) else body, "wsgi.input_terminated": True, "wsgi.errors": sys.stderr,
             "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
         }
         if scope.get("client"):
@@ -210,7 +313,7 @@ def _close(result) -> None:
         close()
 
 
-def asgi_app(wsgi_app, *, threads: int, max_bytes: int, body_timeout_s: float):
+def asgi_app(wsgi_app, *, threads: int, max_bytes: int, body_timeout_s: float, budget: BodyBudget | None = None):
     """The WSGI app behind ``BufferedRequests``, called in a pool of ``threads`` threads."""
     return BufferedRequests(WSGIBridge(wsgi_app, threads=threads), max_bytes=max_bytes,
-                            body_timeout_s=body_timeout_s)
+                            body_timeout_s=body_timeout_s, budget=budget)

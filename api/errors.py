@@ -8,6 +8,7 @@ exception is logged on the server and answered with a plain 500 message.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from flask import Flask, Response, jsonify
@@ -88,5 +89,35 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
+        from recommender.errors import is_disk_full
+
+        if is_disk_full(exc):
+            log.warning("the disk is full: %s", exc)
+            return problem(507, "the server's disk is full; nothing was written; try again later")
         log.exception("unexpected error")
         return problem(500, "internal server error; the server's log has the details")
+
+
+def last_resort(inner):
+    """The outermost WSGI layer: an error raised before Flask's own handlers (in middleware
+    that answers before Flask, such as ``fastpath``) still leaves as problem+json, 503 with
+    Retry-After for the rooms' "unavailable" errors, never as a server's plain-text page."""
+    import json
+
+    def wsgi(environ, start_response):
+        try:
+            return inner(environ, start_response)
+        except Exception as exc:
+            status = _status_of(exc)
+            if status >= 500 and status != 503:
+                log.exception("error outside the app's handlers")
+            detail = str(exc) if status < 500 or status == 503 else "internal server error; the server's log has the details"
+            body = json.dumps({"type": "about:blank", "title": HTTP_STATUS_CODES.get(status, "Error"), "status": status,
+                               "detail": detail}).encode()
+            headers = [("Content-Type", PROBLEM), ("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff")]
+            if status == 503:
+                headers.append(("Retry-After", "2"))
+            start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Error')}", headers, sys.exc_info())
+            return [body]
+
+    return wsgi

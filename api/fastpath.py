@@ -19,6 +19,7 @@ import io
 import time
 from typing import Any, Callable, Iterable
 
+from recommender.errors import ERROR_KINDS
 from recommender.library import sha256_bytes
 
 from .answers import answer_key
@@ -61,8 +62,11 @@ class PredictFastPath:
         if left:  # the client sent less than it announced: Flask gets the short body as it came, and answers 4xx
             return self.inner(environ, start_response)
         sha = environ[UPLOAD_SHA256] = sha256_bytes(body)
-        _, hit = self.answers.lookup(self.service, answer_key(sha, environ.get("QUERY_STRING", ""),
-                                                       environ.get("SCRIPT_NAME", "")))
+        try:
+            _, hit = self.answers.lookup(self.service, answer_key(sha, environ.get("QUERY_STRING", ""),
+                                                           environ.get("SCRIPT_NAME", "")))
+        except ERROR_KINDS:  # the catalog's database away, say: the view answers it as every route does (503)
+            hit = None
         if hit is None:
             return self.inner(environ, start_response)
         elapsed = time.perf_counter() - t0

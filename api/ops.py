@@ -50,14 +50,20 @@ def metrics():
 def openapi_json():
     import copy
 
-    doc = openapi_document()
+    from recommender.config import usable_backends
+
     service = current_app.extensions["sonicsort"]
-    if service.state == "ready":  # the loaded model's genres, so clients (and fuzzers) know them
-        doc = copy.deepcopy(doc)
+    doc = copy.deepcopy(openapi_document())
+    doc["components"]["parameters"]["backend"]["schema"]["enum"] = list(usable_backends(service.settings))
+    if service.state == "ready":  # the loaded model's genres and tags, so clients (and fuzzers) know them
         genres = list(service.bundle.genres)
         doc["components"]["parameters"]["genre"]["schema"]["enum"] = genres
         body = doc["paths"]["/v1/playlists"]["post"]["requestBody"]["content"]["application/json"]["schema"]
         body["properties"]["genres"]["items"]["enum"] = genres
+        if service.bundle.tag_names:
+            for param in doc["paths"]["/v1/tracks"]["get"]["parameters"]:
+                if param.get("name") == "tag":
+                    param["schema"]["enum"] = list(service.bundle.tag_names)
     return jsonify(doc)
 
 

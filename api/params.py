@@ -104,18 +104,30 @@ def _convert(name: str, value: Any, kind: str, **limits: Any) -> Any:
 
 def similar_options(k_min: int = 1) -> dict[str, Any]:
     """The ranking controls shared by /v1/predict and /v1/tracks/{id}/similar."""
-    from recommender.config import backend_names
     from recommender.recommend import GENRE_MODES
 
     return {
         "k": arg("k", "int", 10, lo=k_min, hi=MAX_K),
         "genre": arg("genre", max_len=100, empty_ok=False),
         "genre_mode": arg("genre_mode", "choice", "any", choices=GENRE_MODES),
-        "backend": arg("backend", "choice", None, choices=backend_names()),
+        "backend": backend_arg(),
         "boost_weight": arg("boost_weight", "float", 0.3, lo=0.0, hi=1.0),
         "artist_cap": arg("artist_cap", "int", None, lo=1, hi=MAX_K),
         "mmr_lambda": arg("mmr_lambda", "float", None, lo=0.0, hi=1.0),
     }
+
+
+def backend_arg() -> str | None:
+    """``?backend=``: one of the backends this server can use; a registered one it cannot use
+    is refused with the setting that would enable it."""
+    from recommender.config import backend_names, backend_unusable
+
+    name = arg("backend", "choice", None, choices=backend_names())
+    if name is not None:
+        why = backend_unusable(name, current_app.extensions["sonicsort"].settings)
+        if why:
+            raise _bad(why)
+    return name
 
 
 def json_body() -> dict[str, Any]:

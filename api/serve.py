@@ -12,6 +12,7 @@ brings its index in step before its next query.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -26,6 +27,8 @@ from uvicorn_worker import UvicornWorker
 
 from recommender.config import Settings
 
+from .connections import ConnectionLimits, Protocol, connection_cap, quiet_exception_handler
+
 log = logging.getLogger("sonicsort.serve")
 
 
@@ -33,14 +36,26 @@ class Worker(UvicornWorker):
     """uvicorn's gunicorn worker: pure-Python HTTP (h11) on asyncio, no ASGI lifespan (the app
     starts itself when it is built).
 
+    Its connections are ``api.connections.Protocol``'s (a header timeout, a connection cap
+    below the file limit, a lingering close), and the event loop reports its own errors at
+    most once a minute each.
+
     gunicorn's own workers leave when their master dies (they watch their parent pid);
     uvicorn's only hear from it through signals, so a master killed with SIGKILL would leave
     them serving, with TensorFlow loaded, forever. A watchdog thread makes them stop
     gracefully (SIGTERM to themselves) within a second of losing the master."""
 
-    CONFIG_KWARGS = {"loop": "asyncio", "http": "h11", "lifespan": "off"}
+    CONFIG_KWARGS = {"loop": "asyncio", "http": Protocol, "lifespan": "off"}
+
+    async def _serve(self) -> None:
+        asyncio.get_running_loop().set_exception_handler(quiet_exception_handler)
+        await super()._serve()
 
     def run(self) -> None:
+        settings = Settings.from_env()
+        Protocol.limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s,
+                                           max_connections=connection_cap(settings.max_connections))
+        log.info("worker %d keeps at most %d connections", os.getpid(), Protocol.limits.max_connections)
         master = self.ppid
 
         def watch() -> None:
@@ -72,7 +87,10 @@ def prepare_index(settings: Settings) -> int:
         lib.close()
 
 
-def _prepare_in_child(settings: Settings, conn) -> None:
+def _prepare_in_child(settings: Settings, conn, parent_pid: int) -> None:
+    from recommender.lifeline import die_with_parent
+
+    die_with_parent(parent_pid)
     try:
         conn.send(("ok", prepare_index(settings)))
     except BaseException as exc:  # handed to the master, which reports it as it would its own
@@ -86,7 +104,8 @@ def prepare_index_apart(settings: Settings) -> int:
 
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_prepare_in_child, args=(settings, theirs), name="sonicsort-prepare")
+    child = ctx.Process(target=_prepare_in_child, args=(settings, theirs, os.getpid()),
+                        name="sonicsort-prepare")
     child.start()
     theirs.close()
     try:
@@ -116,9 +135,13 @@ class MilvusLiteServer:
         with socket.socket() as s:
             s.bind((self.host, 0))
             self.port = s.getsockname()[1]
+        from recommender.lifeline import die_with_parent
+
+        parent = os.getpid()
         self.proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", self.data_dir,
                                       "--host", self.host, "--port", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     preexec_fn=lambda: die_with_parent(parent))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -273,8 +296,13 @@ def _serve(settings: Settings, *, workers, threads, banner, access_log) -> int:
                 service.on_started(lambda: announce_once(service, marker, url, lambda: banner(url)))
             if settings.web_server != "uvicorn":
                 return app
+            from .asgi import BodyBudget
+
+            spool = settings.home / "tmp"
+            spool.mkdir(parents=True, exist_ok=True)
+            budget = BodyBudget(memory_bytes=int(settings.body_memory_mb * 1_000_000), spool_dir=str(spool))
             return asgi_app(app, threads=n_threads, max_bytes=int(app.config["MAX_CONTENT_LENGTH"]),
-                            body_timeout_s=settings.body_timeout_s)
+                            body_timeout_s=settings.body_timeout_s, budget=budget)
 
     try:
         App().run()

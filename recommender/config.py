@@ -18,6 +18,29 @@ def backend_names() -> tuple[str, ...]:
     return tuple(BACKENDS)
 
 
+def backend_unusable(name: str, settings: "Settings") -> str | None:
+    """Why a server with ``settings`` cannot use the registered backend ``name`` (None: it can):
+    Milvus needs a server to reach (``SONICSORT_MILVUS_URI``, or ``serve --backend milvus``,
+    which starts milvus-lite beside the workers); any backend needs its library installed."""
+    if name == "milvus" and settings.backend != "milvus" and not settings.milvus_uri:
+        return ("the milvus backend is not enabled on this server: set SONICSORT_MILVUS_URI to a Milvus "
+                "server, or serve with --backend milvus")
+    from index.errors import BackendUnavailable
+    from index.registry import backend_class
+
+    try:
+        backend_class(name)
+    except BackendUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def usable_backends(settings: "Settings") -> tuple[str, ...]:
+    """The registered backends a server with ``settings`` can use: what ``?backend=`` accepts and
+    the served OpenAPI document lists."""
+    return tuple(n for n in backend_names() if backend_unusable(n, settings) is None)
+
+
 def _default_home() -> Path:
     return Path(os.environ.get("SONICSORT_HOME") or Path.home() / ".sonicsort")
 
@@ -56,6 +79,15 @@ class Settings:
     # a request body not complete this long after its headers gets 408 (slow clients wait in
     # the worker's event loop meanwhile, holding no thread)
     body_timeout_s: float = 60.0
+    # a connection must deliver a complete request head this long after connecting (or after its
+    # previous answer); one that sends nothing is closed then too
+    header_timeout_s: float = 10.0
+    # connections each serve worker keeps open at most (fewer when the file limit leaves less
+    # room); past it the longest-idle one is closed, or the new one answered 503
+    max_connections: int = 1000
+    # request bodies each worker keeps in memory at most, in all; past it, or past 1 MB for one
+    # body, a body waits in a temporary file under home (at most 64 such files at once: 503 beyond)
+    body_memory_mb: float = 64.0
     # the gunicorn worker class of `serve`: "uvicorn" (slow clients wait in an event loop and
     # hold no thread) or "gthread" (gunicorn's threads, each reading its connection)
     web_server: str = "uvicorn"
@@ -123,4 +155,5 @@ class Settings:
 _FROM_ENV = {"home": Path, "model_dir": Path, "uploads": Path, "max_duration_s": float, "max_channels": int, "max_sample_rate": int,
              "max_decoded_samples": int, "cache_ttl_s": int, "ingest_workers": int,
              "max_upload_mb": float, "port": int, "web_workers": int, "web_threads": int, "body_timeout_s": float,
+             "header_timeout_s": float, "max_connections": int, "body_memory_mb": float,
              "answer_cache_mb": float, "request_budget_s": float, "heavy_requests": int}

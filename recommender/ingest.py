@@ -30,9 +30,10 @@ from embedding.audio import AUDIO_EXTENSIONS
 from embedding.data import sha256_of
 
 from .catalog import NewTrack
-from .extract import extract, predict_extracted, read_tags
 from .errors import BadRequest
+from .extract import extract, predict_extracted, read_tags
 from .library import Library
+from .lifeline import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,12 @@ def scan(roots: Iterable[str | os.PathLike]) -> list[Path]:
 _W: dict[str, Any] = {}
 
 
-def _init_worker(feature_config: dict[str, Any], normalizer: dict[str, Any], limits: dict[str, Any]) -> None:
+def _init_worker(feature_config: dict[str, Any], normalizer: dict[str, Any], limits: dict[str, Any],
+                 parent_pid: int | None = None) -> None:
     from embedding import FeatureConfig, Normalizer
+
+    if parent_pid is not None:  # a pool worker: it ends with the ingest, however the ingest ends
+        die_with_parent(parent_pid)
 
     _W["config"] = FeatureConfig.from_dict(feature_config)
     _W["norm"] = Normalizer.from_dict(normalizer)
@@ -122,7 +127,7 @@ class _Runner:
         if self.workers > 0:
             # spawn: TensorFlow is loaded in this process, and forking it is unsafe
             self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                            initializer=_init_worker, initargs=self.initargs)
+                                            initializer=_init_worker, initargs=(*self.initargs, os.getpid()))
         else:
             _init_worker(*self.initargs)
         return self

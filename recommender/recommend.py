@@ -198,6 +198,7 @@ class Recommender:
         """Every catalog track ``allowed`` lets in (all when None), as (ids, unit vectors
         (n, embedding_dim), casefolded artists); None when that is more than ``EXACT_POOL``
         tracks, where long playlists and paths search the index step by step instead."""
+        self.library.index  # noqa: B018 - brings this node's index in step with the catalog, as a search does
         n = len(allowed) if allowed is not None else len(self.catalog)
         if n > EXACT_POOL:
             return None
@@ -232,13 +233,15 @@ class Recommender:
         at most ``artist_cap`` tracks per artist; optional genre constraint. Deterministic.
 
         Shorter than ``length`` when the catalog (or the constraints) hold fewer tracks: the
-        answer is every track that can be placed. ``deadline``: a ``limits.Deadline`` the
-        work stops at (``Overloaded``)."""
+        answer is every track that can be placed; a ``length`` below the number of seeds gives
+        the first seeds. ``deadline``: a ``limits.Deadline`` the work stops at (``Overloaded``)."""
         if not seeds:
             raise BadRequest("a playlist needs at least one seed track")
         if len(set(seeds)) != len(seeds):
             raise BadRequest("seed tracks repeat")
-        self._check_length(length, len(seeds))
+        self._check_length(length, 1)
+        if length < len(seeds):
+            return [Scored(self.catalog.get(s), 1.0, 1.0, 1.0) for s in seeds[:length]]
         if artist_cap < 1 or not 0.0 <= centre_weight <= 1.0:
             raise BadRequest("artist_cap must be at least 1 and centre_weight between 0 and 1")
         deadline = deadline or Deadline(None)

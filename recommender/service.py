@@ -341,7 +341,7 @@ class Service:
                 raise
             self._storage_error = f"{what} found the disk full ({type(exc).__name__}: {exc})"
             log.warning("%s", self._storage_error)
-            raise StorageFull(f"{what} could not be stored: the disk under {self.settings.home} is full; "
+            raise StorageFull(f"{what} could not be stored: the disk of the catalog, index or uploads is full; "
                               f"nothing was written. Free some space and try again") from None
         self._storage_error = None
 

@@ -10,8 +10,8 @@ steps leaves a temporary or an unreferenced file, never a row without its file:
 Files of an ingested folder are never deleted, only forgotten.
 
 Writing a file, committing its row and cleaning up after a failed commit happen while
-holding the file's lock (``holding``: an exclusive ``flock`` that every process on the
-folder's machine honours). So a failed upload knows without asking the catalog whether the
+holding the lock of the file's folder (``holding``: an exclusive ``flock`` of the folder,
+which every process on the machine honours). So a failed upload knows without asking the catalog whether the
 file it wrote is its own (it did not exist before): it deletes that one and no other, also
 while the catalog's database does not answer.
 """
@@ -30,7 +30,6 @@ from typing import Iterable, Iterator
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".upload."
-LOCK_NAME = ".lock"  # one per folder of the store, held while a file in it is written or deleted
 # libsndfile's container (and, for Ogg, codec) → the extension an upload is stored under
 _EXT_OF_FORMAT = {"WAV": ".wav", "WAVEX": ".wav", "RF64": ".wav", "FLAC": ".flac", "MP3": ".mp3", "AU": ".au",
                   "AIFF": ".aiff", "OGG": ".ogg", "W64": ".w64", "CAF": ".caf"}
@@ -50,7 +49,7 @@ class UploadStore:
         wait): around writing the file, committing its row and any clean-up."""
         folder = self.folder / sha256[:2]
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # the folder itself: no lock file to leave
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -101,7 +100,7 @@ class UploadStore:
                 continue
             for f in sorted(sub.iterdir()):
                 try:
-                    if f.name == LOCK_NAME or not f.is_file() or f.stat().st_mtime > cutoff:
+                    if not f.is_file() or f.stat().st_mtime > cutoff:
                         continue
                 except FileNotFoundError:
                     continue

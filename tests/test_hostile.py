@@ -241,3 +241,200 @@ def test_slow_clients_hold_no_thread_and_late_bodies_get_408(tmp_path, tiny_bund
             s.close()
         proc.kill()
         proc.wait(10)
+
+
+# ---------------------------------------------------------------- round 2: exports, costs, disks, backends
+INJECTED = "Song\n#EXTINF:1,x\nhttp://evil.example/a.mp3\r\x0b#EXT-X-KEY:METHOD=AES-128,URI=\"http://evil.example/k\""
+
+
+def _m3u_entries(text: str) -> tuple[list[str], list[str]]:
+    lines = text.splitlines()
+    return [ln for ln in lines if ln.startswith("#")], [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def test_no_text_field_can_add_a_line_to_any_export(upload_server, tmp_path):
+    """A newline in a form field or a file's tag stays inside its line, in the catalog and in
+    every export: the API's M3U8 of playlists and paths, and the command line's (``to_m3u8``
+    with relative paths), also for rows written before the rule (cleaned on the way out)."""
+    import mutagen
+    import requests
+
+    from recommender.catalog import Track
+    from recommender.recommend import Scored, to_m3u8
+
+    url = upload_server.url
+    first = write_clip(tmp_path / "a.wav", "chirp", seconds=2.0, seed=501).read_bytes()
+    a = requests.post(url + "/v1/tracks", files={"file": ("a.wav", first, "audio/wav")},
+                      data={"title": INJECTED, "artist": "Evil\nArtist", "album": "A\u2028B"}, timeout=60).json()
+    tagged = write_clip(tmp_path / "b.flac", "drone", seconds=2.0, seed=502)
+    f = mutagen.File(tagged, easy=True)
+    f["title"], f["artist"] = INJECTED, "Tag\r\nArtist"
+    f.save()
+    b = requests.post(url + "/v1/tracks", data=tagged.read_bytes(), headers={"Content-Type": "audio/flac"},
+                      timeout=60).json()
+    for t in (a, b):
+        stored = requests.get(f"{url}/v1/tracks/{t['id']}", timeout=10).json()
+        assert not any(ch in (stored["title"] + (stored["artist"] or "") + (stored["album"] or ""))
+                       for ch in "\n\r\x0b\u2028"), stored
+        assert stored["title"].startswith("Song #EXTINF:1,x http://evil.example/a.mp3")
+    for route, body in (("/v1/playlists", {"seeds": [a["id"]], "length": 2}),
+                        ("/v1/paths", {"from": a["id"], "to": b["id"], "length": 2})):
+        text = requests.post(url + route + "?format=m3u8", json=body, timeout=30).text
+        directives, entries = _m3u_entries(text)
+        assert entries == [f"{url}/v1/tracks/{i}/audio" for i in (a["id"], b["id"])], text
+        assert [d.split(":", 1)[0] for d in directives] == ["#EXTM3U", "#PLAYLIST", "#EXTINF", "#EXTINF"], text
+    # an old row that still holds control characters, exported with relative paths
+    old = Track(id=1, sha256="0" * 64, title=INJECTED, artist="x\ny", album=None, duration_s=3.0, genre="g",
+                probabilities={}, model_version="m", is_silent=False, added_at=0.0,
+                paths=[str(tmp_path / "dir" / "#not-a-directive.flac")])
+    directives, entries = _m3u_entries(to_m3u8([Scored(old, 1, 1, 1)], relative_to=tmp_path, title="a\nb"))
+    assert entries == ["dir/#not-a-directive.flac"] and len(directives) == 3
+    _, entries = _m3u_entries(to_m3u8([Scored(old, 1, 1, 1)], relative_to=tmp_path / "dir"))
+    assert entries == ["./#not-a-directive.flac"]
+
+
+@pytest.fixture(scope="module")
+def big_home(tmp_path_factory, tiny_bundle):
+    from .conftest import ingest_tagged_library
+
+    return ingest_tagged_library(tmp_path_factory.mktemp("big"), tiny_bundle, 40, seed=880, title="Big",
+                                 artists=["A", "B", "C", "D", "E"])
+
+
+def test_the_costliest_requests_answer_within_their_bounds(big_home, tiny_bundle, tmp_path):
+    """The largest re-ranking, playlist and path a request may ask for: answered (what the
+    catalog holds, said so); past the limits, a 400 that names them; past the time budget or
+    while the heavy-request gate is taken, 503 with Retry-After."""
+    import shutil
+
+    import requests
+
+    from .conftest import make_server
+
+    home = tmp_path / "home"
+    shutil.copytree(big_home, home)
+    srv = make_server(home, tiny_bundle, None)
+    try:
+        r = srv.get("/v1/tracks/1/similar?k=100&mmr_lambda=0.5&artist_cap=100")
+        assert r.status_code == 200 and len(r.json()["items"]) == 39
+        capped = srv.get("/v1/tracks/1/similar?k=100&mmr_lambda=0.5&artist_cap=2").json()["items"]
+        assert len(capped) <= 10 and max(map([c["artist"] for c in capped].count, "ABCDE")) <= 2
+        pl = srv.post("/v1/playlists", json={"seeds": [1], "length": 1000, "artist_cap": 1000}).json()
+        assert pl["truncated"] is True and pl["requested_length"] == 1000 and pl["length"] == 40
+        assert len({i["id"] for i in pl["items"]}) == 40
+        assert srv.post("/v1/paths", json={"from": 1, "to": 2, "length": 1000}).json()["length"] == 40
+        for route, body in (("/v1/playlists", {"seeds": [1], "length": 1001}),
+                            ("/v1/paths", {"from": 1, "to": 2, "length": 1001})):
+            r = srv.post(route, json=body)
+            assert r.status_code == 400 and "1000" in r.json()["detail"], r.text
+        assert srv.get("/v1/tracks/1/similar?k=101").status_code == 400
+        svc = srv.service
+        with svc._heavy.enter("a test"):  # another long request holds the gate
+            r = srv.post("/v1/playlists", json={"seeds": [1], "length": 500})
+            assert r.status_code == 503 and r.headers["Retry-After"] and "SONICSORT_HEAVY_REQUESTS" in r.text
+            assert srv.post("/v1/playlists", json={"seeds": [1], "length": 20}).status_code == 200  # short: no gate
+        svc.settings.request_budget_s = 1e-9
+        try:
+            r = srv.post("/v1/playlists", json={"seeds": [1], "length": 30})
+            assert r.status_code == 503 and "SONICSORT_REQUEST_BUDGET_S" in r.json()["detail"], r.text
+            assert r.headers["Retry-After"]
+        finally:
+            svc.settings.request_budget_s = 10.0
+        assert requests.get(srv.url + "/v1/tracks/1/similar", timeout=10).status_code == 200
+    finally:
+        srv.close()
+
+
+def test_only_the_backends_a_server_can_use_are_offered(upload_server):
+    doc = upload_server.get("/openapi.json").json()
+    offered = doc["components"]["parameters"]["backend"]["schema"]["enum"]
+    assert "hnsw" in offered and "milvus" not in offered
+    r = upload_server.get("/v1/genres")
+    r = upload_server.get("/v1/tracks?limit=1")
+    for path in ("/v1/tracks/1/similar?backend=milvus", "/v1/predict?backend=milvus"):
+        r = upload_server.post(path, data=b"x", headers={"Content-Type": "audio/wav"}) if "predict" in path \
+            else upload_server.get(path)
+        assert r.status_code == 400 and "SONICSORT_MILVUS_URI" in r.json()["detail"], r.text
+        assert "/" not in r.json()["detail"].replace("--backend", ""), r.text  # no server path in the answer
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs of this test's own (needs root, as CI has)."""
+    import os
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0 or os.geteuid() != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_507_loses_nothing_and_writes_resume(small_disk, tiny_bundle, tmp_path, big_home):
+    import os
+    import shutil
+
+    import requests
+
+    from .conftest import make_server
+
+    home = small_disk / "home"
+    shutil.copytree(big_home, home)
+    srv = make_server(home, tiny_bundle, None)
+    try:
+        n = len(srv.service.catalog)
+        filler = small_disk / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        for size in (65536, 512, 1):  # fill the disk to its last byte
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+        os.close(fd)
+        data = write_clip(tmp_path / "new.wav", "chirp", seconds=2.0, seed=777).read_bytes()
+        r = requests.post(srv.url + "/v1/tracks", data=data, headers={"Content-Type": "audio/wav"}, timeout=60)
+        assert r.status_code == 507 and r.headers["Content-Type"] == "application/problem+json", r.text
+        assert "full" in r.json()["detail"] and "Traceback" not in r.text
+        ready = requests.get(srv.url + "/readyz", timeout=10).json()
+        assert ready["status"] == "degraded" and ready["storage"] == "full", ready
+        assert len(srv.service.catalog) == n and not [p for p in (home / "uploads").rglob("*") if p.is_file()]
+        filler.unlink()
+        r = requests.post(srv.url + "/v1/tracks", data=data, headers={"Content-Type": "audio/wav"}, timeout=60)
+        assert r.status_code == 201, r.text
+        ready = requests.get(srv.url + "/readyz", timeout=10).json()
+        assert ready["status"] == "ready" and ready["storage"] == "ok", ready
+        assert len(srv.service.catalog) == n + 1
+    finally:
+        srv.close()
+
+
+def test_a_killed_ingest_takes_its_workers_with_it(tmp_path, cli_env):
+    """``kill -9`` of ``sonicsort ingest --workers 2``: both workers and multiprocessing's
+    resource tracker exit within seconds (they watch their parent)."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    from .conftest import CLI, music
+
+    music(tmp_path / "music", n=60, seconds=6.0)
+    proc = subprocess.Popen(CLI + ["ingest", str(tmp_path / "music"), "--workers", "2"], env=cli_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    kids: list = []
+    while time.monotonic() < deadline:
+        kids = [k for k in parent.children(recursive=True)]
+        if sum("spawn_main" in " ".join(k.cmdline()) for k in kids if k.is_running()) >= 2:
+            break
+        time.sleep(0.2)
+    assert len(kids) >= 2, "the ingest never started its workers"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    gone, alive = psutil.wait_procs(kids, timeout=15)
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]

@@ -27,6 +27,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _set_nofile(n: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 def fresh_get(url: str, **kw):
     """A new connection each time, so gunicorn may hand it to either worker."""
     with requests.Session() as s:
@@ -35,9 +41,10 @@ def fresh_get(url: str, **kw):
 
 
 def launch(tmp_path, bundle, redis_url, cache_prefix, *, workers: int = 2, threads: int = 2,
-           env_extra: dict[str, str] | None = None, catalog_url: str = "", home=None):
+           env_extra: dict[str, str] | None = None, catalog_url: str = "", home=None, nofile: int | None = None):
     """`sonicsort serve` on 12 ingested clips, ready on every worker: (url, process, env).
-    With ``home`` (a node of its own on a shared ``catalog_url``), nothing is ingested."""
+    With ``home`` (a node of its own on a shared ``catalog_url``), nothing is ingested.
+    ``nofile``: the server's file limit (soft and hard)."""
     if home is None:
         music = tmp_path / "music"
         for i in range(12):
@@ -52,7 +59,7 @@ def launch(tmp_path, bundle, redis_url, cache_prefix, *, workers: int = 2, threa
            "TF_CPP_MIN_LOG_LEVEL": "2", "SONICSORT_CATALOG_URL": catalog_url, **(env_extra or {})}
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers),
                              "--threads", str(threads)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, preexec_fn=None if nofile is None else lambda: _set_nofile(nofile))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     ready: set[int] = set()  # the worker pids that answered ready; a run of ready answers from one
@@ -264,6 +271,11 @@ def test_postgresql_stopped_under_load(tmp_path, tiny_bundle, redis_url, cache_p
                           timeout=30)
         assert r.status_code == 503 and r.headers["Content-Type"] == "application/problem+json", r.text
         assert "does not answer" in r.json()["detail"] and r.headers["Retry-After"]
+        # a raw-body prediction too (answered before Flask when repeated): problem+json 503, not a plain 500
+        for _ in range(2):
+            r = requests.post(url + "/v1/predict", data=data, headers={"Content-Type": "audio/wav"}, timeout=30)
+            assert r.status_code == 503 and r.headers["Content-Type"] == "application/problem+json", r.text
+            assert r.headers["Retry-After"]
         ready = fresh_get(url + "/readyz").json()
         assert (ready["status"], ready["catalog"]) == ("degraded", "unreachable")
         assert not any((tmp_path / "home" / "uploads").rglob("*.wav"))  # the refused upload left no file

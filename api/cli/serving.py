@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import shlex
 import sys
@@ -137,7 +138,10 @@ def _ingest_in_child(settings, roots: list[Path]) -> dict:
     from recommender.demo import ingest_demo
 
     try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        from recommender.lifeline import die_with_parent
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             return pool.submit(ingest_demo, settings, roots).result()
     except BrokenProcessPool:
         raise CliError("the demo's ingest process died (its error is above)") from None
