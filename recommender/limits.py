@@ -5,7 +5,9 @@ path, re-ranking the largest ``k``): each such request runs under a ``Deadline``
 ``SONICSORT_REQUEST_BUDGET_S`` and through a ``Gate`` that lets ``SONICSORT_HEAVY_REQUESTS``
 of them run at once in a process. Past the budget, or when the gate stays shut for
 ``wait_s``, the request is answered ``Overloaded`` (HTTP 503 with Retry-After): the worker
-is free again, and the short requests of everyone else keep their latency.
+is free again, and the short requests of everyone else keep their latency. Long loops also
+call ``yield_gil`` between steps, so the short requests of the same process get the
+interpreter promptly instead of after a switch interval.
 """
 
 from __future__ import annotations
@@ -51,4 +53,22 @@ class Gate:
             self._sem.release()
 
 
-__all__ = ["Deadline", "Gate"]
+def lower_priority(nice: int = 10) -> None:
+    """Make the calling thread yield the CPU to the process's other threads (Linux: a thread's
+    own nice value; elsewhere nothing). For threads that only ever do long work: an
+    unprivileged thread cannot raise its priority again."""
+    import os
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):
+        pass
+
+
+def yield_gil() -> None:
+    """Let another thread of this process run now (a long request's loop calls it between steps)."""
+    time.sleep(0)
+
+
+__all__ = ["Deadline", "Gate", "lower_priority", "yield_gil"]

@@ -17,7 +17,7 @@ import numpy as np
 
 from .catalog import Track
 from .errors import BadRequest
-from .limits import Deadline
+from .limits import Deadline, yield_gil
 from .library import Library
 from .text import clean_text
 
@@ -167,6 +167,8 @@ class Recommender:
         chosen``), skipping a track whose artist already has ``artist_cap``. Ties go to the lower
         id. Vectorised: a step costs one product of the candidates with the last pick."""
         m = len(scored)
+        if m == 0:
+            return []
         ids = np.array([s.track.id for s in scored], np.int64)
         rel = np.array([s.score for s in scored], np.float64)
         open_ = np.ones(m, bool)
@@ -178,6 +180,7 @@ class Recommender:
         counts: dict[str, int] = {}
         chosen: list[Scored] = []
         while len(chosen) < k and open_.any():
+            yield_gil()
             value = rel if lam is None or not chosen else lam * rel - (1 - lam) * redundancy
             value = np.where(open_, value, -np.inf)
             ties = np.flatnonzero(value == value.max())
@@ -202,6 +205,10 @@ class Recommender:
         n = len(allowed) if allowed is not None else len(self.catalog)
         if n > EXACT_POOL:
             return None
+        generation = self.catalog.generation
+        cached = getattr(self.library, "_whole_pool", None)  # the whole catalog's, while it is unchanged
+        if allowed is None and cached is not None and cached[0] == generation:
+            return cached[1]
         keep = None if allowed is None else set(int(i) for i in allowed)
         ids, vecs = [], []
         for batch_ids, batch_vecs in self.catalog.embeddings():
@@ -216,7 +223,10 @@ class Recommender:
         norms = np.linalg.norm(vecs_a, axis=1, keepdims=True)
         vecs_a = vecs_a / np.where(norms > 0, norms, 1.0)
         artist_of = {i: (a or "").casefold() for i, _, a, _ in self.catalog.labels()}
-        return ids_a, vecs_a.astype(np.float32), [artist_of.get(int(i), "") for i in ids_a]
+        pool = ids_a, vecs_a.astype(np.float32), [artist_of.get(int(i), "") for i in ids_a]
+        if allowed is None:
+            self.library._whole_pool = (generation, pool)
+        return pool
 
     # ---------------------------------------------------------------- playlists
     def _check_length(self, length: int, minimum: int = 1) -> None:
@@ -271,6 +281,7 @@ class Recommender:
                     open_[artist_ids.get(a, [])] = False
             while len(out) + len(picks) < length:
                 deadline.check("the playlist")
+                yield_gil()
                 ok = open_.copy()
                 if prev_artist:
                     ok[artist_ids.get(prev_artist, [])] = False
@@ -312,6 +323,7 @@ class Recommender:
         want = min(len(index), 4 * (n + 10))
         while len(picks) < n:
             deadline.check("the playlist")
+            yield_gil()
             best = None
             while best is None:
                 cand: dict[int, None] = {}
@@ -370,6 +382,7 @@ class Recommender:
                 for j in range(sims.shape[1]):
                     if not open_.any():
                         break
+                    yield_gil()
                     col = np.where(open_, sims[:, j], -np.inf)
                     ties = np.flatnonzero(col == col.max())
                     best = int(ties[np.argmin(ids[ties])])

@@ -18,6 +18,7 @@ import os
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -28,13 +29,14 @@ from .config import Settings
 from .errors import ERROR_KINDS, BadRequest, CatalogUnavailable, NotReady, StorageFull, UnknownTrack, is_disk_full
 from .extract import read_tags
 from .library import Library, sha256_bytes
-from .limits import Deadline, Gate
+from .limits import Deadline, Gate, lower_priority
 from .musicmap import MusicMap
 from .recommend import Recommender, Scored
 from .uploads import UploadStore
 
 log = logging.getLogger(__name__)
-HEAVY_LENGTH = 100  # a playlist or path longer than this passes the heavy-request gate
+HEAVY_LENGTH = 100  # a playlist or path longer than this passes the heavy-request gate ...
+HEAVY_RERANK = 4  # ... and so does re-ranking (MMR, an artist cap) of more than 25 similar tracks
 # with a write refused for want of space, /readyz reports storage "full" until this much is free again
 FREE_AGAIN_BYTES = 64 * 1024 * 1024
 
@@ -70,7 +72,9 @@ class Service:
         self._on_started: list = []
         self._map = MusicMap()
         self.uploads = UploadStore(self.settings.uploads_dir)
-        self._heavy = Gate(self.settings.heavy_requests)
+        self._heavy = Gate(self.settings.heavy_requests, wait_s=0.1)
+        self._heavy_pool = ThreadPoolExecutor(self._heavy.slots, thread_name_prefix="sonicsort-heavy",
+                                              initializer=lower_priority)
         self._storage_error: str | None = None  # why the last write failed for want of space
 
     def on_started(self, fn) -> None:
@@ -245,8 +249,10 @@ class Service:
             reco.check_genre(genre)  # a bad genre costs nothing: refused before decoding
         query, pred, cached = reco.query_for_audio(data, sha256=sha256)
         similar: list[Scored] = []
+        reranked = similar_opts.get("mmr_lambda") is not None or similar_opts.get("artist_cap") is not None
         if k > 0 and len(reco.catalog):
-            similar = reco.similar(query, k, genre=genre, genre_mode=genre_mode, **similar_opts)
+            similar = self._costly("the similar tracks", k * HEAVY_RERANK if reranked else 0,
+                                   lambda _: reco.similar(query, k, genre=genre, genre_mode=genre_mode, **similar_opts))
         return {"prediction": pred, "sha256": query.sha256, "cached": cached, "track_id": query.track_id,
                 "backend": reco.library.backend, "similar": similar}
 
@@ -346,35 +352,37 @@ class Service:
         self._storage_error = None
 
     # ---------------------------------------------------------------- playlists
-    @contextmanager
-    def _costly(self, what: str, length: int) -> Iterator[Deadline]:
-        """A playlist or path of more than ``HEAVY_LENGTH`` tracks passes the heavy-request gate
-        and runs under the request budget (``recommender.limits``); a shorter one only under the budget."""
-        if length <= HEAVY_LENGTH:
-            yield Deadline(self.settings.request_budget_s)
-            return
+    def _costly(self, what: str, work: int, fn):
+        """``fn(deadline)`` under the request budget (``recommender.limits``). Work of more than
+        ``HEAVY_LENGTH`` (a playlist's or path's tracks, ``HEAVY_RERANK`` × a re-ranked ``k``)
+        first passes the heavy-request gate, then runs in one of the process's heavy-work
+        threads, which the operating system schedules after the threads of short requests
+        (nice 10): the short requests keep their latency while a long one runs."""
+        if work <= HEAVY_LENGTH:
+            return fn(Deadline(self.settings.request_budget_s))
         with self._heavy.enter(what):
-            yield Deadline(self.settings.request_budget_s)  # the budget counts from the start of the work
+            return self._heavy_pool.submit(lambda: fn(Deadline(self.settings.request_budget_s))).result()
 
     def playlist(self, seeds: Sequence[int], length: int, *, genres: Sequence[str] | None = None,
                  artist_cap: int = 2, centre_weight: float = 0.5) -> list[Scored]:
         """``Recommender.playlist``: shorter than ``length`` when fewer tracks can be placed."""
         reco = self.recommender()
-        with self._costly("the playlist", length) as deadline:
-            return reco.playlist(seeds, length, genres=genres, artist_cap=artist_cap, centre_weight=centre_weight,
-                                 deadline=deadline)
+        return self._costly("the playlist", length, lambda deadline: reco.playlist(
+            seeds, length, genres=genres, artist_cap=artist_cap, centre_weight=centre_weight, deadline=deadline))
 
     def path(self, start: int, end: int, length: int) -> list[Scored]:
         """``Recommender.path``: shorter than ``length`` when the catalog holds fewer tracks."""
         reco = self.recommender()
-        with self._costly("the path", length) as deadline:
-            return reco.path(start, end, length, deadline=deadline)
+        return self._costly("the path", length, lambda deadline: reco.path(start, end, length, deadline=deadline))
 
     def similar_to_track(self, track_id: int, k: int = 10, *, backend: str | None = None, **opts: Any) -> list[Scored]:
         reco = self.recommender(backend)
         if opts.get("genre"):
             reco.check_genre(opts["genre"])
-        return reco.similar(reco.query_for_track(track_id), k, **opts)
+        reranked = opts.get("mmr_lambda") is not None or opts.get("artist_cap") is not None
+        query = reco.query_for_track(track_id)
+        return self._costly("the similar tracks", k * HEAVY_RERANK if reranked else 0,
+                            lambda _: reco.similar(query, k, **opts))
 
     # ---------------------------------------------------------------- the map
     def map(self, limit: int = 5000) -> dict[str, Any]:
@@ -413,6 +421,7 @@ class Service:
         return self.library().stats()
 
     def close(self) -> None:
+        self._heavy_pool.shutdown(wait=False)
         for lib in self._libraries.values():
             lib.close()
 

@@ -36,7 +36,11 @@ ENVIRONMENT = (
     "SONICSORT_API_KEY (needed by changes through the API), SONICSORT_UPLOADS (where uploaded audio is "
     "kept, default SONICSORT_HOME/uploads; one shared folder for nodes on one catalog), "
     "SONICSORT_MAX_UPLOAD_MB (default 50), SONICSORT_ANSWER_CACHE_MB (whole /v1/predict answers "
-    "kept per worker, default 32, 0: off).")
+    "kept per worker, default 32, 0: off), SONICSORT_HEADER_TIMEOUT_S (a request head is due this long "
+    "after connecting, default 10), SONICSORT_MAX_CONNECTIONS (per worker, default 1000, lowered to fit "
+    "the file limit), SONICSORT_BODY_MEMORY_MB (bodies kept in memory per worker, default 64; the rest "
+    "wait in SONICSORT_HOME/tmp), SONICSORT_REQUEST_BUDGET_S (one request's work, default 10), "
+    "SONICSORT_HEAVY_REQUESTS (long playlists, paths and re-rankings at once per process, default 1).")
 
 
 def build_parser() -> argparse.ArgumentParser:
