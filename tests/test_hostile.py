@@ -422,7 +422,7 @@ def test_a_killed_ingest_takes_its_workers_with_it(tmp_path, cli_env):
 
     from .conftest import CLI, music
 
-    music(tmp_path / "music", n=60, seconds=6.0)
+    music(tmp_path / "music", n=24, seconds=6.0)
     proc = subprocess.Popen(CLI + ["ingest", str(tmp_path / "music"), "--workers", "2"], env=cli_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parent = psutil.Process(proc.pid)

@@ -271,8 +271,13 @@ def test_build_a_playlist_and_download_its_m3u8_then_a_path(web, page):
     pg.click("#player-next")
     assert pg.get_attribute("#player", "src").endswith(f"/v1/tracks/{path[1]}/audio")
 
-    # an impossible request shows the server's message, and the last list stays
+    # longer than the catalog: every track that fits, and the title says so
     pg.fill("#pl-length", "500")
+    pg.click("#pl-build")
+    pg.wait_for_selector("#playlist-title:has-text('of 500 asked for')")
+    # an impossible request (past the form's own limit) shows the server's message, and the last list stays
+    pg.eval_on_selector("#pl-length", "el => el.removeAttribute('max')")
+    pg.fill("#pl-length", "5000")
     pg.click("#pl-build")
     pg.wait_for_selector("#playlist-error", state="visible")
     assert "length" in pg.text_content("#playlist-error")

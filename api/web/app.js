@@ -317,7 +317,9 @@ async function pick() {
 
 function showList(kind, body, out) {
   state.lastList = { kind, body, items: out.items };
-  $("#playlist-title").textContent = kind === "playlists" ? `Playlist of ${out.length}` : `Path of ${out.length}`;
+  const what = kind === "playlists" ? `Playlist of ${out.length}` : `Path of ${out.length}`;
+  $("#playlist-title").textContent = out.truncated
+    ? `${what} (of ${out.requested_length} asked for: the catalog holds no more under these rules)` : what;
   fillList($("#playlist-list"), out.items, { scored: true });
   $("#playlist-result").hidden = false;
 }
