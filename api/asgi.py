@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Iterator
 
-from .errors import too_large
+from .errors import HOLD_S, too_large
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -219,6 +219,9 @@ class WSGIBridge:
         environ = self.environ(scope, message.get("body", b""))  # bytes, or a file (BodyBudget)
         loop = asyncio.get_running_loop()
         status, headers, body, rest = await loop.run_in_executor(self.pool, self._call, environ)
+        hold = environ.get(HOLD_S)
+        if hold:  # a refusal of costly work: held here, in the event loop, so retrying at once gains nothing
+            await asyncio.sleep(float(hold))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         try:
             while rest is not None:

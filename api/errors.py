@@ -18,6 +18,11 @@ from werkzeug.http import HTTP_STATUS_CODES
 log = logging.getLogger("sonicsort.api")
 
 PROBLEM = "application/problem+json"
+# An answer that refuses work for being too costly just now (``Overloaded``) asks the serving
+# front to hold it this long before sending (in its event loop, holding no thread): a client
+# that retries at once, ignoring Retry-After, costs one cheap refusal per hold, not a flood.
+HOLD_S = "sonicsort.hold_s"  # the WSGI environ key
+OVERLOAD_HOLD_S = 0.5
 # the HTTP status of each kind of failure that ``recommender.errors.error_kind`` names
 _STATUS = {"bad_request": 400, "not_found": 404, "conflict": 409, "unusable_input": 422, "unavailable": 503,
            "internal": 500, "storage_full": 507}
@@ -78,8 +83,15 @@ def init_app(app: Flask) -> None:
         return problem(exc.code or 500, detail, headers)
 
     def _known(exc: Exception):
+        from flask import request
+
+        from recommender.errors import Overloaded
+
         status = _status_of(exc)
-        if status >= 500:
+        if isinstance(exc, Overloaded):  # expected under load: counted in /metrics, not logged
+            if request:
+                request.environ[HOLD_S] = OVERLOAD_HOLD_S
+        elif status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc)
         headers = {"Retry-After": "2"} if status == 503 else None
         return problem(status, str(exc), headers)

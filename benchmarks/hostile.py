@@ -7,7 +7,8 @@ would not make the costly requests costly: the rest are synthetic unit vectors, 
    API takes (``/similar`` with k=100, MMR and an artist cap; a 1,000-track playlist; a
    1,000-track path), back to back and ignoring Retry-After, while 4 clients call plain
    ``/v1/tracks/ID/similar``: the plain requests' p50/p99 and errors, and what the costly
-   ones were answered (200, or 503 from the heavy-request gate or the time budget).
+   ones were answered (200, or 503 from the heavy-request gate or the time budget); first
+   the same plain load alone, as the same-run reference.
 2. Silent connections: 3,000 connections that send nothing, then probes of ``/healthz`` and
    ``/similar``: their p99 and errors, and how many lines the server logged meanwhile.
 3. Stalled bodies: 40 uploads that declare 49 MB, send 45 MB and stall: how much the workers
@@ -82,12 +83,12 @@ def heavy_clients(url: str, ids: list[int], seconds: float, n: int, out) -> None
     out.put(answers)
 
 
-def costly(url: str, ids: list[int], seconds: float) -> dict:
+def costly(url: str, ids: list[int], seconds: float, n_costly: int = 8) -> dict:
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    heavy = ctx.Process(target=heavy_clients, args=(url, ids, seconds, 8, out))
+    heavy = ctx.Process(target=heavy_clients, args=(url, ids, seconds, n_costly, out))
     heavy.start()
     time.sleep(1.0)  # the heavy clients are under way before the plain ones start timing
     stop = threading.Event()
@@ -103,7 +104,7 @@ def costly(url: str, ids: list[int], seconds: float) -> dict:
     heavy.join(30)
     return {"plain_requests": len(plain), "plain_p50_ms": round(1000 * pct(plain, 50), 1),
             "plain_p99_ms": round(1000 * pct(plain, 99), 1), "plain_errors": len(plain_errors),
-            "costly_clients": 8, "costly_answers": answers, "seconds": seconds}
+            "costly_clients": n_costly, "costly_answers": answers, "seconds": seconds}
 
 
 def probes(url: str, ids: list[int], n: int = 100) -> tuple[list[float], list]:
@@ -166,6 +167,8 @@ def main() -> int:
     ap.add_argument("--tracks", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=30.0, help="how long the costly requests run (default 30)")
     ap.add_argument("--nofile", type=int, default=1024, help="the server's file limit (default 1024)")
+    ap.add_argument("--costly-clients", type=int, default=8, help="clients sending costly requests (default 8)")
+    ap.add_argument("--cases", default="costly,silent,stalled", help="which cases to run (default all three)")
     ap.add_argument("--out", default="benchmarks/results/hostile.json")
     args = ap.parse_args()
 
@@ -191,13 +194,21 @@ def main() -> int:
     try:
         wait_ready(url, proc, workers=2)
         workers = psutil.Process(proc.pid).children()
-        results["costly"] = c = costly(url, ids, args.seconds)
-        print(f"costly: plain /similar p50 {c['plain_p50_ms']} ms, p99 {c['plain_p99_ms']} ms, "
-              f"{c['plain_errors']} errors of {c['plain_requests']}; costly answers {c['costly_answers']}", flush=True)
-        results["silent"] = s = silent(url, port, ids, log)
-        print(f"silent: {s}", flush=True)
-        results["stalled"] = b = stalled(url, port, workers)
-        print(f"stalled: {b}", flush=True)
+        cases = args.cases.split(",")
+        if "costly" in cases:
+            results["costly_baseline"] = c = costly(url, ids, args.seconds / 2, 0)  # the same server, no costly clients
+            print(f"baseline: plain /similar p50 {c['plain_p50_ms']} ms, p99 {c['plain_p99_ms']} ms, "
+                  f"{c['plain_errors']} errors of {c['plain_requests']}", flush=True)
+            results["costly"] = c = costly(url, ids, args.seconds, args.costly_clients)
+            print(f"costly: plain /similar p50 {c['plain_p50_ms']} ms, p99 {c['plain_p99_ms']} ms, "
+                  f"{c['plain_errors']} errors of {c['plain_requests']}; costly answers {c['costly_answers']}",
+                  flush=True)
+        if "silent" in cases:
+            results["silent"] = s = silent(url, port, ids, log)
+            print(f"silent: {s}", flush=True)
+        if "stalled" in cases:
+            results["stalled"] = b = stalled(url, port, workers)
+            print(f"stalled: {b}", flush=True)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

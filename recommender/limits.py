@@ -3,9 +3,10 @@
 Most requests cost milliseconds. A few can cost much more (a 1,000-track playlist, a long
 path, re-ranking the largest ``k``): each such request runs under a ``Deadline`` of
 ``SONICSORT_REQUEST_BUDGET_S`` and through a ``Gate`` that lets ``SONICSORT_HEAVY_REQUESTS``
-of them run at once in a process. Past the budget, or when the gate stays shut for
-``wait_s``, the request is answered ``Overloaded`` (HTTP 503 with Retry-After): the worker
-is free again, and the short requests of everyone else keep their latency. Long loops also
+of them run at once in a process. Past the budget, or when the gate is shut, the request is
+answered ``Overloaded`` (HTTP 503 with Retry-After; the serving front holds that answer in
+its event loop for ``api.errors.OVERLOAD_HOLD_S``): the thread is free again at once, and
+the short requests of everyone else keep their latency. Long loops also
 call ``yield_gil`` between steps, so the short requests of the same process get the
 interpreter promptly instead of after a switch interval.
 """
@@ -36,15 +37,17 @@ class Deadline:
 
 
 class Gate:
-    """At most ``slots`` heavy requests at once in this process; a caller waits up to ``wait_s``."""
+    """At most ``slots`` heavy requests at once in this process; a caller waits up to ``wait_s``
+    (0: refused at once, which frees its thread for other requests)."""
 
-    def __init__(self, slots: int, wait_s: float = 1.0) -> None:
+    def __init__(self, slots: int, wait_s: float = 0.0) -> None:
         self.slots, self.wait_s = max(1, int(slots)), float(wait_s)
         self._sem = threading.BoundedSemaphore(self.slots)
 
     @contextmanager
     def enter(self, what: str) -> Iterator[None]:
-        if not self._sem.acquire(timeout=self.wait_s):
+        got = self._sem.acquire(timeout=self.wait_s) if self.wait_s > 0 else self._sem.acquire(blocking=False)
+        if not got:
             raise Overloaded(f"the server is busy with other long requests ({self.slots} at once, "
                              f"SONICSORT_HEAVY_REQUESTS); retry {what} in a moment")
         try:

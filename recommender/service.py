@@ -72,7 +72,7 @@ class Service:
         self._on_started: list = []
         self._map = MusicMap()
         self.uploads = UploadStore(self.settings.uploads_dir)
-        self._heavy = Gate(self.settings.heavy_requests, wait_s=0.1)
+        self._heavy = Gate(self.settings.heavy_requests)
         self._heavy_pool = ThreadPoolExecutor(self._heavy.slots, thread_name_prefix="sonicsort-heavy",
                                               initializer=lower_priority)
         self._storage_error: str | None = None  # why the last write failed for want of space
