@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-quick venv dev redis postgres browser bench-ann bench-api clean
+.PHONY: demo test test-quick docs venv dev redis postgres browser bench-ann bench-api clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ test: dev redis postgres browser
 test-quick: dev
 	$(BIN)/python -m pytest -m "not redis and not browser and not slow"
 
+# the docs site (mkdocs, strict: a broken link or a missing page fails) into site/
+docs: dev
+	$(BIN)/python scripts/docs_pages.py
+	$(BIN)/mkdocs build --strict --site-dir site
+
 bench-api: venv
 	$(BIN)/python benchmarks/api_load.py --data ../shared/data --servers 2x4,2x8,2x4:noanswers --out benchmarks/results/api-load.json
 
@@ -48,4 +53,4 @@ bench-ann: venv
 	$(BIN)/sonicsort bench ann --dataset synthetic:100000:128 --out bench-results/100k
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache bench-results
+	rm -rf $(VENV) *.egg-info .pytest_cache bench-results site docs/generated

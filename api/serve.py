@@ -180,12 +180,9 @@ def announce_once(service, marker: str, url: str, banner: Callable[[], str]) -> 
     """Print the banner when the first worker has started (``Service.on_started``); the other
     workers, and those gunicorn starts later, find ``marker`` taken and stay quiet.
 
-    This used to be a thread in the master polling ``/readyz``. A thread there is unsafe: the
-    master forks the workers while it runs, and a fork that lands while the thread is importing
-    a module (``encodings.idna``, on its first ``urlopen``) leaves that module's import lock
-    held in the child by a thread the child does not have. The worker's first request that
-    needs the module (werkzeug's URL map encodes the host with it) then waited forever: the
-    rare unanswered requests after start-up of issue 17."""
+    The master runs no thread of ours: a fork that lands while a thread is importing a module
+    leaves that module's import lock held in the child by a thread the child does not have
+    (see the decision record ``docs/decisions/no-thread-in-the-master.md``)."""
     try:
         os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except FileExistsError:

@@ -22,7 +22,7 @@
 5. The HTTP floor: a WSGI app that only reads the body, under the same gunicorn settings: a GET
    and a POST of each file. No hit can be faster than that POST.
 
-Targets (issue 6): /similar p99 under 50 ms at 32 clients; a /predict hit at least 50× faster
+Targets: /similar p99 under 50 ms at 32 clients; a /predict hit at least 50× faster
 than a miss. The machine is shared and noisy: figures from one run are compared with each other.
 """
 

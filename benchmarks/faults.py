@@ -1,4 +1,4 @@
-"""Faults the CI tests only sample (issue 17), against a real `sonicsort serve` (2 workers × 4
+"""Faults the CI tests only sample, against a real `sonicsort serve` (2 workers × 4
 threads by default) on a generated catalog. Not part of CI: it takes a few minutes.
 
 Default: the uvicorn front (``--web-server uvicorn``; ``gthread`` for gunicorn's threads).

@@ -1,4 +1,4 @@
-"""Several API nodes on one catalog: the targets of the scale-out (issue 16), measured.
+"""Several API nodes on one catalog: the targets of the scale-out, measured.
 
     python benchmarks/scale_out.py [--postgresql URL] [--pad 10000] [--clients 32] [--seconds 20]
                                    [--uploads 200] [--changes 10000] [--out benchmarks/results/scale-out.json]
@@ -19,7 +19,7 @@
    library is opened again: the time to load and catch up through the change log, whether
    it was the change log (no rebuild), and a full rebuild's time beside it.
 
-Targets (issue 16): 2 nodes on PostgreSQL, 0 errors and p99 within 1.5x of SQLite's in the
+Targets: 2 nodes on PostgreSQL, 0 errors and p99 within 1.5x of SQLite's in the
 same run; propagation p99 <= 1 s over 200 uploads; catch-up of 10,000 changes <= 5 s, no rebuild.
 """
 

@@ -1,4 +1,4 @@
-"""Does every request after a start get answered? (issue 17: the uvicorn front's fork hang)
+"""Does every request after a start get answered? (the fork hang of docs/decisions/no-thread-in-the-master.md)
 
     python benchmarks/serve_restarts.py [--rounds 12] [--requests 400] [--web-server uvicorn|gthread]
 

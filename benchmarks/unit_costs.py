@@ -1,4 +1,4 @@
-"""The unit costs behind docs/SCALING.md's capacity model, measured on this machine.
+"""The unit costs behind docs/scaling.md's capacity model, measured on this machine.
 
     python benchmarks/unit_costs.py [--data ../shared/data] [--postgresql [URL]]
 

@@ -1,4 +1,4 @@
-"""Hostile inputs and faults (issue 17): decoding bombs, cut and mislabelled uploads, races and
+"""Hostile inputs and faults: decoding bombs, cut and mislabelled uploads, races and
 crashes. The long cases (slow clients at 8/32/64 connections, 100 random kills) are in
 ``benchmarks/faults.py``; these are the CI-sized ones, on generated audio."""
 
