@@ -47,7 +47,7 @@ docs: dev
 	$(BIN)/mkdocs build --strict --site-dir site
 
 bench-api: venv
-	$(BIN)/python benchmarks/api_load.py --data ../shared/data --servers 2x4,2x8,2x4:noanswers --out benchmarks/results/api-load.json
+	$(BIN)/python -m benchmarks.perf.api_load --data ../shared/data --servers 2x4,2x8,2x4:noanswers --out benchmarks/results/api-load.json
 
 bench-ann: venv
 	$(BIN)/sonicsort bench ann --dataset synthetic:100000:128 --out bench-results/100k

@@ -4,10 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 B=.venv/bin
 mkdir -p benchmarks/results
-$B/python benchmarks/index_overhead.py --n 100000 --dim 128 | tee benchmarks/results/overhead-100k.json
-$B/python benchmarks/index_overhead.py --n 100000 --dim 128 --backends faiss,faiss-ivfpq,voyager,usearch \
+$B/python -m benchmarks.perf.index_overhead --n 100000 --dim 128 | tee benchmarks/results/overhead-100k.json
+$B/python -m benchmarks.perf.index_overhead --n 100000 --dim 128 --backends faiss,faiss-ivfpq,voyager,usearch \
   | tee benchmarks/results/overhead-100k-more.json
-$B/python benchmarks/annoy_mmap.py --n 200000 --dim 128 --procs 4 | tee benchmarks/results/annoy-mmap.txt
+$B/python -m benchmarks.perf.annoy_mmap --n 200000 --dim 128 --procs 4 | tee benchmarks/results/annoy-mmap.txt
 $B/sonicsort bench ann --dataset synthetic:100000:128 --out benchmarks/results/ann-100k
 # real embeddings: the shipped model's of shared/data (466 tracks), as an ann-benchmarks file
 if [ -d ../shared/data ]; then

@@ -93,7 +93,7 @@ class ModelConfig:
         return cls(**d)
 
 
-# chosen on fold A's valid split (benchmarks/genre_recipe.py); segments_per_track is the number
+# chosen on fold A's valid split (benchmarks/research/genre_recipe.py); segments_per_track is the number
 # of random patch sequences drawn per training track and epoch
 SEQUENCE_RECIPE: dict[str, Any] = dict(lstm_units=(32,), embedding_dim=32, time_pool=1, dropout=0.3,
                                        learning_rate=1e-3, batch_size=32, max_epochs=30, patience=10,

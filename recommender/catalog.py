@@ -379,7 +379,7 @@ class Catalog:
         """After a bulk load: the planner's statistics and, on PostgreSQL, the visibility map.
 
         Measured on a freshly copied PostgreSQL catalog of 10,200 tracks under load
-        (``benchmarks/scale_out.py``): a row lookup of ten ids sometimes took 0.2-0.8 s, all of it
+        (``benchmarks/perf/scale_out.py``): a row lookup of ten ids sometimes took 0.2-0.8 s, all of it
         in planning (the server's log, ``log_min_duration_statement``), which stalled every
         request of that worker; the planner most likely probing index ends through heap pages
         no vacuum had marked yet. After this, none took 150 ms. Autovacuum gets there too, but

@@ -46,9 +46,10 @@ def _flatten(value, prefix: str = "") -> list[tuple[str, str]]:
 
 def _producer(name: str) -> str | None:
     """The benchmark script that writes ``name`` (its default ``--out`` or its docstring say so)."""
-    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+    for script in sorted((ROOT / "benchmarks").rglob("*.py")):
         if name in script.read_text(encoding="utf-8"):
-            return f"benchmarks/{script.name}"
+            module = script.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
+            return f"python -m {module}"
     return None
 
 
@@ -59,7 +60,7 @@ def results_page(path: Path) -> str:
     date = data.get("date") if isinstance(data, dict) else None
     lines = [f"# {path.stem}", "",
              f"Figures of `benchmarks/results/{path.name}`"
-             + (f", written by `python {producer}`" if producer else "") + ".", ""]
+             + (f", written by `{producer}`" if producer else "") + ".", ""]
     lines.append(f"- machine: {machine if machine else 'not recorded in the file'}")
     lines.append(f"- date: {date if date else 'not recorded in the file (see its git history)'}")
     lines += ["", "| figure | value |", "|---|---|"]

@@ -1,6 +1,6 @@
 """Hostile inputs and faults: decoding bombs, cut and mislabelled uploads, races and
 crashes. The long cases (slow clients at 8/32/64 connections, 100 random kills) are in
-``benchmarks/faults.py``; these are the CI-sized ones, on generated audio."""
+``benchmarks/faults/serve.py``; these are the CI-sized ones, on generated audio."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Hostile clients at the socket: silent and slow connections, more of them than the file
 limit allows, ambiguous framing, bodies that stall or overrun, against ``sonicsort serve``
 (gunicorn, uvicorn workers). The long versions with their figures are in
-``benchmarks/faults.py``."""
+``benchmarks/faults/serve.py``."""
 
 from __future__ import annotations
 

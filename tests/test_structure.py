@@ -109,3 +109,17 @@ def test_the_check_sees_imports_at_all():
     g = _graph()
     assert "recommender.service" in g["api.v1"] or "recommender.service" in g["api"]
     assert "embedding.audio" in g["recommender.ingest"] and "index.registry" in g["index"]
+
+
+def test_benchmarks_are_a_package_that_imports_without_path_tricks():
+    """``benchmarks`` runs as ``python -m benchmarks.perf.NAME``: its modules import each other
+    as a package (``benchmarks.harness`` for what they share) and never patch ``sys.path``."""
+    groups = {p.parent.name for p in (ROOT / "benchmarks").glob("*/__init__.py")}
+    assert {"perf", "faults", "research"} <= groups
+    assert not [p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name not in ("__init__.py", "harness.py")]
+    patched = [str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").rglob("*.py") if "sys.path" in p.read_text()]
+    assert not patched, patched
+    siblings = {p.stem for p in (ROOT / "benchmarks").rglob("*.py")}
+    for path in (ROOT / "benchmarks").rglob("*.py"):
+        for module, _ in _imports(path):
+            assert module.split(".")[0] not in siblings - {"benchmarks"}, (path.name, module)  # no bare sibling imports

@@ -10,40 +10,40 @@ Each run also scores what the recommender needs from the embedding: with the las
 weights (no epoch is picked on the scored split), every track of the manifest gets its
 track embedding, and genre precision@10 is the share of a scored track's 10 nearest
 neighbours (cosine, among all tracks, itself excluded) of its own genre, beside the same
-figure for per-track MFCC mean/std features (``benchmarks/reco_quality.py``'s baseline).
+figure for per-track MFCC mean/std features (``benchmarks/research/reco_quality.py``'s baseline).
 
-    python benchmarks/genre_recipe.py ../shared/data/gtzan/manifest.csv --recipes base,mfcc --epochs 30
+    python -m benchmarks.research.genre_recipe ../shared/data/gtzan/manifest.csv --recipes base,mfcc --epochs 30
 
 v2 recipes (``v2*``: the musicnn front end under a BiLSTM over patch features) take a
 manifest of the 30 s excerpts and the clips together (``gtzan`` + ``gtzan-clips``, 404
 tracks, 116 in valid); their figures are also given apart for tracks and clips:
 
-    python benchmarks/genre_recipe.py all.csv --recipes v2,v2_ls --seeds 1,2,3 --folds A --epochs 30
+    python -m benchmarks.research.genre_recipe all.csv --recipes v2,v2_ls --seeds 1,2,3 --folds A --epochs 30
 
 The shipped recipe (6 patches, the mean of the last 5 epochs' weights) was chosen with
 
-    python benchmarks/genre_recipe.py all.csv --recipes v2_ls_p6,v2_ls_p6_swa5,v2_ls_p6_tags \
+    python -m benchmarks.research.genre_recipe all.csv --recipes v2_ls_p6,v2_ls_p6_swa5,v2_ls_p6_tags \
         --seeds 1,2,3,4,5,6 --folds A --epochs 10
 
 and its ensemble of five heads (seeds s … s + 4, so these four ensembles share no head) with
 
-    python benchmarks/genre_recipe.py all.csv --recipes v2_ls_p6_swa5_d32_e5,v2_ls_p6_swa5_e5 \
+    python -m benchmarks.research.genre_recipe all.csv --recipes v2_ls_p6_swa5_d32_e5,v2_ls_p6_swa5_e5 \
         --seeds 1,6,11,16 --folds A --epochs 10
 
 Ten heads of 16-d (the same 160-d embedding) and genres drawn by the square root of their
 counts were tried beside it and kept out (p@10 0.748 and 0.746 over seeds 1234, 1, 11; the
 square root's balanced accuracy held 0.68-0.69 on all three, not enough seeds to ship on):
 
-    python benchmarks/genre_recipe.py all.csv --recipes v2_ls_p6_swa5_d16_e10,v2_ls_p6_swa5_d32_e5_sqrt \
+    python -m benchmarks.research.genre_recipe all.csv --recipes v2_ls_p6_swa5_d16_e10,v2_ls_p6_swa5_d32_e5_sqrt \
         --seeds 1234,1,11 --folds A --epochs 10
 
 The shipped recipe adds the front end's tag logits to the heads' inputs and mixup (0.4) of
 the training sequences; chosen, against the five-head recipe without them, with
 
-    python benchmarks/genre_recipe.py all.csv --recipes v2_ls_p6_swa5_d32_e5,v2_ls_p6_swa5_d32_e5_tags_mix,\
+    python -m benchmarks.research.genre_recipe all.csv --recipes v2_ls_p6_swa5_d32_e5,v2_ls_p6_swa5_d32_e5_tags_mix,\
         v2_ls_p6_swa5_d32_e5_mix,v2_ls_p6_swa5_d32_e5_tags --seeds 1,6,11,16,1234 --folds A --epochs 10
 
-(fold B of the first two was measured with ``genre_heads.py``; see the model card)
+(fold B of the first two was measured with ``benchmarks.research.genre_heads``; see the model card)
 
 An ensemble's epoch rows are its heads' one after another; ``final`` holds the model's own
 accuracy and balanced accuracy.
@@ -68,8 +68,7 @@ from embedding.model import ModelConfig, embedding_output
 from embedding.features import Normalizer, segment_frames
 from embedding.train import baseline_scores, extract_features, fit, track_metrics
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reco_quality import precision_at  # noqa: E402
+from .reco_quality import precision_at
 
 
 def track_embeddings(model, normalizer: Normalizer, feats: list, fc: FeatureConfig) -> np.ndarray:

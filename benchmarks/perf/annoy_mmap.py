@@ -4,7 +4,7 @@ Builds and saves an Annoy index, then starts N processes that each load it and a
 queries, and prints each process's resident memory (RSS) and proportional share (PSS,
 which splits shared pages between the processes that map them).
 
-    python benchmarks/annoy_mmap.py --n 200000 --dim 128 --procs 4
+    python -m benchmarks.perf.annoy_mmap --n 200000 --dim 128 --procs 4
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Two model bundles' single-clip prediction time on one core, in alternating rounds.
 
-    python benchmarks/model_ab.py OLD_MODEL_DIR [NEW_MODEL_DIR] [--data DIR] [--files 12] [--rounds 3]
+    python -m benchmarks.perf.model_ab OLD_MODEL_DIR [NEW_MODEL_DIR] [--data DIR] [--files 12] [--rounds 3]
 
 Absolute times follow the host (this workplace's machines differ by 4× and more between
 sessions); the ratio of two bundles timed in one run, clip by clip in turn, does not. Each
@@ -35,7 +35,7 @@ def main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from embedding import ModelBundle
-    from embed_speed import clips  # the clips embed_speed.py times (of 25 s or more)
+    from .embed_speed import clips  # the clips embed_speed times (of 25 s or more)
 
     files = clips(args.data, min_s=25.0)
     files = files[:: max(1, len(files) // args.files)][: args.files]  # spread over the folder's genres

@@ -1,6 +1,6 @@
 """The unit costs behind docs/scaling.md's capacity model, measured on this machine.
 
-    python benchmarks/unit_costs.py [--data ../shared/data] [--postgresql [URL]]
+    python -m benchmarks.perf.unit_costs [--data ../shared/data] [--postgresql [URL]]
 
 1. **Ingest CPU per track**: ``sonicsort ingest --workers 0`` (one process: model, decode and
    catalog writes) on N and on 3N files; the CPU time (user + system, from ``getrusage`` of
@@ -36,11 +36,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api_load import free_port  # noqa: E402
-from faults import clip  # noqa: E402
+from ..harness import clip, free_port
 
 
 def cpu_of_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -159,7 +156,7 @@ def storage(n: int, postgresql: str | None) -> dict:
         targets = [("sqlite", tmp / "catalog.sqlite3")]
         drop = None
         if postgresql:
-            from faults import private_database
+            from ..harness import private_database
 
             url, drop = private_database(postgresql)
             targets.append(("postgresql", url))

@@ -1,6 +1,6 @@
 """Load benchmark of the HTTP API under gunicorn (`sonicsort serve`) on this machine.
 
-    python benchmarks/api_load.py [--data ../shared/data] [--pad 10000] [--clients 32] [--seconds 20]
+    python -m benchmarks.perf.api_load [--data ../shared/data] [--pad 10000] [--clients 32] [--seconds 20]
                                   [--servers 2x4,2x4:gthread,2x8,2x4:noanswers] [--client auto|wrk|python]
                                   [--out benchmarks/results/api-load.json]
 
@@ -44,89 +44,10 @@ import time
 import uuid
 from pathlib import Path
 
-import requests
+
+from ..harness import build_catalog, free_port, pct, wait_ready
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def pct(values: list[float], q: float) -> float:
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def build_catalog(home: Path, data: str | None, pad: int, env: dict) -> tuple[list[int], list[Path]]:
-    import numpy as np
-
-    files: list[Path] = []
-    if data:
-        from embedding.audio import AUDIO_EXTENSIONS
-
-        files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-        p = subprocess.run([sys.executable, "-m", "api.cli", "ingest", data, "--json"],
-                           env={**env, "SONICSORT_REDIS_URL": "none"}, capture_output=True, text=True)
-        if p.returncode != 0:
-            sys.exit(f"ingest failed: {p.stderr[-2000:]}")
-    from recommender.catalog import Catalog, NewTrack
-
-    cat = Catalog(home / "catalog.sqlite3")
-    version = cat.model_version
-    if version is None:
-        from embedding import ModelBundle
-
-        version = ModelBundle.load(None).version
-    dim = next(iter(cat.vectors(cat.ids()[:1].tolist()).values())).shape[0] if len(cat) else 128
-    genres = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
-    rng = np.random.default_rng(0)
-    batch = []
-    for i in range(pad):
-        v = rng.normal(size=dim).astype(np.float32)
-        v /= np.linalg.norm(v)
-        probs = rng.dirichlet(np.ones(len(genres)))
-        g = genres[int(np.argmax(probs))]
-        batch.append(NewTrack(path=f"/synthetic/{i}.wav", size=0, mtime_ns=0, sha256=f"synthetic-{i:08d}",
-                              title=f"Synthetic {i}", artist=f"Artist {i % 997}", album=None, duration_s=30.0,
-                              genre=g, probabilities={k: float(p) for k, p in zip(genres, probs)}, embedding=v,
-                              model_version=version))
-        if len(batch) == 2000 or i == pad - 1:
-            cat.add(batch)
-            batch = []
-    ids = cat.ids().tolist()
-    cat.close()
-    return ids, files
-
-
-def wait_ready(url: str, proc, n: int = 8, timeout: float = 180, workers: int | None = None) -> None:
-    """Until every worker has answered ``/readyz`` 200 and then ``n`` answers in a row were 200.
-
-    Ready answers in a row alone prove nothing of a worker still loading: the kernel may hand
-    every new connection to the same one. ``workers``: how many (default: what serve starts,
-    ``SONICSORT_WEB_WORKERS`` or 2)."""
-    if workers is None:
-        workers = int(os.environ.get("SONICSORT_WEB_WORKERS", "2"))
-    deadline, ok, ready = time.monotonic() + timeout, 0, set()
-    while (ok < n or len(ready) < workers) and time.monotonic() < deadline:
-        try:
-            r = requests.get(url + "/readyz", timeout=5, headers={"Connection": "close"})
-            pid = r.json().get("worker_pid")
-            if r.ok and pid is not None:
-                ready.add(pid)
-                ok += 1
-            else:
-                ready.discard(pid)
-                ok = 0
-        except (requests.RequestException, ValueError):
-            ok = 0
-            if proc.poll() is not None:
-                sys.exit(f"serve exited before it was ready (exit status {proc.returncode})")
-        time.sleep(0.2)
-    if ok < n or len(ready) < workers:
-        sys.exit(f"serve did not get ready ({len(ready)} of {workers} workers answered ready)")
 
 
 def load_python(host: str, port: int, ids: list[int], clients: int, seconds: float,

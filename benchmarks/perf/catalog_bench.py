@@ -1,6 +1,6 @@
 """The catalog's costs in SQLite and in PostgreSQL, one after the other in the same run.
 
-    python benchmarks/catalog_bench.py [--tracks 2000] [--postgres postgresql://postgres@127.0.0.1/postgres]
+    python -m benchmarks.perf.catalog_bench [--tracks 2000] [--postgres postgresql://postgres@127.0.0.1/postgres]
 
 For each database: add ``--tracks`` tracks (128-d, 8 tags) in batches of 100; ``get_many`` of 10
 tracks from the row cache (what ``/similar`` pays per answer) and uncached with their
@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from recommender.catalog import Catalog, NewTrack, catalog_url  # noqa: E402
+from recommender.catalog import Catalog, NewTrack, catalog_url
 
 
 def records(n: int) -> list[NewTrack]:

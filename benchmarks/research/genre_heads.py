@@ -1,14 +1,14 @@
 """Quick comparisons of what the genre heads read, over cached front-end outputs.
 
-``genre_recipe.py`` recomputes the front end for each feature configuration and scores
+``benchmarks.research.genre_recipe`` recomputes the front end for each feature configuration and scores
 each epoch; this script runs the front end once, keeps several of its layers for every
 track (at a hop of a quarter patch, and on the patches prediction uses), and then trains
 five-head ensembles (``embedding.train.fit_sequence``) over any of those inputs in about
 half a minute each. It was used to explore; the recipe choice itself is reproduced by
-``genre_recipe.py`` (its docstring has the command).
+``benchmarks.research.genre_recipe`` (its docstring has the command).
 
-    python benchmarks/genre_heads.py features all.csv --cache /tmp/heads.pkl
-    python benchmarks/genre_heads.py heads --cache /tmp/heads.pkl --inputs features_tags \
+    python -m benchmarks.research.genre_heads features all.csv --cache /tmp/heads.pkl
+    python -m benchmarks.research.genre_heads heads --cache /tmp/heads.pkl --inputs features_tags \
         --model '{"mixup": 0.4}' --seeds 1,6,11,16,1234 --fold A
 
 Inputs: ``features`` (the 200 penultimate features, as the shipped recipe before tag
@@ -17,7 +17,7 @@ inputs), ``features_tags`` (beside them the 50 tag logits: the shipped recipe),
 ``features_pooled`` (both). ``--hop 2`` trains on positions every half patch, as
 ``fit`` does; 1 every quarter. Figures per seed and their mean: accuracy and balanced
 accuracy of the ensemble on the scored split, apart for 30 s tracks and clips, and genre
-precision@10 of its embedding among all tracks (as ``genre_recipe.py``).
+precision@10 of its embedding among all tracks (as ``benchmarks.research.genre_recipe``).
 """
 
 from __future__ import annotations

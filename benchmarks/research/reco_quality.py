@@ -1,7 +1,7 @@
 """Recommendation quality on real music: genre precision@10, backend agreement with exact
 search, playlist smoothness.
 
-    python benchmarks/reco_quality.py ../shared/data/gtzan/manifest.csv \
+    python -m benchmarks.research.reco_quality ../shared/data/gtzan/manifest.csv \
         [--model DIR] [--heldout-model DIR --heldout-split valid] [--out FILE.json]
 
 For each model: ingest the manifest's folder into a fresh catalog (no cache), then

@@ -8,8 +8,8 @@ library allows (the best raw use), else passes it too (Voyager takes it per call
 For faiss, Voyager and USearch the raw side searches the wrapper's own index object, so
 both sides walk the same graph.
 
-    python benchmarks/index_overhead.py --n 100000 --dim 128
-    python benchmarks/index_overhead.py --backends faiss,faiss-ivfpq,voyager,usearch
+    python -m benchmarks.perf.index_overhead --n 100000 --dim 128
+    python -m benchmarks.perf.index_overhead --backends faiss,faiss-ivfpq,voyager,usearch
 """
 
 from __future__ import annotations

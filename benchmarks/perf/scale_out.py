@@ -1,6 +1,6 @@
 """Several API nodes on one catalog: the targets of the scale-out, measured.
 
-    python benchmarks/scale_out.py [--postgresql URL] [--pad 10000] [--clients 32] [--seconds 20]
+    python -m benchmarks.perf.scale_out [--postgresql URL] [--pad 10000] [--clients 32] [--seconds 20]
                                    [--uploads 200] [--changes 10000] [--out benchmarks/results/scale-out.json]
 
 1. A catalog of ``--partners`` generated 3 s clips (ingested with the shipped model) plus
@@ -41,9 +41,8 @@ import numpy as np
 import requests
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_load import build_catalog, free_port, load_python, pct  # noqa: E402
-from faults import private_database, wait_ready  # noqa: E402
+from ..harness import build_catalog, free_port, pct, private_database, wait_ready
+from .api_load import load_python
 
 KEY = "scale-key"
 

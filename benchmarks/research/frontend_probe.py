@@ -5,11 +5,11 @@ For each track of a manifest, the front end runs on the patches prediction uses 
 the track. Logistic regression (class-balanced, standardised inputs, fixed C = 1) trains on
 one split and scores the other at track level; genre precision@10 of the raw mean features
 (cosine among all tracks, the query excluded) is given beside it, as
-``benchmarks/genre_recipe.py`` measures the embedding. It answers the question the issue
+``benchmarks/research/genre_recipe.py`` measures the embedding. It answers the question the issue
 asks of the model: does a plain probe of the front end beat the BiLSTM heads, and on which
 layer?
 
-    python benchmarks/frontend_probe.py all.csv --out benchmarks/results/frontend_probe.json
+    python -m benchmarks.research.frontend_probe all.csv --out benchmarks/results/frontend_probe.json
 
 Layers: ``penultimate`` (200, what the heads read), ``tag_logits`` (50), ``pooled`` (1,506:
 the max and mean over time of the mid end, after batch norm, under the penultimate layer).
@@ -28,7 +28,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> int:
@@ -49,7 +48,7 @@ def main() -> int:
 
     from embedding.features import segment_frames
     from embedding.musicnn import PENULTIMATE_DIM, head_inputs
-    from genre_heads import frontend_layers
+    from .genre_heads import frontend_layers
 
     feats, fc, run = frontend_layers(args.manifest)
     rows: dict[str, list[np.ndarray]] = {"penultimate": [], "tag_logits": [], "pooled": []}

@@ -4,11 +4,11 @@ Each training track of fold A gets extra views, decoded and transformed again: p
 by ±2 semitones and time stretched by 0.9 and 1.1 (librosa), the first ``--views`` of
 those. Their front-end patch features join the track's own as further training tracks of its
 genre (the genre-balanced sampling keeps the class balance); ``--seqs-per-track`` keeps the
-sequences an epoch about the same. Scored as ``genre_recipe.py`` scores: last epoch (10),
+sequences an epoch about the same. Scored as ``benchmarks.research.genre_recipe`` scores: last epoch (10),
 ``valid`` accuracy and balanced accuracy, and genre precision@10 of the embedding among all
 tracks of the manifest. ``--views 0`` is the shipped recipe.
 
-    python benchmarks/genre_augment.py all.csv --views 4 --seeds 1,2,3 --seqs-per-track 2
+    python -m benchmarks.research.genre_augment all.csv --views 4 --seeds 1,2,3 --seqs-per-track 2
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 VIEWS = [("pitch", -2), ("pitch", 2), ("stretch", 0.9), ("stretch", 1.1)]
 
@@ -61,7 +60,7 @@ def main() -> None:
     from embedding.features import FeatureConfig
     from embedding.model import ModelConfig
     from embedding.train import TrackFeatures, extract_features, fit
-    from genre_recipe import knn_precision, track_embeddings
+    from .genre_recipe import knn_precision, track_embeddings
 
     ds = load_dataset(args.manifest)
     fc = FeatureConfig.musicnn()

@@ -1,6 +1,6 @@
 """Does every request after a start get answered? (the fork hang of docs/decisions/no-thread-in-the-master.md)
 
-    python benchmarks/serve_restarts.py [--rounds 12] [--requests 400] [--web-server uvicorn|gthread]
+    python -m benchmarks.faults.restarts [--rounds 12] [--requests 400] [--web-server uvicorn|gthread]
 
 Starts `sonicsort serve` (2 workers × 4 threads) on 40 generated clips ``--rounds`` times.
 After each start it sends ``--requests`` `/v1/tracks/ID/similar` requests from 4 keep-alive
@@ -17,12 +17,10 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faults import free_port, generated_catalog, wait_ready, worker_pids  # noqa: E402
+from ..harness import free_port, generated_catalog, wait_ready, worker_pids
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """The long cases of the second hostile round, against a real `sonicsort serve` (2 workers ×
 4 threads, uvicorn front) at a file limit of 1,024, on a catalog of 10,000 tracks (40 clips
 would not make the costly requests costly: the rest are synthetic unit vectors, as in
-``api_load.py``). Not part of CI; ``tests/test_hostile*.py`` hold the CI-sized versions.
+``benchmarks.perf.api_load``). Not part of CI; ``tests/test_hostile*.py`` hold the CI-sized versions.
 
 1. Costly requests: 8 clients (in a process of their own) loop the costliest requests the
    API takes (``/similar`` with k=100, MMR and an artist cap; a 1,000-track playlist; a
@@ -14,7 +14,7 @@ would not make the costly requests costly: the rest are synthetic unit vectors, 
 3. Stalled bodies: 40 uploads that declare 49 MB, send 45 MB and stall: how much the workers
    grew while they wait, and after they leave.
 
-    python benchmarks/hostile.py --out benchmarks/results/hostile.json
+    python -m benchmarks.faults.hostile --out benchmarks/results/hostile.json
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ from pathlib import Path
 import psutil
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_load import build_catalog, free_port, pct, wait_ready  # noqa: E402
+from ..harness import build_catalog, free_port, pct, wait_ready
 
 
 def plain_load(url: str, ids: list[int], stop: threading.Event, out: list, errors: list) -> None:

@@ -13,13 +13,12 @@ Default: the uvicorn front (``--web-server uvicorn``; ``gthread`` for gunicorn's
    no temporary file left, right after the kills and after ``stats --repair``.
 3. Same-audio bursts: 10 bursts of 8 simultaneous uploads of one new clip: 201s per burst.
 
-    python benchmarks/faults.py --out benchmarks/results/faults.json
+    python -m benchmarks.faults.serve --out benchmarks/results/faults.json
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -27,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,40 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import requests
-import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_load import free_port, wait_ready  # noqa: E402
+from ..harness import KEY, clip, free_port, generated_catalog, pct, private_database, wait_ready
 
-KEY = "fault-key"
-
-
-def clip(seed: int, seconds: float = 2.0, sr: int = 22_050) -> bytes:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    y = 0.3 * np.sin(2 * np.pi * rng.uniform(80, 900) * t) + 0.05 * rng.standard_normal(len(t))
-    buf = io.BytesIO()
-    sf.write(buf, y.astype(np.float32), sr, format="WAV")
-    return buf.getvalue()
-
-
-def generated_catalog(prefix: str, web_server: str, catalog_url: str = "") -> tuple[Path, Path, dict[str, str]]:
-    """40 generated 3 s clips ingested into a new home in a temporary folder: (folder, home, the
-    environment of a `sonicsort` process on it, with the API key, no cache and ``web_server``;
-    the catalog in ``catalog_url`` when given, else the home's SQLite file)."""
-    tmp = Path(tempfile.mkdtemp(prefix=prefix))
-    home, music = tmp / "home", tmp / "music"
-    music.mkdir(parents=True)
-    for i in range(40):
-        (music / f"t{i:02d}.wav").write_bytes(clip(i, seconds=3.0))
-    env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_API_KEY": KEY, "SONICSORT_REDIS_URL": "none",
-           "SONICSORT_WEB_SERVER": web_server, "TF_CPP_MIN_LOG_LEVEL": "2", "SONICSORT_CATALOG_URL": catalog_url}
-    subprocess.run([sys.executable, "-m", "api.cli", "ingest", str(music)], env=env, check=True, capture_output=True)
-    return tmp, home, env
-
-
-def pct(xs: list[float], q: float) -> float:
-    return round(float(np.percentile(xs, q)) * 1000, 1) if xs else float("nan")
 
 
 def slow_clients(url: str, port: int, n_slow: int, n_requests: int = 400, max_s: float = 90.0) -> dict:
@@ -121,11 +88,6 @@ def slow_clients(url: str, port: int, n_slow: int, n_requests: int = 400, max_s:
         s.close()
     return {"slow_connections": n_slow, "requests": sent, "errors": errors, "error_kinds": kinds,
             "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
-
-
-def worker_pids(master: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
-    return [int(p) for p in out]
 
 
 def kills(url: str, n_uploads: int, seed: int) -> dict:
@@ -254,26 +216,6 @@ def main() -> int:
     finally:
         if drop:
             drop()
-
-
-def private_database(server_url: str):
-    """A new database on the server at ``server_url``: (its URL, a function that drops it)."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    from recommender.catalog import catalog_url
-
-    name = f"sonicsort_faults_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(catalog_url(server_url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with admin.connect() as c:
-            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False), drop
 
 
 def run(args, catalog_url: str) -> int:

@@ -1,6 +1,6 @@
 """Speed of the audio → genre + embedding path, and of ingest and the prediction cache.
 
-    python benchmarks/embed_speed.py [--data ../shared/data] [--out benchmarks/results/embed-speed.json]
+    python -m benchmarks.perf.embed_speed [--data ../shared/data] [--out benchmarks/results/embed-speed.json]
 
 Prints JSON with:
 - ``single``: one 30 s clip at a time on ONE core (CPU affinity 1 core, TensorFlow 1 thread):
