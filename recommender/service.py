@@ -264,7 +264,7 @@ class Service:
                after_id: int = 0, limit: int = 50) -> tuple[list[Track], int | None]:
         """One page of tracks by id; returns (tracks, the ``after_id`` of the next page or None).
 
-        ``tag``: only tracks that have that front-end tag (``catalog._top_tag_rows``; case-insensitive).
+        ``tag``: only tracks that have that front-end tag (``recommender.catalog.records._top_tag_rows``; case-insensitive).
         """
         if genre and self._bundle is not None:  # checked once a model is loaded (start, load_model)
             Recommender(self.library()).check_genre(genre)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from .conftest import GENRES, PrivateRedis, Server, ingest_tagged_library, make_server, serve_catalog, write_clip
+from .helpers import GENRES, PrivateRedis, Server, ingest_tagged_library, make_server, serve_catalog, write_clip
 from recommender.config import Settings
 
 ARTISTS = ["Ada", "Ben", "Cy", "Dee"]

@@ -5,7 +5,7 @@ import soundfile as sf
 from embedding import AudioError, FeatureConfig, load_audio, segment_features
 from embedding.audio import segment_starts
 
-from .conftest import SR, set_flac_length, synth, write_clip
+from .helpers import SR, set_flac_length, synth, write_clip
 
 FORMATS = [("wav", {}), ("flac", {}), ("ogg", {"format": "OGG", "subtype": "VORBIS"}),
            ("mp3", {"format": "MP3", "subtype": "MPEG_LAYER_III"}), ("au", {"format": "AU", "subtype": "PCM_16"})]

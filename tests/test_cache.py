@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from .conftest import write_clip
+from .helpers import write_clip
 from recommender.cache import PredictionCache
 from recommender.config import Settings
 from recommender.library import Library

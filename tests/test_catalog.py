@@ -89,7 +89,7 @@ def test_requests_on_postgresql_ask_nothing_while_the_change_listener_hears_no_w
     listener's connection is killed, requests ask the database again, and it reconnects."""
     import sqlalchemy as sa
 
-    from .conftest import postgres_schema
+    from .helpers import postgres_schema
     from recommender.catalog import Catalog, one_check_per_thread
 
     url = postgres_schema(postgres_db)
@@ -260,7 +260,7 @@ def test_copy_moves_a_catalog_to_postgresql_and_back_keeping_ids(tmp_path, postg
     from recommender.catalog import Catalog, NewTrack, copy_catalog
     from recommender.errors import CatalogError
 
-    from .conftest import postgres_schema
+    from .helpers import postgres_schema
 
     def rec(i: int) -> NewTrack:
         return record(i, size=i, mtime_ns=i, album="B" if i % 2 else None, duration_s=1.0 + i,

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from .conftest import music, postgres_schema, run_cli, write_clip
+from .helpers import music, postgres_schema, run_cli, write_clip
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "SONICSORT_REDIS_URL": ""}  # no cache unless a test wants one
 

@@ -15,8 +15,7 @@ import psutil
 import pytest
 import requests
 
-from .conftest import write_clip
-from .test_serve import launch
+from .helpers import launch, write_clip
 
 pytestmark = pytest.mark.slow
 

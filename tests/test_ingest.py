@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import CLI, CountingBundle, agree, music, run_cli, write_clip
+from .helpers import CLI, CountingBundle, agree, music, run_cli, write_clip
 from recommender.cache import PredictionCache
 from recommender.errors import BadRequest
 from recommender.ingest import ingest

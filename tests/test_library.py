@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .conftest import agree, music
+from .helpers import agree, music
 from recommender.catalog import SCHEMA_VERSION
 from recommender.errors import ModelMismatch
 from recommender.ingest import ingest

@@ -9,7 +9,7 @@ from embedding.errors import DatasetError
 from embedding.features import DEFAULT_MAX_PATCHES
 from embedding.train import evaluate_bundle, track_metrics
 
-from .conftest import GENRES, SR, write_clip
+from .helpers import GENRES, SR, write_clip
 
 
 def test_embedding_is_the_penultimate_layer():
@@ -64,7 +64,7 @@ def test_v2_head_reads_the_tag_logits_beside_the_penultimate_features(toy_datase
     from embedding.musicnn import MSD_TAGS, PENULTIMATE_DIM, head_inputs, log_mel_patches
     from embedding.train import train_bundle
 
-    from .conftest import TINY_HEAD
+    from .helpers import TINY_HEAD
 
     # the shipped recipe's input: 200 features and 50 tag logits a patch
     assert FeatureConfig.musicnn().tag_inputs
@@ -126,7 +126,7 @@ def test_v2_ensemble_is_heads_trained_apart_in_one_model(toy_dataset, tmp_path):
     from embedding.musicnn import head_inputs, log_mel_patches
     from embedding.train import train_bundle
 
-    from .conftest import TINY_HEAD
+    from .helpers import TINY_HEAD
 
     assert ModelConfig.sequence().ensemble == 5  # the shipped recipe
     ds = load_dataset(toy_dataset / "manifest.csv", seed=3)

@@ -8,13 +8,13 @@ import subprocess
 
 import pytest
 
-from .conftest import CLI, GENRES, run_cli
+from .helpers import CLI, GENRES, run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 def test_queue_ingest_with_two_workers(tmp_path, cli_env, private_redis):
-    from .conftest import synth
+    from .helpers import synth
     import soundfile as sf
 
     folder = tmp_path / "many"
@@ -75,7 +75,7 @@ def test_queue_workers_store_tracks_straight_into_a_postgresql_catalog(tmp_path,
 
     from recommender.queue import QUEUE_NAME
 
-    from .conftest import postgres_schema, synth
+    from .helpers import postgres_schema, synth
 
     folder = tmp_path / "music"
     folder.mkdir()

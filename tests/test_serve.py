@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,78 +11,17 @@ import time
 import pytest
 import requests
 
-from .conftest import GENRES, write_clip
-from recommender.cache import PredictionCache
-from recommender.config import Settings
-from recommender.ingest import ingest
-from recommender.library import Library
+from .helpers import fresh_get, launch, write_clip
 
 pytestmark = pytest.mark.slow  # gunicorn and sonicsort processes end to end
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _set_nofile(n: int) -> None:
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
 
 
-def fresh_get(url: str, **kw):
-    """A new connection each time, so gunicorn may hand it to either worker."""
-    with requests.Session() as s:
-        s.headers["Connection"] = "close"
-        return s.get(url, **{"timeout": 30, **kw})
 
 
-def launch(tmp_path, bundle, redis_url, cache_prefix, *, workers: int = 2, threads: int = 2,
-           env_extra: dict[str, str] | None = None, catalog_url: str = "", home=None, nofile: int | None = None):
-    """`sonicsort serve` on 12 ingested clips, ready on every worker: (url, process, env).
-    With ``home`` (a node of its own on a shared ``catalog_url``), nothing is ingested.
-    ``nofile``: the server's file limit (soft and hard)."""
-    if home is None:
-        music = tmp_path / "music"
-        for i in range(12):
-            write_clip(music / f"t{i:02d}.wav", GENRES[i % 3], seconds=2.0, seed=900 + i)
-        home = tmp_path / "home"
-        lib = Library(Settings(home=home, catalog_url=catalog_url), bundle=bundle, cache=PredictionCache(None))
-        assert ingest(lib, [music], workers=0).added == 12
-        lib.close()
-    port = free_port()
-    env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_MODEL_DIR": str(bundle.directory),
-           "SONICSORT_REDIS_URL": redis_url, "SONICSORT_CACHE_PREFIX": cache_prefix, "SONICSORT_API_KEY": "k",
-           "TF_CPP_MIN_LOG_LEVEL": "2", "SONICSORT_CATALOG_URL": catalog_url, **(env_extra or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers),
-                             "--threads", str(threads)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, preexec_fn=None if nofile is None else lambda: _set_nofile(nofile))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    ready: set[int] = set()  # the worker pids that answered ready; a run of ready answers from one
-    # worker proves nothing of the other, since the kernel may hand every new connection to the same
-    streak = 0
-    while (len(ready) < workers or streak < 3) and time.monotonic() < deadline:
-        try:
-            r = fresh_get(url + "/readyz", timeout=10)
-            pid = r.json().get("worker_pid")
-            if r.status_code == 200:
-                ready.add(pid)
-                streak += 1
-            else:
-                ready.discard(pid)
-                streak = 0
-        except requests.ConnectionError:
-            assert proc.poll() is None, proc.stdout.read()
-        except (requests.Timeout, ValueError):
-            streak = 0
-        time.sleep(0.2)
-    if len(ready) < workers or streak < 3:
-        proc.terminate()
-        raise AssertionError("gunicorn did not get ready: " + (proc.stdout.read() or "")[-3000:])
-    return url, proc, env
 
 
 @pytest.fixture
@@ -152,7 +90,7 @@ def test_two_nodes_share_one_postgresql_catalog(tmp_path, tiny_bundle, redis_url
     With Milvus (milvus-lite's server, as a Milvus server would be) the nodes hold no vectors."""
     from api.serve import MilvusLiteServer
 
-    from .conftest import postgres_schema
+    from .helpers import postgres_schema
 
     shared = postgres_schema(postgres_db)
     milvus = MilvusLiteServer(str(tmp_path / "milvus.db")) if backend == "milvus" else None
@@ -243,7 +181,7 @@ def test_postgresql_stopped_under_load(tmp_path, tiny_bundle, redis_url, cache_p
     itself when the server returns."""
     import threading
 
-    from .conftest import PrivatePostgres
+    from .helpers import PrivatePostgres
 
     pg = PrivatePostgres().init()
     url, proc, _ = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, catalog_url=pg.url)
@@ -309,7 +247,7 @@ def test_uploads_cut_by_sigkill_on_a_postgresql_node_leave_no_orphan(tmp_path, t
 
     from recommender.catalog import Catalog
 
-    from .conftest import postgres_schema
+    from .helpers import postgres_schema
 
     shared = postgres_schema(postgres_db)
     url, proc, _ = launch(tmp_path, tiny_bundle, redis_url, cache_prefix, workers=1, catalog_url=shared)

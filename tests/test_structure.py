@@ -123,3 +123,15 @@ def test_benchmarks_are_a_package_that_imports_without_path_tricks():
     for path in (ROOT / "benchmarks").rglob("*.py"):
         for module, _ in _imports(path):
             assert module.split(".")[0] not in siblings - {"benchmarks"}, (path.name, module)  # no bare sibling imports
+
+
+def test_tests_share_helpers_from_a_package_and_fixtures_from_conftest():
+    """``tests/helpers/`` holds what tests share; ``conftest.py`` only fixtures and pytest's hooks."""
+    tests = ROOT / "tests"
+    importers = [p.name for p in tests.rglob("*.py") if "from .conftest import" in p.read_text() and p.name != "test_structure.py"]
+    assert not importers, importers
+    tree = ast.parse((tests / "conftest.py").read_text())
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            fixture = any("fixture" in ast.unparse(d) for d in node.decorator_list)
+            assert fixture or node.name.startswith("pytest_"), f"conftest.py defines {node.name}: move it to tests/helpers"

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from .conftest import GENRES, ingest_tagged_library, make_server, serve_catalog, write_clip
+from .helpers import GENRES, ingest_tagged_library, make_server, serve_catalog, write_clip
 
 ARTISTS = ["Ada", "Ben", "Cy", "Dee"]
 N_TRACKS = 24
