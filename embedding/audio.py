@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import AudioError
+from .integrity import check_complete, check_container, looks_like_text
 
 log = logging.getLogger(__name__)
 
@@ -195,15 +196,6 @@ def _decode_fallback(source: AudioSource, data: bytes | None, name: str, max_dur
     return (y.T if y.ndim == 2 else y), int(sr)
 
 
-_TEXT_BYTES = set(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
-
-
-def _looks_like_text(head: bytes) -> bool:
-    """No audio container starts with only printable ASCII; decoders (mpg123) would scan
-    such a file for frames and print notes to stderr, so text is refused up front."""
-    return len(head) > 0 and all(b in _TEXT_BYTES for b in head)
-
-
 def _prepare(source: AudioSource):
     """(handle soundfile can open, raw bytes or None, name for messages), after the cheap checks."""
     name = _describe(source)
@@ -217,7 +209,7 @@ def _prepare(source: AudioSource):
     else:
         with open(handle, "rb") as fh:
             head = fh.read(512)
-    if _looks_like_text(head):
+    if looks_like_text(head):
         raise AudioError(f"{name}: not an audio file (it holds text)")
     return handle, data, name
 
@@ -324,77 +316,6 @@ def _read_mono(f: sf.SoundFile, name: str, lim: DecodeLimits, sr: int, known: bo
     return np.ascontiguousarray(mono, dtype=np.float32), n
 
 
-def _head(handle, size: int) -> bytes:
-    if isinstance(handle, io.BytesIO):
-        return handle.getvalue()[:size]
-    with open(handle, "rb") as fh:
-        return fh.read(size)
-
-
-def _mp3_states_length(handle) -> bool:
-    """Whether the MP3's first frame is a Xing, Info or VBRI frame (which gives the exact length),
-    after any ID3v2 tag."""
-    head = _head(handle, 10)
-    skip = 0
-    if head[:3] == b"ID3" and len(head) == 10:  # ID3v2: a syncsafe size after the 10-byte header
-        skip = 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F))
-    frame = _head(handle, skip + 2048)[skip:]
-    return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
-
-
-def _tail(handle, size: int = 1 << 16) -> bytes:
-    if isinstance(handle, io.BytesIO):
-        return handle.getvalue()[-size:]
-    with open(handle, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        fh.seek(max(0, fh.tell() - size))
-        return fh.read()
-
-
-def _ogg_has_end(tail: bytes) -> bool:
-    """Whether the last Ogg page ends the file and carries the end-of-stream flag."""
-    pos = tail.rfind(b"OggS")
-    while pos >= 0:
-        if pos + 27 <= len(tail):
-            nseg = tail[pos + 26]
-            if pos + 27 + nseg <= len(tail):
-                end = pos + 27 + nseg + sum(tail[pos + 27 : pos + 27 + nseg])
-                if end == len(tail):
-                    return bool(tail[pos + 5] & 0x04)
-        pos = tail.rfind(b"OggS", 0, pos)
-    return False
-
-
-def _check_complete(f: sf.SoundFile, handle, name: str, n_native: int) -> None:
-    """Refuse a file cut short: fewer frames than its header promises (beyond 1%; for MP3 only
-    where a Xing/Info/VBRI frame states the length),
-    a WAV whose data chunk runs past the end of the file, an Ogg stream without its end page."""
-    frames, native_sr = int(f.frames), int(f.samplerate)
-    # an MP3's length is an estimate unless a Xing/Info/VBRI frame gives it (VBR files without
-    # one miss it by more than 1%): without one a short MP3 read is not taken for a cut file
-    exact = f.format != "MP3" or _mp3_states_length(handle)
-    if exact and n_native < frames - max(frames // 100, native_sr // 20):
-        raise AudioError(f"{name}: truncated file: its header promises {frames / native_sr:.1f} s, "
-                         f"only {n_native / native_sr:.1f} s decode")
-    _check_container(f, handle, name)
-
-
-def _check_container(f: sf.SoundFile, handle, name: str) -> None:
-    """The truncation checks that need no decoding (the container's own bookkeeping)."""
-    fmt = f.format
-    if fmt in ("WAV", "WAVEX", "RF64"):
-        import re
-
-        for line in f.extra_info.splitlines():
-            m = re.match(r"\s*data\s*:\s*(\d+)\s*\(should be (\d+)\)", line)
-            # 0 and 0xFFFFFFFF are a streaming writer's "length unknown", not a promise
-            if m and int(m.group(1)) > int(m.group(2)) and int(m.group(1)) not in (0, 0xFFFFFFFF):
-                raise AudioError(f"{name}: truncated file: its data chunk promises {int(m.group(1))} bytes, "
-                                 f"the file holds {int(m.group(2))}")
-    elif fmt == "OGG" and not _ogg_has_end(_tail(handle)):
-        raise AudioError(f"{name}: truncated file: the Ogg stream ends without its end-of-stream page")
-
-
 def load_audio(
     source: AudioSource,
     *,
@@ -432,7 +353,7 @@ def load_audio(
             known = _check_header(f, name, lim)
             mono, n_native = _read_mono(f, name, lim, sr, known)
             if known:
-                _check_complete(f, handle, name, n_native)
+                check_complete(f, handle, name, n_native)
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
@@ -515,7 +436,7 @@ def load_excerpts(
             native_sr, frames = int(f.samplerate), int(f.frames)
             if not _check_header(f, name, lim) or not f.seekable() or frames / native_sr < min_duration_s:
                 raise _DecodeWhole
-            _check_container(f, handle, name)
+            check_container(f, handle, name)
             n = frames if native_sr == sr else int(np.ceil(frames * sr / native_sr))
             wanted = _merge(spans(n))
             # a range of native samples that starts on a multiple of ``step`` starts on a whole target sample

@@ -6,7 +6,8 @@
     >>> ids, dist = idx.search(query, k=10, allowed={1, 5, 9})
 """
 
-from .base import METRICS, VectorIndex, exact_distances, nearest, pairwise_distances, read_header
+from .base import METRICS, VectorIndex, read_header
+from .distances import exact_distances, nearest, pairwise_distances
 from .errors import BackendUnavailable, IndexFileError, IndexMismatch, InvalidInput, VectorIndexError
 from .registry import BACKENDS, backend_class, create_index, load_index
 

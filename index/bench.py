@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .base import exact_distances
+from .distances import exact_distances
 from .errors import InvalidInput
 from .registry import backend_class, create_index
 

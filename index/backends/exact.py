@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..base import VectorIndex, nearest, topk
+from ..base import VectorIndex
+from ..distances import nearest, topk
 
 
 class ExactIndex(VectorIndex):

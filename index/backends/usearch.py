@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from usearch.index import Index
 
-from ..base import VectorIndex, keep_allowed
+from ..base import VectorIndex
+from ..distances import keep_allowed
 from ..errors import InvalidInput
 
 _METRIC = {"cosine": "cos", "l2": "l2sq", "ip": "ip"}

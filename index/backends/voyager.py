@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import voyager
 
-from ..base import VectorIndex, keep_allowed
+from ..base import VectorIndex
+from ..distances import keep_allowed
 from ..errors import InvalidInput
 
 _SPACE = {"cosine": voyager.Space.Cosine, "l2": voyager.Space.Euclidean, "ip": voyager.Space.InnerProduct}
