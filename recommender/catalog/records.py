@@ -1,4 +1,5 @@
-"""A catalog track as read (``Track``) and as written by ingest and uploads (``NewTrack``)."""
+"""A catalog track as read (``Track``) and as written by ingest and uploads (``NewTrack``): both
+are ``TrackFacts`` with what each side adds."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ TOP_TAGS = 5  # a track "has" the front end's tags it ranks highest; ``search(ta
 SALIENT_TAGS, SALIENT_LIFT = 3, 3.0
 
 
-@dataclass
-class Track:
-    """One catalog track. ``path`` is its first known file; ``paths`` all of them."""
+@dataclass(kw_only=True)
+class TrackFacts:
+    """What the catalog keeps of every track: its audio's hash, its tags (title, artist,
+    album), its length, and the model's view of it (genre, probabilities, front-end tags)."""
 
-    id: int
     sha256: str
     title: str
     artist: str | None
@@ -28,11 +29,19 @@ class Track:
     genre: str
     probabilities: dict[str, float]
     model_version: str
-    is_silent: bool
+    is_silent: bool = False
+    tags: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class Track(TrackFacts):
+    """One catalog track as read. ``path`` is its first known file; ``paths`` all of them;
+    ``embedding`` is there when asked for."""
+
+    id: int
     added_at: float
     paths: list[str] = field(default_factory=list)
     embedding: np.ndarray | None = None
-    tags: dict[str, float] = field(default_factory=dict)
 
     @property
     def path(self) -> str | None:
@@ -57,24 +66,15 @@ class Track:
         return d
 
 
-@dataclass
-class NewTrack:
-    """What ingest and uploads hand the catalog for one file of new audio."""
+@dataclass(kw_only=True)
+class NewTrack(TrackFacts):
+    """What ingest and uploads hand the catalog for one file of new audio: the file's facts
+    and its embedding beside the track's."""
 
     path: str
     size: int
     mtime_ns: int
-    sha256: str
-    title: str
-    artist: str | None
-    album: str | None
-    duration_s: float
-    genre: str
-    probabilities: dict[str, float]
     embedding: np.ndarray
-    model_version: str
-    is_silent: bool = False
-    tags: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # the one door of new rows: titles, artists and albums carry no control characters
