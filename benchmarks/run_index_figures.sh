@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Reproduce the index figures in the README (about 30 minutes on 2 cores).
+# Reproduce the index figures of the docs' results pages (about 30 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=.venv/bin
 mkdir -p benchmarks/results
-$B/python -m benchmarks.perf.index_overhead --n 100000 --dim 128 | tee benchmarks/results/overhead-100k.json
-$B/python -m benchmarks.perf.index_overhead --n 100000 --dim 128 --backends faiss,faiss-ivfpq,voyager,usearch \
-  | tee benchmarks/results/overhead-100k-more.json
+$B/python -m benchmarks.perf.index_overhead --n 100000 --dim 128 --rounds 21 \
+  --backends hnsw,annoy,faiss,faiss-ivfpq,voyager,usearch | tee benchmarks/results/overhead-100k-all.json
 $B/python -m benchmarks.perf.annoy_mmap --n 200000 --dim 128 --procs 4 | tee benchmarks/results/annoy-mmap.txt
 $B/sonicsort bench ann --dataset synthetic:100000:128 --out benchmarks/results/ann-100k
 # real embeddings: the shipped model's of shared/data (466 tracks), as an ann-benchmarks file
