@@ -174,21 +174,24 @@ def test_cli_similar_playlist_path(catalog_home, tiny_bundle, tmp_path):
                SONICSORT_REDIS_URL="", TF_CPP_MIN_LOG_LEVEL="3")
     cli = [sys.executable, "-m", "api.cli"]
     run = lambda *a: subprocess.run(cli + list(a), env=env, capture_output=True, text=True, timeout=300)
-    r = run("similar", "1", "-k", "4", "--json")
-    assert r.returncode == 0, r.stderr
-    d = json.loads(r.stdout)
-    assert len(d["results"]) == 4 and 1 not in [x["id"] for x in d["results"]]
     clip = write_clip(tmp_path / "q.wav", "drone", seconds=2.0, seed=4242)
-    r = run("similar", str(clip), "-k", "3", "--genre-mode", "boost")
-    assert r.returncode == 0 and r.stdout.count("score") == 3
-    r = run("playlist", "1", "2", "--length", "5", "--m3u", str(tmp_path / "p.m3u8"))
-    assert r.returncode == 0, r.stderr
+    good = (["similar", "1", "-k", "4", "--json"], ["similar", str(clip), "-k", "3", "--genre-mode", "boost"],
+            ["playlist", "1", "2", "--length", "5", "--m3u", str(tmp_path / "p.m3u8")],
+            ["path", "1", "2", "--length", "4", "--json"])
+    bad = (["similar", "9999"], ["playlist", "1", "--length", "0"], ["similar", "1", "--genre", "polka"],
+           ["path", "1", "2", "--length", "5000"], ["similar", "nofile.mp3"])
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # independent processes: two at a time on two cores
+        similar, similar_file, playlist, path, *refused = pool.map(lambda a: run(*a), good + bad)
+    assert similar.returncode == 0, similar.stderr
+    d = json.loads(similar.stdout)
+    assert len(d["results"]) == 4 and 1 not in [x["id"] for x in d["results"]]
+    assert similar_file.returncode == 0 and similar_file.stdout.count("score") == 3
+    assert playlist.returncode == 0, playlist.stderr
     assert (tmp_path / "p.m3u8").read_text().count("#EXTINF") == 5
-    r = run("path", "1", "2", "--length", "4", "--json")
-    assert [t["id"] for t in json.loads(r.stdout)["tracks"]][::3] == [1, 2]
-    for args in (["similar", "9999"], ["playlist", "1", "--length", "0"], ["similar", "1", "--genre", "polka"],
-                 ["path", "1", "2", "--length", "5000"], ["similar", "nofile.mp3"]):
-        r = run(*args)
+    assert [t["id"] for t in json.loads(path.stdout)["tracks"]][::3] == [1, 2]
+    for args, r in zip(bad, refused):
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (args, r.stderr)
 
 
