@@ -1,6 +1,7 @@
 """Write the generated pages of the docs site into ``docs/generated/`` (not kept in git).
 
-- ``results/<name>.md``: one page per ``benchmarks/results/*.json``, every figure of the file
+- ``results/<name>.md``: one page per ``benchmarks/results/*.json`` (and the shipped model's
+  ``evaluation-*.json``), every figure of the file
   in a table, with the script that writes it and the machine and date it records, so no
   figure is typed by hand twice;
 - ``model-card.md``: the shipped model's card (``embedding/default_model/MODEL_CARD.md``,
@@ -59,7 +60,7 @@ def results_page(path: Path) -> str:
     machine = data.get("machine") if isinstance(data, dict) else None
     date = data.get("date") if isinstance(data, dict) else None
     lines = [f"# {path.stem}", "",
-             f"Figures of `benchmarks/results/{path.name}`"
+             f"Figures of `{path.relative_to(ROOT).as_posix()}`"
              + (f", written by `{producer}`" if producer else "") + ".", ""]
     lines.append(f"- machine: {machine if machine else 'not recorded in the file'}")
     lines.append(f"- date: {date if date else 'not recorded in the file (see its git history)'}")
@@ -96,7 +97,8 @@ def main() -> int:
         shutil.rmtree(OUT)
     (OUT / "results").mkdir(parents=True)
     pages = []
-    for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+    evaluations = sorted((ROOT / "embedding" / "default_model").glob("evaluation-*.json"))
+    for path in [*sorted((ROOT / "benchmarks" / "results").glob("*.json")), *evaluations]:
         (OUT / "results" / f"{path.stem}.md").write_text(results_page(path), encoding="utf-8")
         pages.append(path.stem)
     index = ["# Benchmark results", "",
