@@ -34,16 +34,23 @@ def one_line_error(p):
 
 
 @pytest.mark.slow
+def two_at_a_time(*calls):
+    """The answers of independent ``sonicsort`` runs, two processes at a time (the machine's two cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        return [f.result() for f in [pool.submit(c) for c in calls]]
+
+
 def test_predict_with_the_shipped_model(tmp_path):
     clip = write_clip(tmp_path / "song.ogg", "drone", seconds=4.0, format="OGG", subtype="VORBIS")
-    p = run("predict", clip, home=tmp_path)
-    assert str(clip) in p.stdout and "(" in p.stdout
-    p = run("predict", clip, "--json", home=tmp_path)
-    d = json.loads(p.stdout)
+    plain, as_json = two_at_a_time(lambda: run("predict", clip, home=tmp_path),
+                                   lambda: run("predict", clip, "--json", home=tmp_path))
+    assert str(clip) in plain.stdout and "(" in plain.stdout and "tags: " in plain.stdout
+    d = json.loads(as_json.stdout)
     assert len(d["embedding"]) == 5 * 32 and len(d["top"]) == 3  # five heads' 32-d embeddings
     assert d["genre"] in d["probabilities"] and len(d["probabilities"]) == 10
     assert len(d["tags"]) == 50 and len(d["top_tags"]) == 5 and "Mellow" in d["tags"]
-    assert "tags: " in run("predict", clip, home=tmp_path).stdout
 
 
 def test_predict_bad_files_one_line_each(tmp_path):
@@ -72,10 +79,26 @@ def test_usage_errors_and_bad_model_dir(tmp_path):
 @pytest.mark.slow
 def test_train_then_evaluate_from_the_command_line(toy_dataset, tmp_path):
     out = tmp_path / "model"
-    # the default recipe: the musicnn front end under a (here tiny) BiLSTM head
-    p = run("train", toy_dataset / "manifest.csv", "--out", out, "--lstm-units", "8", "--embedding-dim", 16,
-            "--max-epochs", 6, "--patience", 6, "--segments-per-track", 6, "--ensemble", 2, "--workers", 1, "--json",
-            home=tmp_path)
+    v1 = tmp_path / "model-v1"
+
+    def train_default():
+        # the default recipe: the musicnn front end under a (here tiny) BiLSTM head
+        return run("train", toy_dataset / "manifest.csv", "--out", out, "--lstm-units", "8", "--embedding-dim", 16,
+                   "--max-epochs", 6, "--patience", 6, "--segments-per-track", 6, "--ensemble", 2, "--workers", 1,
+                   "--json", home=tmp_path)
+
+    def train_v1():
+        # the v1 frame recipe stays available; its options are refused for musicnn patches
+        made = run("train", toy_dataset / "manifest.csv", "--out", v1, "--features", "logmel", "--n-mels", 24,
+                   "--segment-seconds", 1.0, "--segment-hop-seconds", 0.5, "--lstm-units", "8", "--embedding-dim", 16,
+                   "--time-pool", 2, "--max-epochs", 2, "--workers", 1, "--json", home=tmp_path)
+        mels = run("train", toy_dataset / "manifest.csv", "--out", tmp_path / "refused-1", "--n-mels", 24,
+                   home=tmp_path, check=False)
+        ensemble = run("train", toy_dataset / "manifest.csv", "--out", tmp_path / "refused-2", "--features", "logmel",
+                       "--ensemble", 2, home=tmp_path, check=False)
+        return made, mels, ensemble
+
+    p, (_, mels, ensemble) = two_at_a_time(train_default, train_v1)  # independent: the two cores at once
     summary = json.loads(p.stdout)
     assert summary["evaluation"]["split"] == "test" and (out / "confusion.png").exists()
     assert set(summary["evaluation"]["baseline"]) == {"logistic_regression", "knn", "linear_probe"}
@@ -86,32 +109,25 @@ def test_train_then_evaluate_from_the_command_line(toy_dataset, tmp_path):
     assert saved["embedding_dim"] == 2 * 16  # the two heads' embeddings side by side
     assert (out / "frontend.weights.h5").is_file()
     assert "head 1  epoch   1" in p.stderr and "head 2  epoch   1" in p.stderr  # progress per head and epoch
-    p = run("predict", write_clip(tmp_path / "q.wav", "chirp", seconds=2.0, seed=5), "--model", out, home=tmp_path)
-    assert "tags: " in p.stdout  # the front end's top tags
-    # the v1 frame recipe stays available; its options are refused for musicnn patches
-    v1 = tmp_path / "model-v1"
-    p = run("train", toy_dataset / "manifest.csv", "--out", v1, "--features", "logmel", "--n-mels", 24,
-            "--segment-seconds", 1.0, "--segment-hop-seconds", 0.5, "--lstm-units", "8", "--embedding-dim", 16,
-            "--time-pool", 2, "--max-epochs", 2, "--workers", 1, "--json", home=tmp_path)
     assert json.loads((v1 / "bundle.json").read_text())["feature_config"]["kind"] == "logmel"
-    p = run("train", toy_dataset / "manifest.csv", "--out", v1, "--n-mels", 24, home=tmp_path, check=False)
-    assert one_line_error(p) and "musicnn" in p.stderr
-    p = run("train", toy_dataset / "manifest.csv", "--out", v1, "--features", "logmel", "--ensemble", 2,
-            home=tmp_path, check=False)
-    assert one_line_error(p) and "--ensemble" in p.stderr
-    p = run("evaluate", toy_dataset / "manifest.csv", "--model", out, "--split", "all", "--out", tmp_path / "rep",
-            "--json", home=tmp_path)
-    m = json.loads(p.stdout)
+    assert one_line_error(mels) and "musicnn" in mels.stderr
+    assert one_line_error(ensemble) and "--ensemble" in ensemble.stderr
+    query = write_clip(tmp_path / "q.wav", "chirp", seconds=2.0, seed=5)
+    predicted, evaluated, tested = two_at_a_time(
+        lambda: run("predict", query, "--model", out, home=tmp_path),
+        lambda: run("evaluate", toy_dataset / "manifest.csv", "--model", out, "--split", "all", "--out",
+                    tmp_path / "rep", "--json", home=tmp_path),
+        lambda: run("evaluate", toy_dataset / "manifest.csv", "--model", out, "--split", "test", home=tmp_path))
+    assert "tags: " in predicted.stdout  # the front end's top tags
+    m = json.loads(evaluated.stdout)
     assert m["excluded_training_tracks"] > 0 and m["n_tracks"] > 0
     assert {"accuracy", "balanced_accuracy", "macro_f1", "per_genre", "confusion", "baseline"} <= set(m)
     saved = json.loads((tmp_path / "rep" / "evaluation.json").read_text())
     assert saved["confusion"] == m["confusion"]
     assert (tmp_path / "rep" / "confusion.png").stat().st_size > 1000
-    p = run("evaluate", toy_dataset / "manifest.csv", "--model", out, "--split", "test", home=tmp_path)
-    assert "balanced accuracy" in p.stdout and "baseline logistic_regression" in p.stdout
+    assert "balanced accuracy" in tested.stdout and "baseline logistic_regression" in tested.stdout
 
 
-@pytest.mark.slow
 def test_demo_builds_and_ingests_a_library(tmp_path):
     p = run("demo", "--no-serve", "--per-style", "2", home=tmp_path)
     assert "sonicsort demo: 12 tracks from" in p.stdout and "predicted genres:" in p.stdout
