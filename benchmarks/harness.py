@@ -124,6 +124,17 @@ def wait_ready(url: str, proc, n: int = 8, timeout: float = 180, workers: int | 
         sys.exit(f"serve did not get ready ({len(ready)} of {workers} workers answered ready)")
 
 
+def stop_server(proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Stop a ``sonicsort serve`` the way an operator does (SIGTERM), killing it if it lingers."""
+    import signal
+
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def worker_pids(master: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
     return [int(p) for p in out]

@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from ..harness import build_catalog, free_port, pct, wait_ready
+from ..harness import build_catalog, free_port, pct, stop_server, wait_ready
 
 
 def plain_load(url: str, ids: list[int], stop: threading.Event, out: list, errors: list) -> None:
@@ -209,11 +208,7 @@ def main() -> int:
             results["stalled"] = b = stalled(url, port, workers)
             print(f"stalled: {b}", flush=True)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     return 0

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from ..harness import KEY, clip, free_port, generated_catalog, pct, private_database, wait_ready
+from ..harness import KEY, clip, free_port, generated_catalog, pct, private_database, stop_server, wait_ready
 
 
 
@@ -256,11 +256,7 @@ def run(args, catalog_url: str) -> int:
         results["bursts"] = bursts(url)
         print(f"bursts: {results['bursts']}", flush=True)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     return 0

@@ -30,7 +30,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ import numpy as np
 import requests
 import soundfile as sf
 
-from ..harness import build_catalog, free_port, pct, private_database, wait_ready
+from ..harness import build_catalog, free_port, pct, private_database, stop_server, wait_ready
 from .api_load import load_python
 
 KEY = "scale-key"
@@ -72,14 +71,6 @@ def start_node(tmp: Path, name: str, catalog: str, env: dict) -> tuple[str, subp
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, proc)
     return url, proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def load(urls: list[str], ids: list[int], clients: int, seconds: float) -> dict:
@@ -227,8 +218,8 @@ def main() -> int:
                 results[f"propagation_{name}"] = r = propagation(a_url, b_url, partners, args.uploads)
                 print(f"{name}: propagation A -> B: {r}", flush=True)
             finally:
-                stop(a)
-                stop(b)
+                stop_server(a)
+                stop_server(b)
         sq, pg = results["similar_sqlite"], results["similar_postgresql"]
         results["p99_ratio_postgresql_to_sqlite"] = round(pg["p99_ms"] / sq["p99_ms"], 3)
         print(f"p99 PostgreSQL / SQLite: {results['p99_ratio_postgresql_to_sqlite']}", flush=True)
