@@ -61,6 +61,9 @@ class Library:
         self._index_generation = -1
         self._index_lock = threading.RLock()
         self._bundle_lock = threading.Lock()
+        # (catalog generation, the whole catalog's ids, unit vectors and artists): what long
+        # playlists and paths score (``Recommender._pool``), kept while the catalog is unchanged
+        self.whole_pool: tuple[int, tuple] | None = None
 
     # ---------------------------------------------------------------- model
     @property

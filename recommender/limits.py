@@ -37,17 +37,16 @@ class Deadline:
 
 
 class Gate:
-    """At most ``slots`` heavy requests at once in this process; a caller waits up to ``wait_s``
-    (0: refused at once, which frees its thread for other requests)."""
+    """At most ``slots`` heavy requests at once in this process; one more is refused at once
+    (a caller that waited would hold its thread from other requests)."""
 
-    def __init__(self, slots: int, wait_s: float = 0.0) -> None:
-        self.slots, self.wait_s = max(1, int(slots)), float(wait_s)
+    def __init__(self, slots: int) -> None:
+        self.slots = max(1, int(slots))
         self._sem = threading.BoundedSemaphore(self.slots)
 
     @contextmanager
     def enter(self, what: str) -> Iterator[None]:
-        got = self._sem.acquire(timeout=self.wait_s) if self.wait_s > 0 else self._sem.acquire(blocking=False)
-        if not got:
+        if not self._sem.acquire(blocking=False):
             raise Overloaded(f"the server is busy with other long requests ({self.slots} at once, "
                              f"SONICSORT_HEAVY_REQUESTS); retry {what} in a moment")
         try:
@@ -61,7 +60,6 @@ def lower_priority(nice: int = 10) -> None:
     own nice value; elsewhere nothing). For threads that only ever do long work: an
     unprivileged thread cannot raise its priority again."""
     import os
-    import threading
 
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)

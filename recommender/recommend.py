@@ -206,14 +206,13 @@ class Recommender:
         if n > EXACT_POOL:
             return None
         generation = self.catalog.generation
-        cached = getattr(self.library, "_whole_pool", None)  # the whole catalog's, while it is unchanged
+        cached = self.library.whole_pool
         if allowed is None and cached is not None and cached[0] == generation:
             return cached[1]
-        keep = None if allowed is None else set(int(i) for i in allowed)
         ids, vecs = [], []
         for batch_ids, batch_vecs in self.catalog.embeddings():
-            if keep is not None:
-                mask = np.fromiter((int(i) in keep for i in batch_ids), bool, len(batch_ids))
+            if allowed is not None:
+                mask = np.isin(batch_ids, allowed)
                 batch_ids, batch_vecs = batch_ids[mask], batch_vecs[mask]
             ids.append(batch_ids)
             vecs.append(batch_vecs)
@@ -225,7 +224,7 @@ class Recommender:
         artist_of = {i: (a or "").casefold() for i, _, a, _ in self.catalog.labels()}
         pool = ids_a, vecs_a.astype(np.float32), [artist_of.get(int(i), "") for i in ids_a]
         if allowed is None:
-            self.library._whole_pool = (generation, pool)
+            self.library.whole_pool = (generation, pool)
         return pool
 
     # ---------------------------------------------------------------- playlists

@@ -249,9 +249,8 @@ class Service:
             reco.check_genre(genre)  # a bad genre costs nothing: refused before decoding
         query, pred, cached = reco.query_for_audio(data, sha256=sha256)
         similar: list[Scored] = []
-        reranked = similar_opts.get("mmr_lambda") is not None or similar_opts.get("artist_cap") is not None
         if k > 0 and len(reco.catalog):
-            similar = self._costly("the similar tracks", k * HEAVY_RERANK if reranked else 0,
+            similar = self._costly("the similar tracks", _rerank_work(k, similar_opts),
                                    lambda _: reco.similar(query, k, genre=genre, genre_mode=genre_mode, **similar_opts))
         return {"prediction": pred, "sha256": query.sha256, "cached": cached, "track_id": query.track_id,
                 "backend": reco.library.backend, "similar": similar}
@@ -379,10 +378,8 @@ class Service:
         reco = self.recommender(backend)
         if opts.get("genre"):
             reco.check_genre(opts["genre"])
-        reranked = opts.get("mmr_lambda") is not None or opts.get("artist_cap") is not None
         query = reco.query_for_track(track_id)
-        return self._costly("the similar tracks", k * HEAVY_RERANK if reranked else 0,
-                            lambda _: reco.similar(query, k, **opts))
+        return self._costly("the similar tracks", _rerank_work(k, opts), lambda _: reco.similar(query, k, **opts))
 
     # ---------------------------------------------------------------- the map
     def map(self, limit: int = 5000) -> dict[str, Any]:
@@ -424,6 +421,13 @@ class Service:
         self._heavy_pool.shutdown(wait=False)
         for lib in self._libraries.values():
             lib.close()
+
+
+def _rerank_work(k: int, opts: dict[str, Any]) -> int:
+    """What ``Service._costly`` weighs a ``similar`` call at: ``HEAVY_RERANK`` × ``k`` when it
+    re-ranks (MMR, an artist cap), else nothing."""
+    reranked = opts.get("mmr_lambda") is not None or opts.get("artist_cap") is not None
+    return k * HEAVY_RERANK if reranked else 0
 
 
 __all__ = ["Service"]

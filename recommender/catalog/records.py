@@ -87,8 +87,8 @@ class NewTrack(TrackFacts):
                         artist: str | None = None, album: str | None = None) -> "NewTrack":
         """The record of one file of new audio: its file facts, its tags and the model's ``Prediction``
         (ingest and uploads both build it here)."""
-        return cls(path=path, size=size, mtime_ns=mtime_ns, sha256=sha256, title=title[:500], artist=artist or None,
-                   album=album or None, duration_s=pred.duration_s, genre=pred.genre,
+        return cls(path=path, size=size, mtime_ns=mtime_ns, sha256=sha256, title=title, artist=artist,
+                   album=album, duration_s=pred.duration_s, genre=pred.genre,
                    probabilities=pred.probabilities, embedding=pred.embedding, model_version=pred.model_version,
                    is_silent=pred.is_silent, tags=pred.tags)
 
