@@ -90,7 +90,7 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def postgres_db():
-    """A database of this test session's own on the machine's PostgreSQL server (make test /
+    """A database of the test run's own on the machine's PostgreSQL server (make test /
     .ci/run make sure one answers), dropped at the end; no other database is touched.
     Yields its URL."""
     import uuid
@@ -117,7 +117,7 @@ def postgres_db():
 @pytest.fixture(params=["sqlite", "postgresql"])
 def catalog_at(request, tmp_path):
     """``catalog_at(name)``: where the catalog ``name`` of this test lives, in each database in
-    turn: a SQLite file in the test's folder, or a schema of its own in the session's
+    turn: a SQLite file in the test's folder, or a schema of its own in the test run's
     PostgreSQL database (a URL whose search_path is that schema)."""
     if request.param == "sqlite":
         return lambda name: tmp_path / f"{name}.sqlite3"
