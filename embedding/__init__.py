@@ -10,10 +10,10 @@ from .audio import Audio, Excerpts, load_audio, load_excerpts
 from .bundle import DEFAULT_MODEL_DIR, ModelBundle, Prediction
 from .errors import AudioError, DatasetError, EmbeddingError, ModelError
 from .features import FeatureConfig, Normalizer, segment_features, track_frames
-from .model import ModelConfig, build_model
+from .model import ModelConfig, build_sequence_head
 
 __all__ = [
     "Audio", "AudioError", "Excerpts", "DatasetError", "DEFAULT_MODEL_DIR", "EmbeddingError", "FeatureConfig",
-    "ModelBundle", "ModelConfig", "ModelError", "Normalizer", "Prediction", "build_model", "load_audio", "load_excerpts",
+    "ModelBundle", "ModelConfig", "ModelError", "Normalizer", "Prediction", "build_sequence_head", "load_audio", "load_excerpts",
     "segment_features", "track_frames",
 ]

@@ -472,17 +472,3 @@ def load_excerpts(
     if is_silent:
         log.warning("%s: audio is silent; its prediction carries no information", name)
     return Excerpts(n_samples=n, sr=sr, pieces=tuple(pieces), is_silent=is_silent)
-
-
-def segment_starts(n_total: int, *, segment_len: int, hop_len: int) -> np.ndarray:
-    """Start offsets of fixed-length windows covering ``n_total`` units.
-
-    A final window is aligned to the end so the tail of the track is never dropped;
-    a track shorter than one window yields one window (the caller pads).
-    """
-    if n_total <= segment_len:
-        return np.zeros(1, dtype=np.int64)
-    starts = list(range(0, n_total - segment_len + 1, hop_len))
-    if starts[-1] + segment_len < n_total:
-        starts.append(n_total - segment_len)
-    return np.asarray(starts, dtype=np.int64)

@@ -1,16 +1,11 @@
-"""The versioned model bundle: one folder with ``model.keras``, ``bundle.json`` and, for the
-v2 recipe, ``frontend.weights.h5`` (the frozen musicnn front end it was trained on).
+"""The versioned model bundle: one folder with ``model.keras`` (the BiLSTM head),
+``frontend.weights.h5`` (the frozen musicnn front end it was trained on) and ``bundle.json``.
 
 ``ModelBundle.predict(audio)`` is the one entry point the rest of sonicsort uses, one call
-from audio to genre, tags and embedding:
-
-- v2 (``feature_config.kind == "musicnn"``): audio → at most ``max_patches`` 3 s log-mel
-  patches → musicnn front end → (per-patch features, per-patch tags) → BiLSTM over the
-  patch sequence → genre probabilities and the track embedding (L2-normalised
-  ``embedding`` layer); tags are the mean of the patches' tag probabilities.
-- v1 (``logmel``/``mfcc``): audio → segments → normalised frames → BiLSTM → track-level
-  genre probabilities (mean over segments) and embedding (L2-normalised mean of the
-  segment embeddings); no tags.
+from audio to genre, tags and embedding: audio → at most ``max_patches`` 3 s log-mel
+patches → musicnn front end → (per-patch features, per-patch tags) → BiLSTM over the
+patch sequence → genre probabilities and the track embedding (L2-normalised ``embedding``
+layer); tags are the mean of the patches' tag probabilities.
 """
 
 from __future__ import annotations
@@ -39,7 +34,6 @@ MODEL_FILE = "model.keras"
 META_FILE = "bundle.json"
 FRONTEND_FILE = "frontend.weights.h5"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
-_INFER_BATCH = 256
 
 
 @dataclass
@@ -52,10 +46,10 @@ class Prediction:
     probabilities : genre → probability (track level, sums to 1)
     embedding : np.ndarray, shape (embedding_dim,), L2-normalised, float32
     model_version : the bundle's content hash
-    n_segments : how many segments were averaged
+    n_segments : how many 3 s patches the model read
     is_silent : the audio was digital silence (the prediction carries no information)
     tags : tag → probability from the front end (50 Last.fm tags of the Million Song
-        Dataset: moods, styles, eras, instruments; not GTZAN labels); empty for v1 models
+        Dataset: moods, styles, eras, instruments; not GTZAN labels)
     """
 
     genre: str
@@ -134,15 +128,15 @@ def _content_version(model, meta_core: dict[str, Any], frontend=None) -> str:
 class ModelBundle:
     """A trained genre model plus everything needed to use it on new audio.
 
-    ``model`` is the Keras BiLSTM (input: frame segments for v1, the patch-feature
-    sequence for v2); ``frontend`` the frozen musicnn model under a v2 BiLSTM (None for v1).
+    ``model`` is the Keras BiLSTM head (input: the patch-feature sequence); ``frontend`` the
+    frozen musicnn model under it.
     """
 
     def __init__(
         self,
         model,
         *,
-        frontend=None,
+        frontend,
         genres: list[str],
         feature_config: FeatureConfig,
         normalizer: Normalizer,
@@ -153,8 +147,8 @@ class ModelBundle:
     ) -> None:
         self.model = model
         self.frontend = frontend
-        if feature_config.is_sequence and frontend is None:
-            raise ModelError("a musicnn-feature model needs its front end")
+        if frontend is None:
+            raise ModelError("a model needs its musicnn front end")
         self.genres = list(genres)
         self.feature_config = feature_config
         self.normalizer = normalizer
@@ -174,9 +168,7 @@ class ModelBundle:
 
     @property
     def tag_names(self) -> list[str]:
-        """The front end's tags, in its output order (empty for v1 models)."""
-        if self.frontend is None:
-            return []
+        """The front end's tags, in its output order."""
         from .musicnn import MSD_TAGS
 
         return list(MSD_TAGS)
@@ -193,7 +185,7 @@ class ModelBundle:
 
     # ------------------------------------------------------------------ inference
     def _track_fn(self):
-        """v2: one track's patches (n_patches, 187, 96) → (probs (G,), embedding (E,), tags (T,))."""
+        """One track's patches (n_patches, 187, 96) → (probs (G,), embedding (E,), tags (T,))."""
         if self._infer is None:
             from ._quiet import import_tensorflow
 
@@ -225,27 +217,17 @@ class ModelBundle:
         return self._infer
 
     def patch_features(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """v2: the front end on patches (n, 187, 96) → (features (n, 200), tags (n, 50))."""
-        if self.frontend is None:
-            raise ModelError("this model has no front end (a v1 frame model)")
+        """The front end on patches (n, 187, 96) → (features (n, 200), tags (n, 50))."""
         from .musicnn import frontend_outputs
 
         return frontend_outputs(self.frontend, patches)
 
-    def predict_tracks(self, features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def predict_tracks(self, features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Track-level outputs of several tracks' normalised features (each from ``features()``).
 
         Returns probabilities (n_tracks, n_genres), embeddings (n_tracks, embedding_dim)
-        (not normalised) and tags (n_tracks, n_tags), or None for v1 models.
+        (not normalised) and tags (n_tracks, n_tags).
         """
-        if not self.feature_config.is_sequence:
-            probs, embs = self.predict_segments(np.concatenate(features))
-            p_out, e_out, start = [], [], 0
-            for f in features:
-                p_out.append(probs[start:start + len(f)].mean(axis=0))
-                e_out.append(embs[start:start + len(f)].mean(axis=0))
-                start += len(f)
-            return np.stack(p_out), np.stack(e_out), None
         expected = (self.feature_config.n_frames, self.feature_config.n_features)
         infer = self._track_fn()
         out = []
@@ -255,43 +237,6 @@ class ModelBundle:
             out.append([t.numpy() for t in infer(f.astype(np.float32, copy=False))])
         return (np.stack([o[0] for o in out]), np.stack([o[1] for o in out]), np.stack([o[2] for o in out]))
 
-    def _inference_fn(self):
-        if self._infer is None:
-            from ._quiet import import_tensorflow
-
-            import_tensorflow()
-            import keras
-            import tensorflow as tf
-
-            infer_model = keras.Model(
-                self.model.inputs, [self.model.output, self.model.get_layer("embedding").output]
-            )
-            spec = tf.TensorSpec([None, self.feature_config.n_frames, self.feature_config.n_features], tf.float32)
-
-            @tf.function(input_signature=[spec], reduce_retracing=True)
-            def infer(x):
-                probs, emb = infer_model(x, training=False)
-                return probs, emb
-
-            self._infer = infer
-        return self._infer
-
-    def predict_segments(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised segments (n_segments, n_frames, n_features) → (probs, embeddings).
-
-        Returns arrays of shape (n_segments, n_genres) and (n_segments, embedding_dim).
-        """
-        expected = (self.feature_config.n_frames, self.feature_config.n_features)
-        if segments.ndim != 3 or segments.shape[1:] != expected:
-            raise ModelError(f"segments of shape {segments.shape[1:]} do not match the model's {expected}")
-        infer = self._inference_fn()
-        probs, embs = [], []
-        for i in range(0, len(segments), _INFER_BATCH):
-            p, e = infer(segments[i : i + _INFER_BATCH].astype(np.float32))
-            probs.append(p.numpy())
-            embs.append(e.numpy())
-        return np.concatenate(probs), np.concatenate(embs)
-
     def decode(self, source: AudioSource, *, max_duration_s: float | None = None,
                limits: DecodeLimits | None = None) -> Audio | Excerpts:
         """Decode what the model reads of ``source``: with the patch cap, only those patches'
@@ -300,7 +245,7 @@ class ModelBundle:
         return decode_for_features(source, self.feature_config, max_duration_s=max_duration_s, limits=limits)
 
     def features(self, audio: Audio | Excerpts) -> np.ndarray:
-        """Normalised model input for ``audio``: (n_segments, n_frames, n_features)."""
+        """The model input for ``audio``: its patches, (n_patches, 187, 96)."""
         return self.normalizer(segment_features(audio, self.feature_config))
 
     def predict_audio(self, audio: Audio | Excerpts) -> Prediction:
@@ -312,7 +257,7 @@ class ModelBundle:
         return self.predict_audio(self.decode(source, max_duration_s=max_duration_s, limits=limits))
 
     def predict_many(self, audios: Iterable[Audio | Excerpts]) -> list[Prediction]:
-        """Batch several tracks' segments through the model in one go."""
+        """Several tracks' predictions, one call each through the model."""
         audios = list(audios)
         return self.predict_features([self.features(a) for a in audios],
                                      [a.duration_s for a in audios], [a.is_silent for a in audios])
@@ -321,18 +266,17 @@ class ModelBundle:
                          silent: list[bool] | None = None) -> list[Prediction]:
         """Tracks whose normalised features were computed elsewhere (e.g. worker processes).
 
-        ``features[i]``: shape (n_segments_i, n_frames, n_features), from ``features()``.
-        All tracks' segments go through the model in shared batches.
+        ``features[i]``: shape (n_patches_i, 187, 96), from ``features()``.
         """
         if not features:
             return []
         silent = silent if silent is not None else [False] * len(features)
         probs, embs, tags = self.predict_tracks(features)
-        return [self._aggregate(probs[i], embs[i], None if tags is None else tags[i], n_segments=len(f),
+        return [self._aggregate(probs[i], embs[i], tags[i], n_segments=len(f),
                                 duration_s=dur, is_silent=sil)
                 for i, (f, dur, sil) in enumerate(zip(features, durations_s, silent))]
 
-    def _aggregate(self, track_probs: np.ndarray, emb: np.ndarray, tags: np.ndarray | None, *,
+    def _aggregate(self, track_probs: np.ndarray, emb: np.ndarray, tags: np.ndarray, *,
                    n_segments: int, duration_s: float, is_silent: bool) -> Prediction:
         track_probs = track_probs / track_probs.sum()
         norm = float(np.linalg.norm(emb))
@@ -345,7 +289,7 @@ class ModelBundle:
             n_segments=int(n_segments),
             duration_s=float(duration_s),
             is_silent=is_silent,
-            tags={} if tags is None else {t: float(p) for t, p in zip(self.tag_names, tags)},
+            tags={t: float(p) for t, p in zip(self.tag_names, tags)},
         )
 
     # ------------------------------------------------------------------ persistence
@@ -355,9 +299,8 @@ class ModelBundle:
             "feature_config": self.feature_config.to_dict(),
             "normalizer": self.normalizer.to_dict(),
             "model_config": self.model_config.to_dict(),
+            "frontend": {"name": "MSD_musicnn", "file": FRONTEND_FILE, "tags": self.tag_names},
         }
-        if self.frontend is not None:
-            core["frontend"] = {"name": "MSD_musicnn", "file": FRONTEND_FILE, "tags": self.tag_names}
         return core
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -369,8 +312,7 @@ class ModelBundle:
         try:
             model_path = tmp / MODEL_FILE
             self.model.save(model_path)
-            if self.frontend is not None:
-                self.frontend.save_weights(tmp / FRONTEND_FILE)
+            self.frontend.save_weights(tmp / FRONTEND_FILE)
             core = self._meta_core()
             self.version = _content_version(self.model, core, self.frontend)
             meta = {
@@ -424,17 +366,21 @@ class ModelBundle:
             core = {k: meta[k] for k in ("genres", "feature_config", "normalizer", "model_config")}
         except KeyError as exc:
             raise ModelError(f"{meta_path}: bundle metadata lacks {exc}") from None
-        if "frontend" in meta:
-            core["frontend"] = meta["frontend"]
+        try:
+            feature_config = FeatureConfig.from_dict(meta["feature_config"])
+        except ModelError as exc:
+            raise ModelError(f"{directory}: {exc}") from None
+        if "frontend" not in meta:
+            raise ModelError(f"{directory}: the bundle has no front end (a model of sonicsort 0.1); "
+                             "train a new one with 'sonicsort train'")
+        core["frontend"] = meta["frontend"]
         try:
             model = keras.models.load_model(model_path, compile=False)
         except Exception as exc:
             raise ModelError(f"{model_path}: cannot load Keras model ({exc})") from None
-        frontend = None
-        if "frontend" in core:
-            from .musicnn import load_frontend
+        from .musicnn import load_frontend
 
-            frontend = load_frontend(directory / FRONTEND_FILE)
+        frontend = load_frontend(directory / FRONTEND_FILE)
         version = _content_version(model, core, frontend)
         if version != meta.get("model_version"):
             raise ModelError(f"{directory}: model files do not match their recorded version (corrupt or edited)")
@@ -442,7 +388,7 @@ class ModelBundle:
             model,
             frontend=frontend,
             genres=meta["genres"],
-            feature_config=FeatureConfig.from_dict(meta["feature_config"]),
+            feature_config=feature_config,
             normalizer=Normalizer.from_dict(meta["normalizer"]),
             model_config=ModelConfig.from_dict(meta["model_config"]),
             evaluation=meta.get("evaluation", {}),
@@ -456,6 +402,6 @@ class ModelBundle:
         """Compile the inference graph and librosa's numba kernels once, at start-up."""
         sr = self.feature_config.sr
         # as many patches as a long track gets: oneDNN prepares its kernels per batch shape
-        n = max(1, self.feature_config.max_patches) if self.feature_config.is_sequence else 1
+        n = max(1, self.feature_config.max_patches)
         t = np.arange(int(sr * self.feature_config.segment_seconds * n) + 1) / sr
         self.predict_audio(Audio(samples=(0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr=sr, is_silent=False))

@@ -1,22 +1,15 @@
-"""The BiLSTM genre classifier, in two recipes.
+"""The BiLSTM genre classifier over the frozen musicnn front end.
 
-v2, ``build_sequence_head`` (the default of ``sonicsort train``): the frozen musicnn front
-end (``embedding.musicnn``) turns each 3 s patch into 200 features, and the BiLSTM reads
-the track's sequence of them:
+The front end (``embedding.musicnn``) turns each 3 s patch into 200 features (and, with
+``tag_inputs``, its 50 tag logits); ``build_sequence_head`` builds the model that reads the
+track's sequence of them:
 
-patch features (n_patches, 200)
+patch features (n_patches, 200 or 250)
   → Bidirectional LSTM layers
   → Dense "embedding" (the penultimate layer: the track embedding)
   → Dense softmax "genre"
 
-v1, ``build_model`` (``--features logmel|mfcc``): the BiLSTM reads one segment's frames,
-and a track is the mean over its segments:
-
-frame sequence (n_frames, n_features)
-  → optional average pooling in time (fewer LSTM steps, same receptive field)
-  → Bidirectional LSTM layers
-  → Dense "embedding"
-  → Dense softmax "genre"
+``ModelConfig()`` is the shipped recipe; ``ensemble`` > 1 puts several such heads side by side.
 """
 
 from __future__ import annotations
@@ -31,43 +24,35 @@ from typing import Any
 class ModelConfig:
     """Architecture and training hyper-parameters (round-trips to JSON)."""
 
-    lstm_units: tuple[int, ...] = (48, 48)
-    embedding_dim: int = 128
-    time_pool: int = 4
-    dropout: float = 0.5
+    lstm_units: tuple[int, ...] = (32,)
+    embedding_dim: int = 32
+    dropout: float = 0.3
     recurrent_dropout: float = 0.0
     learning_rate: float = 1e-3
     batch_size: int = 32
-    max_epochs: int = 40
-    patience: int = 8
-    segments_per_track: int = 16
-    spec_augment: bool = True
-    # mixup Beta(a, a) of training inputs and targets (v1: frame crops; v2: patch-feature sequences)
+    max_epochs: int = 30
+    patience: int = 10
+    # random patch sequences drawn per training track and epoch
+    segments_per_track: int = 8
+    # mixup Beta(a, a) of training patch-feature sequences and their targets
     mixup: float = 0.4
-    label_smoothing: float = 0.0
-    # how training crops pick a genre: uniformly ("genre"), by sqrt of its track count, or by count
+    label_smoothing: float = 0.1
+    # how training sequences pick a genre: uniformly ("genre"), by sqrt of its track count, or by count
     balance: str = "genre"
     embedding_activation: str = "relu"
     # > 0: the final weights are the mean of the last N epochs' (stochastic weight averaging)
-    average_last: int = 0
-    # v2: the embedding also sees the mean of the patch features beside the BiLSTM's state
+    average_last: int = 5
+    # the embedding also sees the mean of the patch features beside the BiLSTM's state
     mean_skip: bool = False
-    # v2: > 0 makes the genre layer a cosine classifier of this scale (unit-length embedding and
+    # > 0 makes the genre layer a cosine classifier of this scale (unit-length embedding and
     # class vectors, as in NormFace / CosFace): softmax over scaled cosines, so the training
     # loss itself shapes the embedding's cosine neighbourhoods the recommender searches
     cosine_scale: float = 0.0
-    # v2: > 1 trains that many heads apart (seeds seed, seed + 1, ...; a deep ensemble); the
+    # > 1 trains that many heads apart (seeds seed, seed + 1, ...; a deep ensemble); the
     # model's genre probabilities are their mean, and its embedding their unit-length
     # embeddings side by side (cosine similarity = the mean of the heads' cosines)
-    ensemble: int = 1
+    ensemble: int = 5
     seed: int = 1234
-
-    @classmethod
-    def sequence(cls, **overrides: Any) -> "ModelConfig":
-        """The v2 recipe: a small BiLSTM over the track's front-end features (see MODEL_CARD.md)."""
-        d = dict(SEQUENCE_RECIPE)
-        d.update(overrides)
-        return cls(**d)
 
     def __post_init__(self) -> None:
         if self.balance not in ("genre", "sqrt", "track"):
@@ -87,24 +72,21 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in data.items() if k in known}
+        d = {**_ABSENT_MEANT, **{k: v for k, v in data.items() if k in known}}
         if "lstm_units" in d:
             d["lstm_units"] = tuple(int(u) for u in d["lstm_units"])
         return cls(**d)
 
 
-# chosen on fold A's valid split (benchmarks/research/genre_recipe.py); segments_per_track is the number
-# of random patch sequences drawn per training track and epoch
-SEQUENCE_RECIPE: dict[str, Any] = dict(lstm_units=(32,), embedding_dim=32, time_pool=1, dropout=0.3,
-                                       learning_rate=1e-3, batch_size=32, max_epochs=30, patience=10,
-                                       segments_per_track=8, spec_augment=False, mixup=0.4, label_smoothing=0.1,
-                                       average_last=5, ensemble=5)
+# what a key missing from a saved bundle's model_config meant: the values the first bundles,
+# saved before the key existed, were trained with (the defaults of sonicsort 0.1)
+_ABSENT_MEANT: dict[str, Any] = dict(lstm_units=(48, 48), embedding_dim=128, dropout=0.5, max_epochs=40, patience=8,
+                                     segments_per_track=16, label_smoothing=0.0, average_last=0, ensemble=1)
 
 
-def _bilstm_stack(x, config: ModelConfig, *, dropout_between: bool, prefix: str = ""):
+def _bilstm_stack(x, config: ModelConfig, *, prefix: str = ""):
     """``config.lstm_units`` Bidirectional LSTM layers (the last returns its final state),
-    then dropout; ``dropout_between`` also drops out between layers. ``prefix`` starts
-    the layers' names."""
+    then dropout. ``prefix`` starts the layers' names."""
     from keras import layers
 
     for i, units in enumerate(config.lstm_units):
@@ -113,8 +95,6 @@ def _bilstm_stack(x, config: ModelConfig, *, dropout_between: bool, prefix: str 
             layers.LSTM(units, return_sequences=not last, recurrent_dropout=config.recurrent_dropout),
             name=f"{prefix}bilstm_{i + 1}",
         )(x)
-        if dropout_between and not last:
-            x = layers.Dropout(config.dropout / 2, name=f"{prefix}dropout_seq_{i + 1}")(x)
     return layers.Dropout(config.dropout, name=f"{prefix}dropout_lstm")(x)
 
 
@@ -129,7 +109,7 @@ def build_sequence_head(*, n_features: int, n_genres: int, config: ModelConfig, 
     With ``config.ensemble`` = N > 1 the model holds N heads side by side (the layers of
     head m are named ``h{m}_…``, as one head's are without the prefix): ``genre`` is the
     mean of their softmaxes, and the track embedding (``embedding_output``) their
-    unit-length penultimate layers side by side (N × ``embedding_dim``). ``fit_sequence``
+    unit-length penultimate layers side by side (N × ``embedding_dim``). ``train.fit``
     trains the heads apart and puts them together.
     """
     from ._quiet import import_tensorflow
@@ -180,7 +160,7 @@ def _sequence_branch(masked, n_genres: int, config: ModelConfig, prefix: str):
     from keras import layers
 
     x = layers.Dropout(config.dropout / 2, name=f"{prefix}dropout_features")(masked)
-    x = _bilstm_stack(x, config, dropout_between=False, prefix=prefix)
+    x = _bilstm_stack(x, config, prefix=prefix)
     if config.mean_skip:
         mean = layers.GlobalAveragePooling1D(name=f"{prefix}feature_mean")(masked)
         x = layers.Concatenate(name=f"{prefix}state_and_mean")(
@@ -194,26 +174,3 @@ def _sequence_branch(masked, n_genres: int, config: ModelConfig, prefix: str):
         x = layers.Rescaling(config.cosine_scale, name=f"{prefix}cosine_scale")(x)
         return embedding, layers.Activation("softmax", name=f"{prefix}genre")(x)
     return embedding, layers.Dense(n_genres, activation="softmax", name=f"{prefix}genre")(x)
-
-
-def build_model(*, n_frames: int, n_features: int, n_genres: int, config: ModelConfig):
-    """Build (uncompiled) Keras model: input (batch, n_frames, n_features) → genre softmax.
-
-    The layer named ``embedding`` is the penultimate layer; its activations are the
-    segment embeddings.
-    """
-    from ._quiet import import_tensorflow
-
-    import_tensorflow()
-    import keras
-    from keras import layers
-
-    inputs = keras.Input(shape=(n_frames, n_features), name="frames")
-    x = inputs
-    if config.time_pool > 1:
-        x = layers.AveragePooling1D(pool_size=config.time_pool, name="time_pool")(x)
-    x = _bilstm_stack(x, config, dropout_between=True)
-    embedding = layers.Dense(config.embedding_dim, activation=config.embedding_activation, name="embedding")(x)
-    x = layers.Dropout(config.dropout, name="dropout_embedding")(embedding)
-    outputs = layers.Dense(n_genres, activation="softmax", name="genre")(x)
-    return keras.Model(inputs, outputs, name="sonicsort_bilstm")

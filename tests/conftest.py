@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import (GENRES, write_clip, TINY_FEATURES, TINY_MODEL, TINY_HEAD, postgres_schema, POSTGRES_ADMIN_URL, REDIS_URL, PrivateRedis)
+from .helpers import (GENRES, write_clip, TINY_HEAD, postgres_schema, POSTGRES_ADMIN_URL, REDIS_URL, PrivateRedis)
 
 
 
@@ -44,33 +44,30 @@ def toy_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(toy_dataset, tmp_path_factory):
-    """The v2 model shape, tiny: the real frozen musicnn front end under a tiny BiLSTM head
+    """The model's shape, tiny: the real frozen musicnn front end under a tiny BiLSTM head
     trained on the toy dataset, saved and loaded back from disk."""
     from embedding import FeatureConfig, ModelBundle, ModelConfig
     from embedding.data import load_dataset
     from embedding.train import train_bundle
 
     ds = load_dataset(toy_dataset / "manifest.csv", seed=3)
-    bundle = train_bundle(ds, feature_config=FeatureConfig.musicnn(), model_config=ModelConfig.sequence(**TINY_HEAD),
+    bundle = train_bundle(ds, feature_config=FeatureConfig(), model_config=ModelConfig(**TINY_HEAD),
                           workers=1)
     out = bundle.save(tmp_path_factory.mktemp("models") / "tiny")
     return ModelBundle.load(out)
 
 
 @pytest.fixture(scope="session")
-def tiny_v1_bundle(toy_dataset, tmp_path_factory):
-    """A tiny v1 frame BiLSTM (log-mel segments, no front end), saved and loaded back."""
-    from embedding import FeatureConfig, ModelBundle, ModelConfig
-    from embedding.data import load_dataset
-    from embedding.train import train_bundle
+def other_bundle(tiny_bundle, tmp_path_factory):
+    """A second model of the same shape: the tiny bundle with its genre layer's weights
+    scaled, saved as a bundle of its own (so of another version)."""
+    from embedding import ModelBundle
 
-    ds = load_dataset(toy_dataset / "manifest.csv", seed=3)
-    bundle = train_bundle(ds, feature_config=FeatureConfig(**TINY_FEATURES), model_config=ModelConfig(**TINY_MODEL),
-                          workers=1)
-    out = bundle.save(tmp_path_factory.mktemp("models") / "tiny-v1")
-    return ModelBundle.load(out)
-
-
+    b = ModelBundle.load(tiny_bundle.directory)
+    layer = b.model.get_layer("genre")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel * 1.5, bias])
+    return ModelBundle.load(b.save(tmp_path_factory.mktemp("models") / "other"))
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ import pytest
 import soundfile as sf
 
 from embedding import AudioError, FeatureConfig, load_audio, segment_features
-from embedding.audio import segment_starts
 
 from .helpers import SR, set_flac_length, synth, write_clip
 
@@ -110,7 +109,7 @@ def test_too_short(tmp_path):
 def test_silence_is_flagged_not_fatal(tmp_path):
     p = tmp_path / "silence.wav"
     sf.write(p, np.zeros(SR * 2, np.float32), SR)
-    a = load_audio(p)
+    a = load_audio(p, sr=16_000)
     assert a.is_silent
     x = segment_features(a, FeatureConfig())
     assert np.all(np.isfinite(x))
@@ -129,27 +128,20 @@ def test_missing_file_and_directory(tmp_path):
         load_audio(tmp_path)
 
 
-@pytest.mark.parametrize("kind,n_features", [("logmel", 96), ("mfcc", 60)])
-def test_feature_shapes(tmp_path, kind, n_features):
-    a = load_audio(write_clip(tmp_path / "c.wav", "chirp", seconds=7.0))
-    fc = FeatureConfig(kind=kind)
-    x = segment_features(a, fc)
-    assert x.shape[1:] == (fc.n_frames, n_features)
-    # 7 s with 3 s segments every 1.5 s: starts 0, 1.5, 3.0, and one aligned to the end
-    assert x.shape[0] == 4
+def test_feature_shapes(tmp_path):
+    """musicnn patches: 187 frames of 96 bands (3 s), back to back; the cap spreads them."""
+    a = load_audio(write_clip(tmp_path / "c.wav", "chirp", seconds=10.0), sr=16_000)
+    x = segment_features(a, FeatureConfig(max_patches=0))
+    assert x.shape == (3, 187, 96)  # 10 s hold three whole patches
+    assert segment_features(a, FeatureConfig(max_patches=2)).shape == (2, 187, 96)
+    fc = FeatureConfig(max_patches=2, tag_inputs=False)
     assert FeatureConfig.from_dict(fc.to_dict()) == fc
 
 
-def test_short_track_is_padded_to_one_segment(tmp_path):
-    a = load_audio(write_clip(tmp_path / "c.wav", "chirp", seconds=1.0))
+def test_short_track_is_looped_to_one_patch(tmp_path):
+    a = load_audio(write_clip(tmp_path / "c.wav", "chirp", seconds=1.0), sr=16_000)
     x = segment_features(a, FeatureConfig())
     assert x.shape[0] == 1
-
-
-def test_segment_starts_cover_the_end():
-    s = segment_starts(100, segment_len=30, hop_len=25)
-    assert s[0] == 0 and s[-1] + 30 == 100
-    assert list(segment_starts(10, segment_len=30, hop_len=25)) == [0]
 
 
 # ---------------------------------------------------------------- excerpts: decoding only what the model reads

@@ -3,21 +3,21 @@ import json
 import numpy as np
 import pytest
 
-from embedding import ModelBundle, ModelConfig, ModelError, build_model
+from embedding import ModelBundle, ModelConfig, ModelError, build_sequence_head
 from embedding.data import load_dataset
 from embedding.errors import DatasetError
 from embedding.features import DEFAULT_MAX_PATCHES
-from embedding.train import evaluate_bundle, track_metrics
+from embedding.evaluate import evaluate_bundle, track_metrics
 
 from .helpers import GENRES, SR, write_clip
 
 
 def test_embedding_is_the_penultimate_layer():
-    m = build_model(n_frames=44, n_features=24, n_genres=5, config=ModelConfig(lstm_units=(8, 8), embedding_dim=12))
+    m = build_sequence_head(n_features=24, n_genres=5, config=ModelConfig(lstm_units=(8, 8), embedding_dim=12, ensemble=1))
     dense = [l for l in m.layers if l.__class__.__name__ == "Dense"]
     assert [l.name for l in dense] == ["embedding", "genre"]
     assert m.get_layer("embedding").units == 12
-    assert any(l.__class__.__name__ == "Bidirectional" for l in m.layers)
+    assert sum(l.__class__.__name__ == "Bidirectional" for l in m.layers) == 2
     assert m.output_shape == (None, 5)
 
 
@@ -67,7 +67,7 @@ def test_v2_head_reads_the_tag_logits_beside_the_penultimate_features(toy_datase
     from .helpers import TINY_HEAD
 
     # the shipped recipe's input: 200 features and 50 tag logits a patch
-    assert FeatureConfig.musicnn().tag_inputs
+    assert FeatureConfig().tag_inputs
     assert tiny_bundle.feature_config.tag_inputs and tiny_bundle.model.input_shape[-1] == PENULTIMATE_DIM + len(MSD_TAGS)
     p = write_clip(tmp_path / "long.wav", "chirp", seconds=9.5, seed=5)
     patches = log_mel_patches(load_audio(p, sr=16_000).samples, max_patches=tiny_bundle.feature_config.max_patches)
@@ -84,8 +84,8 @@ def test_v2_head_reads_the_tag_logits_beside_the_penultimate_features(toy_datase
 
     # --no-tag-inputs: the head reads the 200 features alone, and says so in its bundle
     ds = load_dataset(toy_dataset / "manifest.csv", seed=3)
-    plain = train_bundle(ds, feature_config=FeatureConfig.musicnn(tag_inputs=False),
-                         model_config=ModelConfig.sequence(**{**TINY_HEAD, "max_epochs": 2}), workers=1)
+    plain = train_bundle(ds, feature_config=FeatureConfig(tag_inputs=False),
+                         model_config=ModelConfig(**{**TINY_HEAD, "max_epochs": 2}), workers=1)
     plain = ModelBundle.load(plain.save(tmp_path / "plain"))
     assert not plain.feature_config.tag_inputs and plain.model.input_shape[-1] == PENULTIMATE_DIM
     probs = plain.model.predict_on_batch(pen[None].astype(np.float32))[0]
@@ -99,7 +99,7 @@ def test_v2_mixup_mixes_patch_sequences_and_keeps_padding_masked():
     seqs = [rng.normal(size=(n, 5)).astype(np.float32) + 3 for n in (1, 3, 3, 2)]
     x = pad_sequences(seqs)
     y = np.eye(4, dtype=np.float32)
-    assert ModelConfig.sequence().mixup == 0.4  # the shipped recipe mixes
+    assert ModelConfig().mixup == 0.4  # the shipped recipe mixes
     mixed, targets = mix_sequences(x, y, 0.4, np.random.default_rng(1))
     assert mixed.shape == x.shape and mixed.dtype == np.float32
     # padding stays all-zero (masked); every real patch stays non-zero
@@ -118,7 +118,7 @@ def test_v2_mixup_mixes_patch_sequences_and_keeps_padding_masked():
     assert not np.allclose(mixed, x)  # something was mixed
     for bad in (-1.0, float("nan")):  # refused, not silently off
         with pytest.raises(ValueError, match="mixup"):
-            ModelConfig.sequence(mixup=bad)
+            ModelConfig(mixup=bad)
 
 
 def test_v2_ensemble_is_heads_trained_apart_in_one_model(toy_dataset, tmp_path):
@@ -128,10 +128,10 @@ def test_v2_ensemble_is_heads_trained_apart_in_one_model(toy_dataset, tmp_path):
 
     from .helpers import TINY_HEAD
 
-    assert ModelConfig.sequence().ensemble == 5  # the shipped recipe
+    assert ModelConfig().ensemble == 5  # the shipped recipe
     ds = load_dataset(toy_dataset / "manifest.csv", seed=3)
-    config = ModelConfig.sequence(**{**TINY_HEAD, "max_epochs": 3, "patience": 3, "ensemble": 2})
-    trained = train_bundle(ds, feature_config=FeatureConfig.musicnn(), model_config=config, workers=1)
+    config = ModelConfig(**{**TINY_HEAD, "max_epochs": 3, "patience": 3, "ensemble": 2})
+    trained = train_bundle(ds, feature_config=FeatureConfig(), model_config=config, workers=1)
     assert [h["head"] for h in trained.training["history"]] == [1, 1, 1, 2, 2, 2]
     assert trained.training["epochs_run"] == 3
     b = ModelBundle.load(trained.save(tmp_path / "ensemble"))
@@ -164,17 +164,39 @@ def test_v2_ensemble_is_heads_trained_apart_in_one_model(toy_dataset, tmp_path):
         cos.append(float(embs[m] @ (e / np.linalg.norm(e))))
     assert float(pred.embedding @ q.embedding) == pytest.approx(np.mean(cos), abs=1e-5)
     with pytest.raises(ValueError, match="ensemble"):
-        ModelConfig.sequence(ensemble=0)
+        ModelConfig(ensemble=0)
 
 
 def test_feature_configs_saved_before_tag_inputs_load_without_them():
     from embedding import FeatureConfig
 
-    old = FeatureConfig.musicnn(max_patches=4).to_dict()
+    old = FeatureConfig(max_patches=4).to_dict()
     del old["tag_inputs"]
-    assert FeatureConfig.from_dict(old) == FeatureConfig.musicnn(max_patches=4, tag_inputs=False)
-    with pytest.raises(ValueError, match="tag_inputs"):
-        FeatureConfig(kind="logmel", tag_inputs=True)
+    assert FeatureConfig.from_dict(old) == FeatureConfig(max_patches=4, tag_inputs=False)
+    # a bundle of sonicsort 0.2 and earlier spelled out the front end's fixed STFT settings
+    spelled = {**old, "sr": 16000, "n_fft": 512, "hop_length": 256, "n_mels": 96, "segment_seconds": 2.976}
+    assert FeatureConfig.from_dict(spelled) == FeatureConfig(max_patches=4, tag_inputs=False)
+
+
+def test_frame_models_of_sonicsort_0_1_are_refused_with_what_to_do(tiny_bundle, tmp_path):
+    """The frame BiLSTM (log-mel or MFCC segments) is gone: its bundles say so, in one line."""
+    import shutil
+
+    from embedding import FeatureConfig
+
+    for kind in ("logmel", "mfcc", None):
+        with pytest.raises(ModelError, match="sonicsort 0.1.*sonicsort train"):
+            FeatureConfig.from_dict({"n_mels": 96} if kind is None else {"kind": kind})
+    with pytest.raises(ValueError, match="musicnn"):
+        FeatureConfig(kind="logmel")
+    old = tmp_path / "old-model"
+    shutil.copytree(tiny_bundle.directory, old)
+    meta = json.loads((old / "bundle.json").read_text())
+    meta["feature_config"] = {"kind": "logmel", "sr": 22050, "n_mels": 96, "segment_seconds": 3.0}
+    del meta["frontend"]
+    (old / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=f"{old}: .*'logmel' frames.*sonicsort 0.1"):
+        ModelBundle.load(old)
 
 
 def test_v2_short_clips_are_looped_and_long_tracks_capped(tiny_bundle, tmp_path):
@@ -184,26 +206,6 @@ def test_v2_short_clips_are_looped_and_long_tracks_capped(tiny_bundle, tmp_path)
     assert long.n_segments == tiny_bundle.feature_config.max_patches == DEFAULT_MAX_PATCHES < 40 // 3
     with pytest.raises(__import__("embedding").AudioError, match="shorter than the minimum"):
         tiny_bundle.predict(write_clip(tmp_path / "tiny.wav", "drone", seconds=0.3, seed=3))
-
-
-def test_v1_prediction_shapes_and_track_aggregation(tiny_v1_bundle, tmp_path):
-    tiny_bundle = tiny_v1_bundle
-    assert tiny_bundle.evaluation["balanced_accuracy"] >= 0.8
-    p = write_clip(tmp_path / "new.wav", "chirp", seconds=3.0, seed=999)
-    pred = tiny_bundle.predict(p)
-    assert set(pred.probabilities) == set(GENRES)
-    assert abs(sum(pred.probabilities.values()) - 1) < 1e-5
-    assert pred.embedding.shape == (16,)
-    assert abs(np.linalg.norm(pred.embedding) - 1) < 1e-5
-    assert pred.model_version == tiny_bundle.version
-    assert pred.tags == {} and tiny_bundle.frontend is None  # v1 has no front end, so no tags
-    # track level = mean of segment probabilities
-    probs, embs = tiny_bundle.predict_segments(tiny_bundle.features(__import__("embedding").load_audio(p)))
-    assert pred.n_segments == len(probs)
-    np.testing.assert_allclose(list(pred.probabilities.values()), probs.mean(0) / probs.mean(0).sum(), rtol=1e-5)
-    e = embs.mean(0)
-    np.testing.assert_allclose(pred.embedding, e / np.linalg.norm(e), rtol=1e-4, atol=1e-6)
-    assert pred.genre == "chirp"
 
 
 def test_bundle_round_trip_gives_identical_outputs(tiny_bundle, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -29,39 +28,32 @@ def add_commands(sub, common) -> None:
 
     p = sub.add_parser("train", parents=[common], help="train a genre model bundle",
                        description="Train the BiLSTM on train, early-stop on valid, score test (or valid) at track level. "
-                                   "Default recipe (--features musicnn): the frozen pretrained musicnn front end, then a "
-                                   "BiLSTM over the track's patch features. --features logmel|mfcc train the v1 frame "
-                                   "BiLSTM instead. Options left out take the chosen recipe's values (v2 / v1).")
+                                   "The frozen pretrained musicnn front end reads 3 s patches, and the BiLSTM reads the "
+                                   "track's sequence of patch features. Options left out take the shipped recipe's values.")
     _add_dataset_args(p)
     p.add_argument("--out", required=True, help="folder to write the model bundle to (replaced atomically)")
-    p.add_argument("--features", choices=["musicnn", "logmel", "mfcc"], default="musicnn",
-                   help="musicnn: pretrained front end + BiLSTM over patches (default); logmel|mfcc: v1 frame BiLSTM")
     p.add_argument("--max-patches", type=int, default=DEFAULT_MAX_PATCHES,
-                   help=f"musicnn: at most N 3 s patches per track, spread over it (default {DEFAULT_MAX_PATCHES}; "
+                   help=f"at most N 3 s patches per track, spread over it (default {DEFAULT_MAX_PATCHES}; "
                         "bounds a long track's cost)")
     p.add_argument("--tag-inputs", action=argparse.BooleanOptionalAction, default=True,
-                   help="musicnn: the BiLSTM also reads the front end's 50 tag logits of a patch beside its 200 "
+                   help="the BiLSTM also reads the front end's 50 tag logits of a patch beside its 200 "
                         "penultimate features (default; --no-tag-inputs: the features only)")
-    p.add_argument("--n-mels", type=int, default=None, help="logmel/mfcc: mel bands (default 96)")
-    p.add_argument("--segment-seconds", type=float, default=None, help="logmel/mfcc: segment length (default 3)")
-    p.add_argument("--segment-hop-seconds", type=float, default=None, help="logmel/mfcc: hop between segments at prediction (default 1.5)")
-    p.add_argument("--lstm-units", default=None, help="units per BiLSTM layer, comma-separated (default 32 / 48,48)")
-    p.add_argument("--time-pool", type=int, default=None, help="logmel/mfcc: average-pool this many frames before the BiLSTM (default 4)")
-    p.add_argument("--mixup", type=float, default=None, help="mixup Beta(a, a) parameter of training crops (logmel/mfcc) or patch-feature "
-                        "sequences (musicnn), 0 to disable (default 0.4)")
-    p.add_argument("--embedding-dim", type=int, default=None, help="embedding size (musicnn: of each head, default 32 / 128)")
-    p.add_argument("--dropout", type=float, default=None, help="dropout rate (default 0.3 / 0.5)")
+    p.add_argument("--lstm-units", default=None, help="units per BiLSTM layer, comma-separated (default 32)")
+    p.add_argument("--mixup", type=float, default=None,
+                   help="mixup Beta(a, a) parameter of training patch-feature sequences, 0 to disable (default 0.4)")
+    p.add_argument("--embedding-dim", type=int, default=None, help="embedding size of each head (default 32)")
+    p.add_argument("--dropout", type=float, default=None, help="dropout rate (default 0.3)")
     p.add_argument("--learning-rate", type=float, default=None, help="Adam learning rate (default 0.001)")
     p.add_argument("--segments-per-track", type=int, default=None,
-                   help="random patch sequences (v2) or crops (v1) per training track per epoch (default 8 / 16)")
-    p.add_argument("--max-epochs", type=int, default=None, help="upper bound with early stopping (default 30 / 40)")
-    p.add_argument("--patience", type=int, default=None, help="epochs without validation improvement before stopping (default 10 / 8)")
+                   help="random patch sequences per training track per epoch (default 8)")
+    p.add_argument("--max-epochs", type=int, default=None, help="upper bound with early stopping (default 30)")
+    p.add_argument("--patience", type=int, default=None, help="epochs without validation improvement before stopping (default 10)")
     p.add_argument("--epochs", type=int, default=None, help="train exactly N epochs (required with --train-on-all)")
     p.add_argument("--average-last", type=int, default=None,
-                   help="the final weights are the mean of the last N epochs' (weight averaging; default 5 / 0; "
+                   help="the final weights are the mean of the last N epochs' (weight averaging; default 5; "
                         "0 keeps the last epoch's)")
     p.add_argument("--ensemble", type=int, default=None,
-                   help="musicnn: train N heads apart (seeds SEED, SEED+1, ...) and ship them as one model: the mean "
+                   help="train N heads apart (seeds SEED, SEED+1, ...) and ship them as one model: the mean "
                         "of their genre probabilities, their embeddings side by side (default 5; 1: one head)")
     p.add_argument("--last-epoch", action="store_true",
                    help="keep the last epoch's weights instead of the best on valid (with --epochs: a fixed-length "
@@ -129,28 +121,17 @@ def _dataset(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace, settings) -> int:
     from embedding.features import FeatureConfig
     from embedding.model import ModelConfig
-    from embedding.train import plot_confusion, train_bundle
+    from embedding.evaluate import plot_confusion
+    from embedding.train import train_bundle
 
     try:
-        if args.features == "musicnn":
-            if args.n_mels is not None or args.segment_seconds is not None or args.segment_hop_seconds is not None:
-                raise ValueError("--n-mels and --segment-(hop-)seconds are for --features logmel|mfcc; "
-                                 "musicnn patches are fixed (3 s, 96 bands)")
-            fc = FeatureConfig.musicnn(max_patches=args.max_patches, tag_inputs=args.tag_inputs)
-            recipe = ModelConfig.sequence()
-        else:
-            fc = FeatureConfig(kind=args.features, n_mels=args.n_mels or 96, segment_seconds=args.segment_seconds or 3.0,
-                               segment_hop_seconds=args.segment_hop_seconds or 1.5)
-            recipe = ModelConfig()
+        fc = FeatureConfig(max_patches=args.max_patches, tag_inputs=args.tag_inputs)
         given = {k: getattr(args, k) for k in ("embedding_dim", "max_epochs", "patience", "learning_rate",
-                                                "segments_per_track", "dropout", "time_pool", "mixup", "average_last",
-                                                "ensemble")
+                                                "segments_per_track", "dropout", "mixup", "average_last", "ensemble")
                  if getattr(args, k) is not None}
         if args.lstm_units is not None:
             given["lstm_units"] = tuple(int(u) for u in args.lstm_units.split(","))
-        if args.features != "musicnn" and given.get("ensemble", 1) != 1:
-            raise ValueError("--ensemble is for --features musicnn (heads over the front end's features)")
-        mc = dataclasses.replace(recipe, seed=args.seed, **given)
+        mc = ModelConfig(seed=args.seed, **given)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.train_on_all and not args.epochs:
@@ -205,7 +186,7 @@ def _format_report(m: dict[str, Any]) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings) -> int:
-    from embedding.train import evaluate_bundle, plot_confusion
+    from embedding.evaluate import evaluate_bundle, plot_confusion
 
     bundle = load_bundle(args.model, settings)
     ds = _dataset(args)

@@ -59,11 +59,12 @@ def main() -> None:
     from embedding.data import load_dataset
     from embedding.features import FeatureConfig
     from embedding.model import ModelConfig
-    from embedding.train import TrackFeatures, extract_features, fit
+    from embedding.track_features import TrackFeatures, extract_features
+    from embedding.train import fit
     from .genre_recipe import knn_precision, track_embeddings
 
     ds = load_dataset(args.manifest)
-    fc = FeatureConfig.musicnn()
+    fc = FeatureConfig()
     feats = extract_features(ds.tracks, fc, workers=2)
     by_path = {t.track.path: t for t in feats}
     train = [by_path[t.path] for t in ds.split("train")]
@@ -82,9 +83,9 @@ def main() -> None:
     scored = {t.path for t in ds.split("valid")}
     queries = [i for i, t in enumerate(every) if t.track.path in scored]
     for seed in (int(s) for s in args.seeds.split(",")):
-        mc = ModelConfig.sequence(label_smoothing=0.1, seed=seed, patience=10_000, segments_per_track=args.seqs_per_track)
-        model, norm, hist = fit(train + extra, ds.genres, fc, mc, valid=valid, epochs=args.epochs, restore_best=False)
-        p10 = knn_precision(track_embeddings(model, norm, every, fc), truth, queries)
+        mc = ModelConfig(label_smoothing=0.1, seed=seed, patience=10_000, segments_per_track=args.seqs_per_track)
+        model, _, hist = fit(train + extra, ds.genres, fc, mc, valid=valid, epochs=args.epochs, restore_best=False)
+        p10 = knn_precision(track_embeddings(model, every), truth, queries)
         row = {"views": args.views, "seed": seed, "seqs_per_track": args.seqs_per_track, "n_train": len(train) + len(extra),
                "valid_accuracy": round(hist[-1]["valid_accuracy"], 4),
                "valid_balanced_accuracy": round(hist[-1]["valid_balanced_accuracy"], 4), "genre_precision@10": round(p10, 4)}

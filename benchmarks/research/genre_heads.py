@@ -3,7 +3,7 @@
 ``benchmarks.research.genre_recipe`` recomputes the front end for each feature configuration and scores
 each epoch; this script runs the front end once, keeps several of its layers for every
 track (at a hop of a quarter patch, and on the patches prediction uses), and then trains
-five-head ensembles (``embedding.train.fit_sequence``) over any of those inputs in about
+five-head ensembles (``embedding.train.fit``) over any of those inputs in about
 half a minute each. It was used to explore; the recipe choice itself is reproduced by
 ``benchmarks.research.genre_recipe`` (its docstring has the command).
 
@@ -57,9 +57,9 @@ def frontend_layers(manifest: str):
     from embedding.data import load_dataset
     from embedding.features import FeatureConfig
     from embedding.musicnn import N_FRAMES, N_MELS, load_frontend
-    from embedding.train import extract_features
+    from embedding.track_features import extract_features
 
-    fc = FeatureConfig.musicnn()
+    fc = FeatureConfig()
     feats = extract_features(load_dataset(manifest).tracks, fc, workers=2)
     fe = load_frontend()
     model = keras.Model(fe.input, [fe.get_layer("penultimate").output, fe.get_layer("taggram").output,
@@ -98,7 +98,9 @@ def cmd_heads(args) -> None:
     from embedding.data import load_dataset
     from embedding.features import FeatureConfig
     from embedding.model import ModelConfig, embedding_output
-    from embedding.train import TrackFeatures, fit_sequence, track_metrics
+    from embedding.evaluate import track_metrics
+    from embedding.track_features import TrackFeatures
+    from embedding.train import fit
 
     with open(args.cache, "rb") as f:
         cache = pickle.load(f)
@@ -117,14 +119,14 @@ def cmd_heads(args) -> None:
     scored = [t for t in tracks if t.track.split == score_split]
     y = np.array([genres.index(t.track.genre) for t in tracks])
     queries = np.flatnonzero([t.track.split == score_split for t in tracks])
-    fc = FeatureConfig.musicnn()
+    fc = FeatureConfig()
     base = dict(label_smoothing=0.1, average_last=5, ensemble=5, embedding_dim=32, mixup=0.0)
     base.update(json.loads(args.model))
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
         t0 = time.perf_counter()
-        mc = ModelConfig.sequence(**base, seed=seed, patience=10_000)
-        model, _, _ = fit_sequence(train, genres, fc, mc, epochs=args.epochs, restore_best=False, frontend=object())
+        mc = ModelConfig(**base, seed=seed, patience=10_000)
+        model, _, _ = fit(train, genres, fc, mc, epochs=args.epochs, restore_best=False, frontend=object())
         emb = keras.Model(model.inputs, embedding_output(model))
         probs = np.stack([model.predict_on_batch(t.patch_features[None])[0] for t in scored])
         vecs = np.stack([emb.predict_on_batch(t.patch_features[None])[0] for t in tracks])

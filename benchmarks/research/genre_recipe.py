@@ -12,11 +12,10 @@ track embedding, and genre precision@10 is the share of a scored track's 10 near
 neighbours (cosine, among all tracks, itself excluded) of its own genre, beside the same
 figure for per-track MFCC mean/std features (``benchmarks/research/reco_quality.py``'s baseline).
 
-    python -m benchmarks.research.genre_recipe ../shared/data/gtzan/manifest.csv --recipes base,mfcc --epochs 30
-
-v2 recipes (``v2*``: the musicnn front end under a BiLSTM over patch features) take a
-manifest of the 30 s excerpts and the clips together (``gtzan`` + ``gtzan-clips``, 404
-tracks, 116 in valid); their figures are also given apart for tracks and clips:
+Recipes (``v2*``: the musicnn front end under a BiLSTM over patch features; the name
+goes back to the frame model they replaced) take a manifest of the 30 s excerpts and the
+clips together (``gtzan`` + ``gtzan-clips``, 404 tracks, 116 in valid); their figures are
+also given apart for tracks and clips:
 
     python -m benchmarks.research.genre_recipe all.csv --recipes v2,v2_ls --seeds 1,2,3 --folds A --epochs 30
 
@@ -63,23 +62,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from embedding.data import load_dataset
+from embedding.evaluate import baseline_scores, track_metrics
 from embedding.features import FeatureConfig
 from embedding.model import ModelConfig, embedding_output
-from embedding.features import Normalizer, segment_frames
-from embedding.train import baseline_scores, extract_features, fit, track_metrics
+from embedding.track_features import extract_features
+from embedding.train import fit
 
 from .reco_quality import precision_at
 
 
-def track_embeddings(model, normalizer: Normalizer, feats: list, fc: FeatureConfig) -> np.ndarray:
-    """The mean segment embedding of each track (the bundle L2-normalises it)."""
+def track_embeddings(model, feats: list) -> np.ndarray:
+    """Each track's embedding, from the patch features ``fit`` computed (the bundle
+    L2-normalises it)."""
     import keras
 
     emb_model = keras.Model(model.inputs, embedding_output(model))
-    if fc.is_sequence:  # one output per track, from the patch features fit() computed
-        return np.stack([emb_model.predict_on_batch(t.patch_features[None])[0] for t in feats])
-    return np.stack([emb_model.predict_on_batch(normalizer(segment_frames(t.frames, fc))).mean(axis=0)
-                     for t in feats])
+    return np.stack([emb_model.predict_on_batch(t.patch_features[None])[0] for t in feats])
 
 
 def knn_precision(vecs: np.ndarray, genres: list[str], queries: list[int], k: int = 10) -> float:
@@ -96,33 +94,9 @@ def mfcc_baseline(feats: list) -> np.ndarray:
     m = np.stack([t.mfcc_stats for t in feats]).astype(np.float64)
     return (m - m.mean(0)) / np.maximum(m.std(0), 1e-6)
 
-FAST = {"time_pool": 4, "segments_per_track": 16}
 # v2 as first shipped: 4 patches a track, the head reads the 200 penultimate features only
-V2_4 = {"kind": "musicnn", "max_patches": 4, "tag_inputs": False}
+V2_4 = {"max_patches": 4, "tag_inputs": False}
 RECIPES: dict[str, tuple[dict, dict]] = {
-    "base": ({}, {}),
-    "fast": ({}, FAST),
-    "fast_mfcc": ({"kind": "mfcc"}, FAST),
-    "fast_small": ({}, {**FAST, "lstm_units": (32, 32), "dropout": 0.5}),
-    "fast_mels64": ({"n_mels": 64}, FAST),
-    "fast_mixup": ({}, {**FAST, "mixup": 0.4}),
-    "reg_mfcc": ({"kind": "mfcc"}, {**FAST, "lstm_units": (48, 48), "dropout": 0.5, "mixup": 0.4}),
-    "reg_mfcc_ls": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "label_smoothing": 0.1}),
-    "reg_mfcc_sqrt": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "balance": "sqrt"}),
-    "reg_mfcc_track": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "balance": "track"}),
-    "reg_mfcc_tanh": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "embedding_activation": "tanh"}),
-    "reg_mfcc_e64": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "embedding_dim": 64}),
-    "reg_mfcc_seg6": ({"kind": "mfcc", "segment_seconds": 6.0, "segment_hop_seconds": 3.0}, {**FAST, "mixup": 0.4}),
-    "reg_mfcc_swa": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "average_last": 8}),
-    "reg_mfcc_tanh_swa": ({"kind": "mfcc"}, {**FAST, "mixup": 0.4, "average_last": 8, "embedding_activation": "tanh"}),
-    "mfcc": ({"kind": "mfcc"}, {}),
-    "mels128": ({"n_mels": 128}, {}),
-    "seg5": ({"segment_seconds": 5.0, "segment_hop_seconds": 2.5}, {}),
-    "small": ({}, {"lstm_units": (32, 32), "dropout": 0.4}),
-    "one_layer": ({}, {"lstm_units": (96,)}),
-    "pool4": ({}, {"time_pool": 4}),
-    "noaug": ({}, {"spec_augment": False}),
-    "lr3e-4": ({}, {"learning_rate": 3e-4}),
     # v2: the frozen musicnn front end, then a BiLSTM over the track's patch features
     "v2": (V2_4, {"label_smoothing": 0.0}),
     "v2_ls": (V2_4, {"label_smoothing": 0.1}),
@@ -167,25 +141,19 @@ RECIPES: dict[str, tuple[dict, dict]] = {
 }
 
 
-def feature_config(kw: dict) -> FeatureConfig:
-    if kw.get("kind") == "musicnn":
-        return FeatureConfig.musicnn(**{k: v for k, v in kw.items() if k != "kind"})
-    return FeatureConfig(**kw)
-
-
 # what a v2 recipe above means where it is silent: one head of a 64-d embedding, the last
 # epoch's weights (as when those recipes were run; the shipped recipe names its own)
 V2_UNSAID = {"average_last": 0, "ensemble": 1, "embedding_dim": 64, "mixup": 0.0}
 
 
-def model_config(fc: FeatureConfig, kw: dict) -> ModelConfig:
-    return ModelConfig.sequence(**{**V2_UNSAID, **kw}) if fc.is_sequence else ModelConfig(**kw)
+def model_config(kw: dict) -> ModelConfig:
+    return ModelConfig(**{**V2_UNSAID, **kw})
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("manifest")
-    ap.add_argument("--recipes", default="base")
+    ap.add_argument("--recipes", default="v2_ls_p6_swa5_d32_e5_tags_mix")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seeds", default="1234")
     ap.add_argument("--folds", default="A,B")
@@ -199,7 +167,7 @@ def main() -> None:
     results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     for name in args.recipes.split(","):
         fc_kw, mc_kw = RECIPES[name]
-        fc = feature_config(fc_kw)
+        fc = FeatureConfig(**fc_kw)
         key = json.dumps(fc.to_dict(), sort_keys=True)
         if key not in cache:
             t0 = time.perf_counter()
@@ -207,36 +175,36 @@ def main() -> None:
             print(f"[{name}] features for {len(ds.tracks)} tracks in {time.perf_counter() - t0:.0f} s", flush=True)
         feats = {t.track.path: t for t in cache[key]}
         for seed in (int(s) for s in args.seeds.split(",")):
-            mc = model_config(fc, {**mc_kw, "seed": seed, "patience": 10_000})
+            mc = model_config({**mc_kw, "seed": seed, "patience": 10_000})
             for fold in args.folds.split(","):
                 tr_split, va_split = folds[fold]
                 tr = [feats[t.path] for t in ds.split(tr_split)]
                 va = [feats[t.path] for t in ds.split(va_split)]
                 t0 = time.perf_counter()
-                model, norm, hist = fit(tr, genres, fc, mc, valid=va, epochs=args.epochs, restore_best=False,
+                model, _, hist = fit(tr, genres, fc, mc, valid=va, epochs=args.epochs, restore_best=False,
                                  on_epoch=lambda r: print(f"  [{name} s{seed} {fold}] ep {r['epoch']:2d} loss {r['loss']:.3f} "
                                                           f"bal.acc {r['valid_balanced_accuracy']:.3f} acc {r['valid_accuracy']:.3f}",
                                                           flush=True))
                 curve = [h["valid_balanced_accuracy"] for h in hist]
                 apart = {}
-                if fc.is_sequence:  # the final model's accuracy, and of full tracks and clips apart
-                    gi = {g: i for i, g in enumerate(genres)}
-                    pred = [int(model.predict_on_batch(t.patch_features[None])[0].argmax()) for t in va]
-                    m = track_metrics([t.track.genre for t in va], [genres[i] for i in pred], genres)
-                    # an ensemble's history rows are its heads' one by one; these are the model's
-                    apart["final"] = {k: round(m[k], 4) for k in ("accuracy", "balanced_accuracy")}
-                    for part, keep in (("tracks", lambda t: len(t.frames) >= 2 * fc.n_frames),
-                                       ("clips", lambda t: len(t.frames) < 2 * fc.n_frames)):
-                        idx = [i for i, t in enumerate(va) if keep(t)]
-                        if idx:
-                            apart[part] = {"n": len(idx), "accuracy": round(float(np.mean(
-                                [pred[i] == gi[va[i].track.genre] for i in idx])), 4)}
+                # the final model's accuracy, and of full tracks and clips apart
+                gi = {g: i for i, g in enumerate(genres)}
+                pred = [int(model.predict_on_batch(t.patch_features[None])[0].argmax()) for t in va]
+                m = track_metrics([t.track.genre for t in va], [genres[i] for i in pred], genres)
+                # an ensemble's history rows are its heads' one by one; these are the model's
+                apart["final"] = {k: round(m[k], 4) for k in ("accuracy", "balanced_accuracy")}
+                for part, keep in (("tracks", lambda t: len(t.frames) >= 2 * fc.n_frames),
+                                   ("clips", lambda t: len(t.frames) < 2 * fc.n_frames)):
+                    idx = [i for i, t in enumerate(va) if keep(t)]
+                    if idx:
+                        apart[part] = {"n": len(idx), "accuracy": round(float(np.mean(
+                            [pred[i] == gi[va[i].track.genre] for i in idx])), 4)}
                 base = baseline_scores(tr, va, genres)
                 every = [feats[t.path] for t in ds.tracks]
                 truth = [t.track.genre for t in every]
                 scored = {t.path for t in ds.split(va_split)}
                 queries = [i for i, t in enumerate(every) if t.track.path in scored]
-                emb = track_embeddings(model, norm, every, fc)
+                emb = track_embeddings(model, every)
                 p10 = knn_precision(emb, truth, queries)
                 # post-processing with statistics of the training tracks only (as VGGish ships
                 # its PCA/whitening): centred, and standardised per dimension

@@ -44,7 +44,7 @@ def precision_at(neigh: dict[int, list[int]], truth: dict[int, str], k: int = 10
 
 def evaluate(model_dir: str | None, manifest: Path, query_split: str | None) -> dict:
     from embedding.audio import load_audio
-    from embedding.train import mfcc_stats
+    from embedding.track_features import mfcc_stats
     from recommender.cache import PredictionCache
     from recommender.config import Settings
     from recommender.ingest import ingest

@@ -5,15 +5,7 @@ from __future__ import annotations
 
 
 
-# v1: the frame BiLSTM on small log-mel segments
-TINY_FEATURES = dict(n_mels=24, segment_seconds=1.0, segment_hop_seconds=0.5, n_fft=1024, hop_length=512)
-
-
-TINY_MODEL = dict(lstm_units=(8,), embedding_dim=16, time_pool=2, segments_per_track=8, max_epochs=12, patience=12,
-                  batch_size=16, learning_rate=3e-3)
-
-
-# v2: the real musicnn front end under a tiny BiLSTM head (one: the shipped recipe's ensemble
+# the real musicnn front end under a tiny BiLSTM head (one: the shipped recipe's ensemble
 # of heads has a test of its own)
 TINY_HEAD = dict(lstm_units=(8,), embedding_dim=16, segments_per_track=8, max_epochs=12, patience=12,
                  batch_size=16, learning_rate=3e-3, ensemble=1)
