@@ -1,7 +1,7 @@
 """The front doors of sonicsort: HTTP and the command line.
 
 HTTP: ``create_app(config)`` builds the Flask app; routes live in blueprints (``v1`` for the
-JSON API, ``ops`` for health, metrics and the OpenAPI document), beside the answer cache of
+JSON API, ``subsonic`` for the OpenSubsonic API at ``/rest``, ``ops`` for health, metrics and the OpenAPI document), beside the answer cache of
 repeated uploads (``answers``, ``fastpath``). The command line is ``api.cli`` (the
 ``sonicsort`` command). Both call ``recommender.service.Service``, where all behaviour is.
 """
@@ -32,7 +32,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from recommender.config import Settings
     from recommender.service import Service
 
-    from . import answers, errors, ops, page, v1
+    from . import answers, errors, ops, page, subsonic, v1
     from .fastpath import PredictFastPath
     from .metrics import Metrics
 
@@ -59,6 +59,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(v1.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(page.bp)  # the web page at /
+    app.register_blueprint(subsonic.bp)  # OpenSubsonic at /rest
     app.wsgi_app = PredictFastPath(app)  # repeated /v1/predict uploads, before Flask
     app.wsgi_app = _one_catalog_check_per_request(app.wsgi_app)
     app.wsgi_app = errors.last_resort(app.wsgi_app)

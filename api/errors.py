@@ -25,7 +25,7 @@ HOLD_S = "sonicsort.hold_s"  # the WSGI environ key
 OVERLOAD_HOLD_S = 0.5
 # the HTTP status of each kind of failure that ``recommender.errors.error_kind`` names
 _STATUS = {"bad_request": 400, "not_found": 404, "conflict": 409, "unusable_input": 422, "unavailable": 503,
-           "internal": 500, "storage_full": 507}
+           "internal": 500, "storage_full": 507, "unauthenticated": 401, "forbidden": 403}
 
 
 class ApiError(Exception):

@@ -70,6 +70,9 @@ class Settings:
     on_model_mismatch: str = "refuse"
     ingest_workers: int = 0  # 0: one per CPU core
     # the HTTP API
+    # the key that encrypts users' passwords in the catalog (any string; "" : a key file made
+    # on first use, ``secret_key_file``)
+    secret_key: str = ""
     api_key: str = ""  # when set, POST/DELETE /v1/tracks need it (X-API-Key or Authorization: Bearer)
     max_upload_mb: float = 50.0  # larger uploads get 413
     host: str = "127.0.0.1"
@@ -115,6 +118,11 @@ class Settings:
     def catalog_location(self) -> str | Path:
         """What ``recommender.catalog.Catalog`` opens: ``catalog_url``, else the SQLite file."""
         return self.catalog_url or self.catalog_path
+
+    @property
+    def secret_key_file(self) -> Path:
+        """Where the users' password key is kept when ``secret_key`` is not set (mode 0600)."""
+        return self.home / "secret.key"
 
     @property
     def uploads_dir(self) -> Path:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from embedding.errors import AudioError, DatasetError, EmbeddingError, ModelError
 from index.errors import BackendUnavailable, IndexFileError, IndexMismatch, InvalidInput, VectorIndexError
 
-# what a front door can say about a failure (the API: 400, 404, 409, 422, 503, 500, 507)
-BAD_REQUEST, NOT_FOUND, CONFLICT, UNUSABLE_INPUT, UNAVAILABLE, INTERNAL, STORAGE_FULL = (
-    "bad_request", "not_found", "conflict", "unusable_input", "unavailable", "internal", "storage_full")
+# what a front door can say about a failure (the API: 400, 404, 409, 422, 503, 500, 507, 401, 403)
+BAD_REQUEST, NOT_FOUND, CONFLICT, UNUSABLE_INPUT, UNAVAILABLE, INTERNAL, STORAGE_FULL, UNAUTHENTICATED, FORBIDDEN = (
+    "bad_request", "not_found", "conflict", "unusable_input", "unavailable", "internal", "storage_full",
+    "unauthenticated", "forbidden")
 
 
 class RecommenderError(Exception):
@@ -29,6 +30,26 @@ class UnknownTrack(RecommenderError):
 
 class BadRequest(RecommenderError):
     kind = BAD_REQUEST
+
+
+class UnknownUser(RecommenderError):
+    kind = NOT_FOUND
+
+
+class UnknownPlaylist(RecommenderError):
+    kind = NOT_FOUND
+
+
+class WrongCredentials(RecommenderError):
+    """A login with a wrong name, password, token or API key, or one refused for too many failures."""
+
+    kind = UNAUTHENTICATED
+
+
+class NotAllowed(RecommenderError):
+    """The user is known but may not do this (another user's playlist, an admin's command)."""
+
+    kind = FORBIDDEN
 
 
 class CatalogError(RecommenderError):

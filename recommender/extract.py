@@ -7,26 +7,43 @@ none of them imports another for it.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-def read_tags(path: str | Path) -> dict[str, str | None]:
-    """Title, artist and album from the file's tags (mutagen); the file name is the fallback title."""
-    tags: dict[str, str | None] = {"title": None, "artist": None, "album": None}
+# the catalog's file tags (``recommender.catalog.FILE_TAGS``) under mutagen's "easy" names
+_EASY = {"title": "title", "artist": "artist", "album": "album", "album_artist": "albumartist",
+         "track_no": "tracknumber", "disc_no": "discnumber", "year": "date", "tag_genre": "genre"}
+
+
+def _number(text: str, *, lo: int, hi: int) -> int | None:
+    """The leading number of a tag ("3/12" → 3, "1998-05-01" → 1998) when it lies in [lo, hi]."""
+    m = re.match(r"\s*(\d+)", text)
+    n = int(m.group(1)) if m and len(m.group(1)) <= 6 else None
+    return n if n is not None and lo <= n <= hi else None
+
+
+def read_tags(path: str | Path) -> dict[str, Any]:
+    """The file's tags (mutagen): title, artist, album, album artist, track and disc number,
+    year and genre; None where the file has none or they do not parse. The file name is the
+    fallback title."""
+    tags: dict[str, Any] = dict.fromkeys(_EASY)
     try:
         import mutagen
 
         f = mutagen.File(str(path), easy=True)
         if f is not None and f.tags is not None:
-            for k in tags:
-                v = f.tags.get(k)
+            for k, easy in _EASY.items():
+                v = f.tags.get(easy)
                 if v:
                     tags[k] = str(v[0]).strip() or None
     except Exception as exc:  # any tag parser error: tags are optional
         log.debug("%s: unreadable tags (%s)", path, exc)
+    for k, lo, hi in (("track_no", 1, 9999), ("disc_no", 1, 999), ("year", 1000, 9999)):
+        tags[k] = _number(tags[k], lo=lo, hi=hi) if tags[k] else None
     if not tags["title"]:
         tags["title"] = Path(path).stem
     return tags

@@ -215,6 +215,14 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
             if state is not None:
                 replaced.add(state[0])
 
+    if cat.get_meta("facts_missing") == "1":
+        # a catalog from before the tags beyond title, artist and album: read the unchanged
+        # files' tags again (mutagen only, no audio), one file per track
+        changed = {p for p, _, _ in todo}
+        again = {state[0]: p for p, state in known_paths.items() if p in seen and p not in changed}
+        cat.update_file_tags({tid: read_tags(p) for tid, p in again.items()})
+        cat.set_meta(facts_missing="0")
+
     # paths recorded under these folders whose file has gone (moved, deleted)
     gone = [p for p in known_paths if p not in seen and not os.path.exists(p)]
     if gone:
@@ -254,7 +262,7 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
                     tags = item["tags"]
                     records.append(NewTrack.from_prediction(
                         pred, path=p, sha256=sha, size=stat_of[p][0], mtime_ns=stat_of[p][1],
-                        title=tags["title"] or Path(p).stem, artist=tags["artist"], album=tags["album"]))
+                        **{**tags, "title": tags["title"] or Path(p).stem}))
             library.add_tracks(records)
             report.added += len(items)
             report.linked += len(records) - len(items)

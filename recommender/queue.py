@@ -112,8 +112,7 @@ def embed_paths(paths: list[str], model_version: str, limits: dict[str, Any],
         first.append(len(records))
         for p, size, mtime_ns in where:
             records.append(NewTrack.from_prediction(pred, path=p, sha256=sha, size=int(size), mtime_ns=int(mtime_ns),
-                                                    title=tags["title"] or Path(p).stem, artist=tags["artist"],
-                                                    album=tags["album"]))
+                                                    **{**tags, "title": tags["title"] or Path(p).stem}))
     created: list[bool] = []
     ids = cat.add(records, tag_priors=bundle.tag_priors, created=created)  # one transaction for the job
     try:  # later /v1/predict calls on this audio are answered from the cache, as after a local ingest

@@ -76,6 +76,8 @@ class Service:
         self._heavy_pool = ThreadPoolExecutor(self._heavy.slots, thread_name_prefix="sonicsort-heavy",
                                               initializer=lower_priority)
         self._storage_error: str | None = None  # why the last write failed for want of space
+        self._users = None
+        self._music_index = None
 
     def on_started(self, fn) -> None:
         """Call ``fn()`` when start-up has finished (at once if it already has)."""
@@ -230,6 +232,30 @@ class Service:
     def catalog(self):
         return self.library().catalog
 
+    def music_index(self):
+        """The catalog as artists, albums and songs (``browse.MusicIndex``), rebuilt when the
+        catalog's generation moves."""
+        from .browse import MusicIndex
+
+        cat = self.catalog
+        gen = cat.generation
+        idx = self._music_index
+        if idx is None or idx.generation != gen:
+            with self._lock:
+                idx = self._music_index
+                if idx is None or idx.generation != gen:
+                    idx = self._music_index = MusicIndex(cat.browse_rows(), gen)
+        return idx
+
+    @property
+    def users(self):
+        """The catalog's users (``recommender.users.Users``): Subsonic apps log in as them."""
+        if self._users is None:
+            from .users import Users
+
+            self._users = Users(self.catalog, self.settings)
+        return self._users
+
     # ---------------------------------------------------------------- prediction
     def state_token(self) -> tuple[str, int] | None:
         """What every answer about the catalog depends on besides its request: the model version
@@ -312,9 +338,9 @@ class Service:
                 if tags["title"] == final.stem:  # no title tag: the uploaded file's name, else a plain label
                     tags["title"] = Path(filename).stem if filename and Path(filename).stem else "Untitled upload"
                 st = final.stat()
+                tags.update(title=title or tags["title"], artist=artist or tags["artist"], album=album or tags["album"])
                 rec = NewTrack.from_prediction(pred, path=str(final), sha256=sha, size=st.st_size,
-                                               mtime_ns=st.st_mtime_ns, title=title or tags["title"],
-                                               artist=artist or tags["artist"], album=album or tags["album"])
+                                               mtime_ns=st.st_mtime_ns, **tags)
                 created: list[bool] = []
                 (track_id,) = lib.add_tracks([rec], created=created)
             except BaseException:

@@ -20,7 +20,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from .common import EXIT_ERROR, CliError  # noqa: E402
 
-GROUPS = ("model", "serving", "catalog", "reco", "bench")  # in the order --help lists them
+GROUPS = ("model", "serving", "catalog", "reco", "bench", "users")  # in the order --help lists them
 
 ENVIRONMENT = (
     "Environment: SONICSORT_HOME (data folder, default ~/.sonicsort), SONICSORT_MODEL_DIR "
@@ -40,7 +40,8 @@ ENVIRONMENT = (
     "after connecting, default 10), SONICSORT_MAX_CONNECTIONS (per worker, default 1000, lowered to fit "
     "the file limit), SONICSORT_BODY_MEMORY_MB (bodies kept in memory per worker, default 64; the rest "
     "wait in SONICSORT_HOME/tmp), SONICSORT_REQUEST_BUDGET_S (one request's work, default 10), "
-    "SONICSORT_HEAVY_REQUESTS (long playlists, paths and re-rankings at once per process, default 1).")
+    "SONICSORT_HEAVY_REQUESTS (long playlists, paths and re-rankings at once per process, default 1), "
+    "SONICSORT_SECRET_KEY (encrypts the users' passwords; default: the key file SONICSORT_HOME/secret.key).")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,9 +30,9 @@ from .copy import copy_catalog
 from .database import RETRY_S, Database, catalog_url
 from .freshness import one_check_per_thread
 from .migrations import MIGRATIONS
-from .records import SALIENT_LIFT, SALIENT_TAGS, TOP_TAGS, NewTrack, Track, TrackFacts
+from .records import FILE_TAGS, SALIENT_LIFT, SALIENT_TAGS, TOP_TAGS, NewTrack, Track, TrackFacts
 from .schema import SCHEMA_VERSION
 from .store import CHANGES_KEPT, Catalog
 
-__all__ = ["CHANGES_KEPT", "Catalog", "Database", "MIGRATIONS", "NewTrack", "RETRY_S", "SALIENT_LIFT", "SALIENT_TAGS",
+__all__ = ["CHANGES_KEPT", "FILE_TAGS", "Catalog", "Database", "MIGRATIONS", "NewTrack", "RETRY_S", "SALIENT_LIFT", "SALIENT_TAGS",
            "SCHEMA_VERSION", "TOP_TAGS", "Track", "TrackFacts", "catalog_url", "copy_catalog", "one_check_per_thread"]

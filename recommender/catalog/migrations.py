@@ -7,7 +7,7 @@ from typing import Callable
 import sqlalchemy as sa
 
 from ..errors import CatalogError
-from .schema import SCHEMA_VERSION, _md, changes, meta, track_tags, tracks
+from .schema import LISTENING, SCHEMA_VERSION, _md, changes, meta, track_tags, tracks
 
 def _v2_tags(conn: sa.Connection) -> None:
     """v1 → v2: the front end's tags (empty until ``sonicsort reembed``)."""
@@ -43,9 +43,22 @@ def _v5_changes(conn: sa.Connection) -> None:
     conn.execute(meta.insert().values(key="changes_from", value=str(now)))
 
 
+def _v6_listening(conn: sa.Connection) -> None:
+    """v5 → v6: the files' album artist, track and disc numbers, year and genre tag (None for
+    tracks ingested before: ``sonicsort ingest`` reads them again), and the listeners' tables:
+    users, playlists, plays, stars and ratings."""
+    for column, kind in (("album_artist", "TEXT"), ("track_no", "INTEGER"), ("disc_no", "INTEGER"),
+                         ("year", "INTEGER"), ("tag_genre", "TEXT")):
+        conn.exec_driver_sql(f"ALTER TABLE tracks ADD COLUMN {column} {kind}")
+    for table in LISTENING:
+        table.create(conn, checkfirst=True)
+    conn.execute(meta.delete().where(meta.c.key == "facts_missing"))
+    conn.execute(meta.insert().values(key="facts_missing", value="1"))
+
+
 # schema version → the step that upgrades a catalog of the version before it, in place
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _v2_tags, 3: _v3_last_id, 4: _v4_portable,
-                                                          5: _v5_changes}
+                                                          5: _v5_changes, 6: _v6_listening}
 
 
 def migrate(db: sa.Connection, where: str) -> None:

@@ -18,8 +18,9 @@ SALIENT_TAGS, SALIENT_LIFT = 3, 3.0
 
 @dataclass(kw_only=True)
 class TrackFacts:
-    """What the catalog keeps of every track: its audio's hash, its tags (title, artist,
-    album), its length, and the model's view of it (genre, probabilities, front-end tags)."""
+    """What the catalog keeps of every track: its audio's hash, its file's tags (title, artist,
+    album, album artist, track and disc number, year, genre tag: None where the file has
+    none), its length, and the model's view of it (genre, probabilities, front-end tags)."""
 
     sha256: str
     title: str
@@ -31,6 +32,14 @@ class TrackFacts:
     model_version: str
     is_silent: bool = False
     tags: dict[str, float] = field(default_factory=dict)
+    album_artist: str | None = None
+    track_no: int | None = None
+    disc_no: int | None = None
+    year: int | None = None
+    tag_genre: str | None = None
+
+
+FILE_TAGS = ("title", "artist", "album", "album_artist", "track_no", "disc_no", "year", "tag_genre")
 
 
 @dataclass(kw_only=True)
@@ -60,6 +69,8 @@ class Track(TrackFacts):
             "model_version": self.model_version, "is_silent": self.is_silent, "added_at": self.added_at,
             "tags": {t: round(p, 6) for t, p in self.tags.items()},
             "top_tags": [{"tag": t, "probability": round(p, 6)} for t, p in self.top_tags()],
+            "album_artist": self.album_artist, "track_no": self.track_no, "disc_no": self.disc_no,
+            "year": self.year, "tag_genre": self.tag_genre,
         }
         if with_embedding and self.embedding is not None:
             d["embedding"] = [round(float(v), 6) for v in self.embedding]
@@ -81,14 +92,20 @@ class NewTrack(TrackFacts):
         self.title = (clean_text(self.title) or "Untitled")[:500]
         self.artist = clean_text(self.artist)
         self.album = clean_text(self.album)
+        self.album_artist = clean_text(self.album_artist)
+        self.tag_genre = clean_text(self.tag_genre)
 
     @classmethod
     def from_prediction(cls, pred, *, path: str, sha256: str, size: int, mtime_ns: int, title: str,
-                        artist: str | None = None, album: str | None = None) -> "NewTrack":
-        """The record of one file of new audio: its file facts, its tags and the model's ``Prediction``
-        (ingest and uploads both build it here)."""
-        return cls(path=path, size=size, mtime_ns=mtime_ns, sha256=sha256, title=title, artist=artist,
-                   album=album, duration_s=pred.duration_s, genre=pred.genre,
+                        **file_tags: Any) -> "NewTrack":
+        """The record of one file of new audio: its file facts, its tags (``FILE_TAGS``, as
+        ``recommender.extract.read_tags`` reads them) and the model's ``Prediction`` (ingest
+        and uploads both build it here)."""
+        unknown = set(file_tags) - set(FILE_TAGS)
+        if unknown:
+            raise TypeError(f"not file tags: {sorted(unknown)}")
+        return cls(path=path, size=size, mtime_ns=mtime_ns, sha256=sha256, title=title, **file_tags,
+                   duration_s=pred.duration_s, genre=pred.genre,
                    probabilities=pred.probabilities, embedding=pred.embedding, model_version=pred.model_version,
                    is_silent=pred.is_silent, tags=pred.tags)
 

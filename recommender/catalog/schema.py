@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _md = sa.MetaData()
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY is the rowid
@@ -25,6 +25,12 @@ tracks = sa.Table(
     sa.Column("is_silent", sa.Integer, nullable=False, server_default="0"),
     sa.Column("added_at", sa.Float, nullable=False),
     sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
+    # the file's own tags beside title, artist and album (None: the file has none)
+    sa.Column("album_artist", sa.Text),
+    sa.Column("track_no", sa.Integer),
+    sa.Column("disc_no", sa.Integer),
+    sa.Column("year", sa.Integer),
+    sa.Column("tag_genre", sa.Text),
     sa.Index("tracks_genre", "genre"),
 )
 track_tags = sa.Table(
@@ -51,6 +57,60 @@ changes = sa.Table(
     sa.Column("track_id", _ID, primary_key=True),
     sa.Column("op", sa.Text, nullable=False),
 )
+# the people who listen: Subsonic apps log in as one of them (``recommender.users``)
+users = sa.Table(
+    "users", _md,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("password", sa.Text, nullable=False),  # encrypted with the operator's key, never in clear
+    sa.Column("api_key_sha256", sa.Text, unique=True),
+    sa.Column("is_admin", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+_USER = dict(ondelete="CASCADE", onupdate="CASCADE")
+_AUTO = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+playlists = sa.Table(
+    "playlists", _md,
+    sa.Column("id", _AUTO, primary_key=True, autoincrement=True),
+    sa.Column("owner", sa.Text, sa.ForeignKey("users.name", **_USER), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("comment", sa.Text),
+    sa.Column("public", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("changed_at", sa.Float, nullable=False),
+    sa.Index("playlists_owner", "owner"),
+)
+playlist_tracks = sa.Table(
+    "playlist_tracks", _md,
+    sa.Column("playlist_id", _AUTO, sa.ForeignKey("playlists.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("track_id", _ID, sa.ForeignKey("tracks.id", ondelete="CASCADE"), nullable=False),
+    sa.Index("playlist_tracks_track", "track_id"),
+)
+plays = sa.Table(
+    "plays", _md,
+    sa.Column("id", _AUTO, primary_key=True, autoincrement=True),
+    sa.Column("user_name", sa.Text, sa.ForeignKey("users.name", **_USER), nullable=False),
+    sa.Column("track_id", _ID, sa.ForeignKey("tracks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("played_at", sa.Float, nullable=False),
+    sa.Index("plays_track", "track_id"),
+    sa.Index("plays_user_time", "user_name", "played_at"),
+)
+# a starred song (its track id as text), album or artist (their ids, ``recommender.browse``);
+# readers skip what no longer exists
+stars = sa.Table(
+    "stars", _md,
+    sa.Column("user_name", sa.Text, sa.ForeignKey("users.name", **_USER), primary_key=True),
+    sa.Column("item_id", sa.Text, primary_key=True),
+    sa.Column("starred_at", sa.Float, nullable=False),
+)
+ratings = sa.Table(
+    "ratings", _md,
+    sa.Column("user_name", sa.Text, sa.ForeignKey("users.name", **_USER), primary_key=True),
+    sa.Column("track_id", _ID, sa.ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("rating", sa.Integer, nullable=False),
+)
+LISTENING = (users, playlists, playlist_tracks, plays, stars, ratings)
+
 # tags match case-insensitively (``search(tag=)``), through this index in both databases
 _TAG_INDEX = sa.Index("track_tags_lower", sa.func.lower(track_tags.c.tag), track_tags.c.track_id)
 

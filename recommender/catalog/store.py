@@ -11,6 +11,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from ..errors import CatalogError, UnknownTrack
+from ..text import clean_text
+from .accounts import Accounts
 from .database import Database
 from .freshness import Freshness
 from .records import NewTrack, Track, _top_tag_rows, _vector
@@ -19,7 +21,7 @@ from .schema import changes, meta, paths, track_tags, tracks
 CHANGES_KEPT = 100_000  # generations of the change log kept; a node further behind reconciles in full
 
 
-class Catalog(Freshness, Database):
+class Catalog(Freshness, Accounts, Database):
     """The catalog at ``where``: a SQLite file path (created with its folder when missing), or a
     ``sqlite:///`` or ``postgresql://`` URL (the database must exist; its tables are created).
 
@@ -126,6 +128,7 @@ class Catalog(Freshness, Database):
             genre=row[6], probabilities=json.loads(row[7]), model_version=row[8], is_silent=bool(row[9]),
             added_at=row[10], paths=paths,
             tags=dict(sorted(json.loads(row[11]).items(), key=lambda kv: -kv[1])),
+            album_artist=row[12], track_no=row[13], disc_no=row[14], year=row[15], tag_genre=row[16],
         )
 
     def get(self, track_id: int, *, with_embedding: bool = False) -> Track:
@@ -210,6 +213,20 @@ class Catalog(Freshness, Database):
         """(id, title, artist, genre) of every track, by id: what a map of the catalog shows."""
         return [tuple(r) for r in self._q(sa.select(tracks.c.id, tracks.c.title, tracks.c.artist, tracks.c.genre)
                                           .order_by(tracks.c.id))]
+
+    def browse_rows(self) -> list[tuple]:
+        """What browsing by tags needs of every track, by id: (id, title, artist, album, album
+        artist, track no, disc no, year, genre tag, predicted genre, duration s, added at, first
+        path, its size in bytes); the path and size are None for a track without a file."""
+        first = (sa.select(paths.c.track_id, sa.func.min(paths.c.seq).label("seq"))
+                 .group_by(paths.c.track_id).subquery())
+        q = (sa.select(tracks.c.id, tracks.c.title, tracks.c.artist, tracks.c.album, tracks.c.album_artist,
+                       tracks.c.track_no, tracks.c.disc_no, tracks.c.year, tracks.c.tag_genre, tracks.c.genre,
+                       tracks.c.duration_s, tracks.c.added_at, paths.c.path, paths.c.size)
+             .select_from(tracks.outerjoin(first, first.c.track_id == tracks.c.id)
+                          .outerjoin(paths, sa.and_(paths.c.track_id == tracks.c.id, paths.c.seq == first.c.seq)))
+             .order_by(tracks.c.id))
+        return [tuple(r) for r in self._q(q)]
 
     def ids_with_genre(self, genre: str) -> np.ndarray:
         return np.array([r[0] for r in self._q(sa.select(tracks.c.id).where(tracks.c.genre == genre))], np.int64)
@@ -297,7 +314,9 @@ class Catalog(Freshness, Database):
                         id=tid, sha256=t.sha256, title=t.title, artist=t.artist, album=t.album,
                         duration_s=float(t.duration_s), genre=t.genre, probabilities=json.dumps(t.probabilities),
                         embedding=np.asarray(t.embedding, "<f4").tobytes(), model_version=t.model_version,
-                        is_silent=int(t.is_silent), added_at=now, tags=json.dumps(t.tags)))
+                        is_silent=int(t.is_silent), added_at=now, tags=json.dumps(t.tags),
+                        album_artist=t.album_artist, track_no=t.track_no, disc_no=t.disc_no, year=t.year,
+                        tag_genre=t.tag_genre))
                     tag_rows = _top_tag_rows(tid, t.tags, tag_priors)
                     if tag_rows:
                         db.execute(track_tags.insert(), tag_rows)
@@ -355,13 +374,31 @@ class Catalog(Freshness, Database):
                 self._upsert(meta, [{"key": "model_version", "value": model_version}])
             self._bump(db, {int(u[0]): "~" for u in updates})
 
+    def update_file_tags(self, rows: dict[int, dict[str, Any]]) -> None:
+        """Track id → its file's tags (``FILE_TAGS``, read again): stored in one transaction,
+        as a new generation with no change to the set of tracks or their embeddings."""
+        if not rows:
+            return
+        b = sa.bindparam
+        text = ("artist", "album", "album_artist", "tag_genre")
+        params = [{"tid": int(t), "_title": (clean_text(v.get("title")) or "Untitled")[:500],
+                   **{"_" + c: clean_text(v.get(c)) for c in text},
+                   **{"_" + c: v.get(c) for c in ("track_no", "disc_no", "year")}} for t, v in rows.items()]
+        with self._tx() as db:
+            db.execute(tracks.update().where(tracks.c.id == b("tid"))
+                       .values(**{c: b("_" + c) for c in ("title", *text, "track_no", "disc_no", "year")}), params)
+            self._bump(db, {})  # what browsing shows changed; the tracks and their embeddings did not
+        with self._lock:
+            for t in rows:
+                self._rows.pop(int(t), None)
+
     def ids_not_from(self, model_version: str) -> list[int]:
         return [r[0] for r in self._q(sa.select(tracks.c.id).where(tracks.c.model_version != model_version))]
 
 
 _COLS = (tracks.c.id, tracks.c.sha256, tracks.c.title, tracks.c.artist, tracks.c.album, tracks.c.duration_s,
          tracks.c.genre, tracks.c.probabilities, tracks.c.model_version, tracks.c.is_silent, tracks.c.added_at,
-         tracks.c.tags)
+         tracks.c.tags, tracks.c.album_artist, tracks.c.track_no, tracks.c.disc_no, tracks.c.year, tracks.c.tag_genre)
 _PATH_COL = len(_COLS)  # _ROWS_PATHS_VECS: the row's columns, then one path (None: no path), then the vector
 _ROWS_PATHS_VECS = (sa.select(*_COLS, paths.c.path, tracks.c.embedding)
                     .select_from(tracks.outerjoin(paths, paths.c.track_id == tracks.c.id))
