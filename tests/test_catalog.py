@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from .helpers import UNDO_SCHEMA_6
 
 
 def record(i: int, **fields):
@@ -195,7 +196,7 @@ def test_an_older_sqlite_catalog_migrates_in_place(tmp_path):
     b.close()
 
     db = sqlite3.connect(tmp_path / "c.sqlite3")  # make it a schema-2 file, then open it
-    db.executescript("DROP INDEX paths_seq; ALTER TABLE paths DROP COLUMN seq; DROP INDEX track_tags_lower; "
+    db.executescript(UNDO_SCHEMA_6 + "DROP INDEX paths_seq; ALTER TABLE paths DROP COLUMN seq; DROP INDEX track_tags_lower; "
                      "DROP TABLE changes; DELETE FROM meta WHERE key IN ('last_track_id', 'writes', 'changes_from'); "
                      "UPDATE meta SET value='2' WHERE key='schema_version';")
     db.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .helpers import agree, music
+from .helpers import GENRES, UNDO_SCHEMA_6, agree, music, write_clip
 from recommender.catalog import SCHEMA_VERSION
 from recommender.errors import ModelMismatch
 from recommender.ingest import ingest
@@ -58,7 +58,7 @@ def test_schema_1_catalog_upgrades_in_place_and_reembeds_to_a_new_model(tmp_path
     ingest(old, [tmp_path / "music"], workers=0)
     old.close()
     db = sqlite3.connect(tmp_path / "home" / "catalog.sqlite3")  # make it a schema-1 file, as 0.1 wrote them
-    db.executescript("DROP TABLE track_tags; ALTER TABLE tracks DROP COLUMN tags; DROP INDEX paths_seq; "
+    db.executescript(UNDO_SCHEMA_6 + "DROP TABLE track_tags; ALTER TABLE tracks DROP COLUMN tags; DROP INDEX paths_seq; "
                      "ALTER TABLE paths DROP COLUMN seq; DROP TABLE changes; DELETE FROM meta WHERE key IN ('last_track_id', 'writes', 'changes_from'); "
                      "UPDATE meta SET value='1' WHERE key='schema_version';")
     db.close()
@@ -108,3 +108,40 @@ def test_a_node_catches_up_from_its_saved_generation_without_comparing_the_catal
     idx_ids = sorted(back.index.ids().tolist())
     monkeypatch.undo()
     assert idx_ids == back.catalog.ids().tolist() and len(idx_ids) == 8
+
+
+def test_schema_5_catalog_gains_file_tags_and_listeners_and_ingest_reads_the_tags_again(tmp_path, make_library):
+    """A catalog from before schema 6 keeps its tracks; the new tag columns are empty until the
+    next ingest, which reads the unchanged files' tags (not their audio) and fills them in."""
+    import sqlite3
+
+    import mutagen
+
+    from recommender.extract import read_tags
+    from recommender.ingest import ingest
+
+    paths = [write_clip(tmp_path / "music" / f"{i}.flac", g, seconds=2.0, seed=30 + i)
+             for i, g in enumerate(GENRES)]
+    for i, p in enumerate(paths):
+        f = mutagen.File(p, easy=True)
+        f["albumartist"], f["tracknumber"], f["date"], f["genre"] = "Band", f"{i + 1}/3", "1999-01-02", "Dub"
+        f.save()
+    assert read_tags(paths[1]) | {"title": None} == {"title": None, "artist": None, "album": None,
+                                                       "album_artist": "Band", "track_no": 2, "disc_no": None,
+                                                       "year": 1999, "tag_genre": "Dub"}
+    lib = make_library()
+    ingest(lib, [tmp_path / "music"], workers=0)
+    assert {t.track_no for t in lib.catalog.get_many(lib.catalog.ids()).values()} == {1, 2, 3}
+    lib.close()
+    db = sqlite3.connect(tmp_path / "home" / "catalog.sqlite3")
+    db.executescript(UNDO_SCHEMA_6 + "UPDATE meta SET value='5' WHERE key='schema_version';")
+    db.close()
+    old = make_library()
+    tracks = old.catalog.get_many(old.catalog.ids())
+    assert len(tracks) == 3 and all(t.album_artist is None and t.year is None for t in tracks.values())
+    assert old.catalog.users() == [] and old.catalog.playlists() == []
+    report = ingest(old, [tmp_path / "music"], workers=0)
+    assert report.unchanged == 3 and report.added == 0
+    tracks = old.catalog.get_many(old.catalog.ids())
+    assert {(t.album_artist, t.year, t.tag_genre) for t in tracks.values()} == {("Band", 1999, "Dub")}
+    assert old.catalog.get_meta("facts_missing") == "0"

@@ -32,6 +32,13 @@ def ingest_tagged_library(root: Path, bundle, n: int, *, seed: int, title: str, 
     return root / "home"
 
 
+# what schema 6 added, dropped again: with the version set back, a test's SQLite catalog is one of schema 5
+UNDO_SCHEMA_6 = ("DROP TABLE playlist_tracks; DROP TABLE playlists; DROP TABLE plays; DROP TABLE stars; "
+                 "DROP TABLE ratings; DROP TABLE users; ALTER TABLE tracks DROP COLUMN album_artist; "
+                 "ALTER TABLE tracks DROP COLUMN track_no; ALTER TABLE tracks DROP COLUMN disc_no; "
+                 "ALTER TABLE tracks DROP COLUMN year; ALTER TABLE tracks DROP COLUMN tag_genre; ")
+
+
 POSTGRES_ADMIN_URL = os.environ.get("SONICSORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
