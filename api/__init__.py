@@ -60,6 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(page.bp)  # the web page at /
     app.register_blueprint(subsonic.bp)  # OpenSubsonic at /rest
+    subsonic.init_app(app, int(settings.answer_cache_mb * 1_000_000))
     app.wsgi_app = PredictFastPath(app)  # repeated /v1/predict uploads, before Flask
     app.wsgi_app = _one_catalog_check_per_request(app.wsgi_app)
     app.wsgi_app = errors.last_resort(app.wsgi_app)

@@ -281,6 +281,8 @@ class WSGIBridge:
             # the body is whole: a chunked one (no Content-Length) is read to its end, not taken as empty
             "wsgi.input": io.BytesIO(body) if isinstance(body, bytes) else body, "wsgi.input_terminated": True, "wsgi.errors": sys.stderr,
             "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
+            # files (audio for players) are read in pieces of the size sent at once, not werkzeug's 8 KB
+            "wsgi.file_wrapper": _file_wrapper,
         }
         if scope.get("client"):
             env["REMOTE_ADDR"], env["REMOTE_PORT"] = scope["client"][0], str(scope["client"][1])
@@ -290,6 +292,12 @@ class WSGIBridge:
             text = value.decode("latin1")
             env[key] = env[key] + "," + text if key in env else text
         return env
+
+
+def _file_wrapper(f, block_size: int = 8192):
+    from werkzeug.wsgi import FileWrapper
+
+    return FileWrapper(f, max(block_size, STREAM_CHUNK))
 
 
 class _Rest:

@@ -63,6 +63,16 @@ def wants_m3u8() -> bool:
     return best in ("audio/x-mpegurl", "application/vnd.apple.mpegurl")
 
 
+def has_key() -> bool:
+    """The request carries the server's ``SONICSORT_API_KEY`` (False when none is set)."""
+    key = service().settings.api_key
+    given = request.headers.get("X-API-Key") or ""
+    auth = request.headers.get("Authorization", "")
+    if not given and auth[:7].lower() == "bearer ":
+        given = auth[7:].strip()
+    return bool(key) and hmac.compare_digest(given.encode(), key.encode())
+
+
 def require_key() -> None:
     """Writes need ``SONICSORT_API_KEY`` when one is set: 401 without a key, 403 with a wrong one."""
     key = service().settings.api_key
@@ -192,6 +202,45 @@ def path():
         return m3u8_response(items, "sonicsort-path")
     return jsonify({"from": start, "to": end, "length": len(items), "requested_length": length,
                     "truncated": len(items) < length, "items": scored_json(items)})
+
+
+# ---------------------------------------------------------------- saved playlists (the users' own)
+def saved_json(p, tracks=None) -> dict[str, Any]:
+    d = {"id": p.id, "name": p.name, "owner": p.owner, "public": p.public, "comment": p.comment,
+         "created_at": p.created_at, "changed_at": p.changed_at, "n_tracks": len(p.track_ids),
+         "url": f"{request.script_root}/v1/saved-playlists/{p.id}"}
+    if tracks is not None:
+        d["items"] = [track_json(t) for t in tracks]
+    return d
+
+
+def _visible(p) -> bool:
+    # a private playlist is its user's: /v1 shows it only to requests with the server's API key
+    return p.public or has_key()
+
+
+@bp.get("/saved-playlists")
+def saved_playlists():
+    found = [p for p in service().catalog.playlists() if _visible(p)]
+    return jsonify({"items": [saved_json(p) for p in found]})
+
+
+@bp.get("/saved-playlists/<int:playlist_id>")
+def saved_playlist(playlist_id: int):
+    from recommender.errors import UnknownPlaylist
+
+    m3u = wants_m3u8()
+    svc = service()
+    p = svc.catalog.playlist(playlist_id)
+    if not _visible(p):
+        raise UnknownPlaylist(f"no playlist {playlist_id}")
+    found = svc.catalog.get_many(p.track_ids)
+    tracks = [found[t] for t in p.track_ids if t in found]
+    if m3u:
+        from recommender.recommend import Scored
+
+        return m3u8_response([Scored(t, 1.0, 1.0, 1.0) for t in tracks], p.name)
+    return jsonify(saved_json(p, tracks))
 
 
 @bp.get("/map")

@@ -94,7 +94,8 @@ class Settings:
     # the gunicorn worker class of `serve`: "uvicorn" (slow clients wait in an event loop and
     # hold no thread) or "gthread" (gunicorn's threads, each reading its connection)
     web_server: str = "uvicorn"
-    # whole /v1/predict answers kept in each worker for repeated uploads (0: off)
+    # whole /v1/predict answers kept in each worker for repeated uploads, and as much again of /rest
+    # answers until the catalog's next write (0: off)
     answer_cache_mb: float = 32.0
     # what one request may cost (recommender.limits): its work stops after this many seconds (503) ...
     request_budget_s: float = 10.0

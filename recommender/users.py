@@ -153,6 +153,37 @@ class Users:
         self._settings = settings
         self._box: PasswordBox | None = None
         self.failures = FailedLogins(settings.redis_url, settings.cache_prefix)
+        # users and their opened passwords as of the catalog's last write (``Catalog.write_token``)
+        self._memo: dict = {}
+        self._memo_token = None
+        self._memo_lock = threading.Lock()
+
+    def _remember(self, key, make):
+        token = self.catalog.write_token()
+        with self._memo_lock:
+            if token != self._memo_token:
+                self._memo, self._memo_token = {}, token
+            if key in self._memo:
+                return self._memo[key]
+        value = make()
+        with self._memo_lock:
+            if token == self._memo_token:
+                self._memo[key] = value
+        return value
+
+    def listening(self, name: str) -> dict[str, dict]:
+        """What a user's answers show beside the songs, as of the catalog's last write: their
+        ``stars`` (item id → time), ``ratings`` and last ``played`` times (track id → ...), and
+        everyone's ``plays`` (track id → count)."""
+        def read() -> dict[str, dict]:
+            cat = self.catalog
+            return {"stars": cat.starred(name), "ratings": cat.ratings(name), "played": cat.last_played(user=name),
+                    "plays": self._remember(("plays",), cat.play_counts)}
+
+        return self._remember(("listening", name), read)
+
+    def has_users(self) -> bool:
+        return self._remember(("any",), self.catalog.has_users)
 
     @property
     def box(self) -> PasswordBox:
@@ -184,15 +215,24 @@ class Users:
     def _known(self, name: str, address: str) -> User:
         from .errors import UnknownUser
 
-        try:
-            return self.catalog.user(name)
-        except UnknownUser:
-            raise self._fail(name, address, "wrong username or password") from None
+        def read():
+            try:
+                return self.catalog.user(name)
+            except UnknownUser:
+                return None
+
+        user = self._remember(("user", name), read)
+        if user is None:
+            raise self._fail(name, address, "wrong username or password")
+        return user
+
+    def _password_of(self, user: User) -> str:
+        return self._remember(("password", user.name, user.password), lambda: self.box.open(user.password))
 
     def login_password(self, name: str, password: str, *, address: str) -> User:
         self._guard(name, address)
         user = self._known(name, address)
-        if not hmac.compare_digest(self.box.open(user.password).encode(), password.encode()):
+        if not hmac.compare_digest(self._password_of(user).encode(), password.encode()):
             raise self._fail(name, address, "wrong username or password")
         return user
 
@@ -200,7 +240,7 @@ class Users:
         """Subsonic's token login: ``token`` = md5(password + salt), in hex."""
         self._guard(name, address)
         user = self._known(name, address)
-        want = hashlib.md5((self.box.open(user.password) + salt).encode()).hexdigest()
+        want = hashlib.md5((self._password_of(user) + salt).encode()).hexdigest()
         if not hmac.compare_digest(want, token.strip().lower()):
             raise self._fail(name, address, "wrong username or password")
         return user

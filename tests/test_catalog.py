@@ -354,3 +354,46 @@ def test_a_process_refuses_to_write_once_a_newer_sonicsort_upgraded_the_catalog(
         old.add([rec])
     assert len(old) == 0 and old.generation == 0
     old.close()
+
+
+def test_users_playlists_plays_stars_and_ratings_in_either_database(catalog_at):
+    """The listeners' tables on SQLite and PostgreSQL: a removed track leaves playlists, plays
+    and ratings without it; a removed user takes all of theirs; every write is seen by a second
+    connection (``write_token``)."""
+    from recommender.catalog import Catalog
+    from recommender.errors import BadRequest, UnknownPlaylist, UnknownTrack, UnknownUser
+
+    c, other = Catalog(catalog_at("c")), Catalog(catalog_at("c"))
+    t1, t2, t3 = c.add([record(1), record(2), record(3)])
+    c.add_user("ann", "sealed-1", is_admin=True)
+    c.add_user("ben", "sealed-2")
+    with pytest.raises(BadRequest, match="exists"):
+        c.add_user("ANN", "x")
+    assert [(u.name, u.is_admin) for u in other.users()] == [("ann", True), ("ben", False)]
+    before = other.write_token()
+    pid = c.create_playlist("ann", "Mix", [t1, t2, t3], comment="hi")
+    assert other.write_token() != before  # another connection sees the write
+    c.update_playlist(pid, add=[t1], remove_positions=[1], public=True)
+    assert other.playlist(pid).track_ids == (t1, t3, t1) and other.playlist(pid).public
+    with pytest.raises(UnknownTrack):
+        c.update_playlist(pid, add=[999])
+    assert c.playlist(pid).track_ids == (t1, t3, t1)  # the refused change left it as it was
+    assert [p.name for p in c.playlists(visible_to="ben")] == ["Mix"]
+    c.add_plays("ben", [t1, t1, t3], [100.0, 200.0, 150.0])
+    assert c.play_counts() == {t1: 2, t3: 1} and c.last_played(user="ben") == {t1: 200.0, t3: 150.0}
+    assert c.most_played(limit=5) == [(t1, 2), (t3, 1)] and c.recently_played(limit=5) == [t1, t3]
+    c.star("ben", [str(t3), "al-x"])
+    c.rate("ben", t3, 4)
+    assert set(other.starred("ben")) == {"al-x", str(t3)}
+    assert other.ratings("ben") == {t3: 4}
+    c.remove([t3])
+    assert c.playlist(pid).track_ids == (t1, t1) and c.play_counts() == {t1: 2} and c.ratings("ben") == {}
+    c.delete_user("ben")
+    assert c.play_counts() == {} and c.starred("ben") == {}
+    with pytest.raises(UnknownUser):
+        c.user("ben")
+    c.delete_user("ann")
+    with pytest.raises(UnknownPlaylist):
+        c.playlist(pid)
+    c.close()
+    other.close()

@@ -263,3 +263,34 @@ def test_cli_on_a_shared_postgresql_catalog(tmp_path, cli_env, postgres_db):
     r = run_cli(["stats"], dict(a, SONICSORT_CATALOG_URL="postgresql://someone:hunter2@127.0.0.1:1/x"))
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "cannot open the catalog" in r.stderr
     assert "hunter2" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_users_add_list_passwd_apikey_delete(tmp_path):
+    """`sonicsort users`: the password from standard input, stored encrypted under a key file
+    of mode 0600; bad names and unknown users are one line each."""
+    import sqlite3
+
+    def users(*args, stdin=None):
+        env = {**ENV, "SONICSORT_HOME": str(tmp_path)}
+        return subprocess.run([sys.executable, "-m", "api.cli", "users", *args], input=stdin, capture_output=True,
+                              text=True, env=env, timeout=120)
+
+    assert users("add", "alice", "--admin", stdin="s3cret words\n").returncode == 0
+    assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
+    stored = sqlite3.connect(tmp_path / "catalog.sqlite3").execute("SELECT password FROM users").fetchone()[0]
+    assert "s3cret" not in stored and len(stored) > 40  # encrypted, not in clear
+    assert one_line_error(users("add", "ALICE", stdin="x\n"))  # the same name in another case
+    assert one_line_error(users("add", " bob", stdin="x\n"))
+    assert one_line_error(users("add", "bob", stdin=""))  # no password on stdin
+    assert users("add", "bob", stdin="pw\n").returncode == 0
+    listed = json.loads(users("list", "--json").stdout)
+    assert [(u["user"], u["admin"]) for u in listed] == [("alice", True), ("bob", False)]
+    key = users("apikey", "bob").stdout.strip()
+    assert len(key) >= 32 and json.loads(users("list", "--json").stdout)[1]["api_key"] is True
+    assert users("passwd", "bob", stdin="new pw\n").returncode == 0
+    assert one_line_error(users("passwd", "nobody", stdin="x\n"))
+    assert users("delete", "bob").returncode == 0 and one_line_error(users("delete", "bob"))
+    assert [u["user"] for u in json.loads(users("list", "--json").stdout)] == ["alice"]
+    os.chmod(tmp_path / "secret.key", 0o644)  # a key others can read is refused
+    err = one_line_error(users("add", "carol", stdin="pw\n"))
+    assert "chmod 600" in err[0]

@@ -283,8 +283,16 @@ def test_playlists_per_user_with_their_rights(rest):
     replaced = ok(rest, "createPlaylist", playlistId=pid, songId=[ids["Beta"]])["playlist"]  # the update form
     assert [e["title"] for e in replaced["entry"]] == ["Beta"]
     assert error_code(rest, "getPlaylist", id=pid, user="bob") == 70  # private: not there for bob
+    assert rest.get("/v1/saved-playlists").json()["items"] == []
+    assert rest.get(f"/v1/saved-playlists/{pid}").status_code == 404
     ok(rest, "updatePlaylist", playlistId=pid, public="true")
     assert [p["name"] for p in ok(rest, "getPlaylists", user="bob")["playlists"]["playlist"]] == ["Road trip"]
+    # /v1 shows the public playlists (private ones only with the server's API key), in JSON and M3U8
+    listed = rest.get("/v1/saved-playlists").json()["items"]
+    assert [(p["name"], p["owner"], p["n_tracks"]) for p in listed] == [("Road trip", "alice", 1)]
+    one = rest.get(f"/v1/saved-playlists/{pid}").json()
+    assert [t["title"] for t in one["items"]] == ["Beta"] and "path" not in one["items"][0]
+    assert "Beta" in rest.get(f"/v1/saved-playlists/{pid}", params={"format": "m3u8"}).text
     assert error_code(rest, "deletePlaylist", id=pid, user="bob") == 50  # public, but alice's
     assert error_code(rest, "getPlaylists", username="alice", user="bob") == 50
     mine = ok(rest, "createPlaylist", name="Bob's", songId=ids["Gamma"], user="bob")["playlist"]["id"]

@@ -383,3 +383,22 @@ def test_the_page_and_its_assets_come_from_the_app(web):
     assert r.headers["X-Content-Type-Options"] == same.headers["X-Content-Type-Options"] == "nosniff"
     for url in ("/v1/genres", "/v1/tracks/999999", "/openapi.json"):  # JSON and problem+json alike
         assert requests.get(web.url + url).headers["X-Content-Type-Options"] == "nosniff", url
+
+
+def test_saved_playlists_and_how_to_connect_an_app(web, page):
+    """A user's public playlist (made in a Subsonic app) is listed with its M3U8; the panel says
+    which URL an app connects to and how a user is added."""
+    cat = web.service.catalog
+    web.service.users.add("dana", "dana-pass")
+    ids = cat.ids().tolist()
+    pid = cat.create_playlist("dana", "Morning mix", ids[:3], public=True)
+    cat.create_playlist("dana", "Private one", ids[:2])
+    try:
+        pg = page.open("#/playlist")
+        pg.wait_for_selector("#saved-list > li")
+        assert pg.eval_on_selector_all("#saved-list > li a", "els => els.map(e => e.textContent)") == ["Morning mix"]
+        assert pg.get_attribute("#saved-list > li a", "href") == f"/v1/saved-playlists/{pid}?format=m3u8"
+        assert pg.text_content("#connect-url") == web.url
+        assert "sonicsort users add" in pg.text_content("#connect")
+    finally:
+        cat.delete_user("dana")

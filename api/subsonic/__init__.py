@@ -6,86 +6,25 @@ A request is a GET query or a POST form (the ``formPost`` extension) carrying th
 version ``v``, the client name ``c`` and the format ``f`` (``xml``, the default, ``json``
 or ``jsonp`` with ``callback``). Every answer is a ``subsonic-response`` with HTTP 200, an
 error included (its code is the spec's), except the media a method sends (``stream``,
-``download``, ``getCoverArt``). The methods are in ``methods``; what they say is built by
-``entries`` and written by ``render``.
+``download``, ``getCoverArt``). The methods are in ``methods`` (registered by name with
+``protocol.method``); what they say is built by ``entries`` and written by ``render``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Callable
+from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from . import render
+from . import methods, render
+from .protocol import (BAD_API_KEY, CONFLICTING_LOGIN, GENERIC, METHODS, MISSING, NOT_AUTHORISED, NOT_FOUND, PUBLIC,
+                       WRONG_LOGIN, Call, SubsonicError)
 
 log = logging.getLogger(__name__)
 bp = Blueprint("rest", __name__, url_prefix="/rest")
-
-# the spec's error codes
-GENERIC, MISSING, WRONG_LOGIN, TOKEN_UNSUPPORTED, MECHANISM_UNSUPPORTED, CONFLICTING_LOGIN, BAD_API_KEY, \
-    NOT_AUTHORISED, NOT_FOUND = 0, 10, 40, 41, 42, 43, 44, 50, 70
-# the methods anyone may call, logged in or not (getOpenSubsonicExtensions: the spec says so)
-PUBLIC = {"getOpenSubsonicExtensions"}
-METHODS: dict[str, Callable[["Call"], Any]] = {}
-
-
-class SubsonicError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-def method(fn: Callable[["Call"], Any]) -> Callable[["Call"], Any]:
-    """Register ``fn`` as the method of its name."""
-    METHODS[fn.__name__.rstrip("_")] = fn
-    return fn
-
-
-class Call:
-    """One request: its parameters (query and form together), the logged-in user, the service."""
-
-    def __init__(self, svc, values) -> None:
-        self.svc = svc
-        self.values = values
-        self.user = None  # recommender.catalog.accounts.User once logged in
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        v = self.values.get(name)
-        return v if v not in (None, "") else default
-
-    def need(self, name: str) -> str:
-        v = self.get(name)
-        if v is None:
-            raise SubsonicError(MISSING, f"required parameter is missing: {name}")
-        return v
-
-    def all(self, name: str) -> list[str]:
-        return [v for v in self.values.getlist(name) if v != ""]
-
-    def int(self, name: str, default: int | None = None, *, lo: int = 0, hi: int = 10**9) -> int | None:
-        v = self.get(name)
-        if v is None:
-            return default
-        try:
-            n = int(v)
-        except ValueError:
-            raise SubsonicError(GENERIC, f"{name} must be a whole number, not {v!r}") from None
-        if not lo <= n <= hi:
-            raise SubsonicError(GENERIC, f"{name} must be between {lo} and {hi}, not {n}")
-        return n
-
-    def bool(self, name: str, default: bool) -> bool:
-        v = self.get(name)
-        if v is None:
-            return default
-        if v.lower() in ("true", "1", "yes"):
-            return True
-        if v.lower() in ("false", "0", "no"):
-            return False
-        raise SubsonicError(GENERIC, f"{name} must be true or false, not {v!r}")
-
+__all__ = ["bp", "methods"]
 
 def _format(values) -> tuple[str, str | None]:
     f = (values.get("f") or "xml").lower()
@@ -115,7 +54,7 @@ def _login(call: Call) -> None:
     v, users = call.values, call.svc.users
     given = [k for k in ("u", "p", "t", "s", "apiKey") if v.get(k)]
     address = request.remote_addr or "?"
-    if not users.catalog.has_users():
+    if not users.has_users():
         raise SubsonicError(WRONG_LOGIN, "this server has no users yet: add one with 'sonicsort users add NAME'")
     try:
         if "apiKey" in given:
@@ -162,18 +101,23 @@ def _code_of(exc: BaseException) -> tuple[int, str] | None:
 def dispatch(name: str):
     from werkzeug.datastructures import CombinedMultiDict
 
-    from . import methods  # noqa: F401  (registers the methods)
-
     values = CombinedMultiDict([request.args, request.form]) if request.method == "POST" else request.args
     name = name[:-5] if name.endswith(".view") else name
     fn = METHODS.get(name)
     if fn is None:
         return failure(GENERIC, f"sonicsort does not implement {name!r} (see getOpenSubsonicExtensions and the docs)",
                        values)
-    call = Call(current_app.extensions["sonicsort"], values)
+    svc = current_app.extensions["sonicsort"]
+    call = Call(svc, values)
+    key = token = None
     try:
         if name not in PUBLIC:
             _login(call)
+        if name in CACHED and not (name == "getAlbumList2" and values.get("type") == "random"):
+            key, token = _answer_key(name, call), svc.catalog.write_token()
+            hit = current_app.extensions["sonicsort_rest_answers"].get(key, token)
+            if hit is not None:
+                return Response(hit, mimetype=_MIMETYPES[_format(values)[0]])
         out = fn(call)
     except SubsonicError as exc:
         return failure(exc.code, exc.message, values)
@@ -185,4 +129,28 @@ def dispatch(name: str):
         return failure(*known, values)
     if isinstance(out, Response):
         return out
-    return answer(render.envelope(out or {}), values)
+    resp = answer(render.envelope(out or {}), values)
+    if key is not None:  # the token from before the answer was made: a write meanwhile only makes it miss
+        current_app.extensions["sonicsort_rest_answers"].put(key, token, resp.get_data())
+    return resp
+
+
+# answers that depend on nothing but their parameters, the user and the catalog: kept per
+# worker until the catalog's next write (any process's: ``Catalog.write_token``)
+CACHED = {"getLicense", "getMusicFolders", "getIndexes", "getArtists", "getArtist", "getAlbum", "getSong",
+          "getMusicDirectory", "getGenres", "getSongsByGenre", "getAlbumList2", "search3", "getStarred2",
+          "getPlaylists", "getPlaylist", "getSonicSimilarTracks", "findSonicPath", "getSimilarSongs",
+          "getSimilarSongs2", "getTopSongs"}
+_LOGIN = {"u", "p", "t", "s", "apiKey", "c", "v", "_"}  # what names the caller, not the question
+_MIMETYPES = {"xml": "application/xml", "json": "application/json", "jsonp": "application/javascript"}
+
+
+def _answer_key(name: str, call: Call) -> tuple:
+    return (name, call.user.name, tuple(sorted((k, tuple(call.values.getlist(k))) for k in call.values if k not in _LOGIN)))
+
+
+def init_app(app, max_bytes: int) -> None:
+    """The per-worker cache of whole answers (``SONICSORT_ANSWER_CACHE_MB``, shared in size with /v1's)."""
+    from ..answers import AnswerCache
+
+    app.extensions["sonicsort_rest_answers"] = AnswerCache(max_bytes)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
 from recommender.browse import Album, Artist, MusicIndex, Song
 
@@ -16,14 +16,11 @@ def iso(t: float) -> str:
 
 
 class UserData:
-    """One user's stars, and the ratings and plays of the songs an answer lists (three queries at most)."""
+    """One user's stars, ratings and plays (``recommender.users.Users.listening``)."""
 
-    def __init__(self, catalog, user: str, song_ids: Iterable[int] = ()) -> None:
-        ids = list(song_ids)
-        self.stars = catalog.starred(user)
-        self.ratings = catalog.ratings(user, ids) if ids else {}
-        self.plays = catalog.play_counts(ids) if ids else {}
-        self.played = catalog.last_played(ids, user=user) if ids else {}
+    def __init__(self, users, user: str) -> None:
+        d = users.listening(user)
+        self.stars, self.ratings, self.plays, self.played = d["stars"], d["ratings"], d["plays"], d["played"]
 
 
 def child(song: Song, data: UserData | None = None) -> dict[str, Any]:

@@ -7,10 +7,10 @@ from typing import Any
 
 from flask import Response, send_file
 
-from recommender.browse import IGNORED_ARTICLES, MusicIndex, Song, index_letter
+from recommender.browse import IGNORED_ARTICLES, MusicIndex, Song
 
-from . import GENERIC, NOT_AUTHORISED, NOT_FOUND, Call, SubsonicError, method
 from . import entries as E
+from .protocol import GENERIC, NOT_AUTHORISED, NOT_FOUND, Call, SubsonicError, method
 
 MAX_LIST = 500  # the most albums or songs one list answer holds
 EXTENSIONS = [{"name": "formPost", "versions": [1]}, {"name": "apiKeyAuthentication", "versions": [1]},
@@ -33,7 +33,7 @@ def _song(call: Call, idx: MusicIndex, key: str = "id") -> Song:
 
 
 def _data(call: Call, songs=()) -> E.UserData:
-    return E.UserData(call.svc.catalog, call.user.name, [s.id for s in songs])
+    return E.UserData(call.svc.users, call.user.name)
 
 
 def _songs_answer(call: Call, songs: list[Song]) -> list[dict[str, Any]]:
@@ -64,11 +64,7 @@ def getMusicFolders(call: Call):
 
 # ---------------------------------------------------------------- browsing by tags
 def _letters(idx: MusicIndex, entry) -> list[dict[str, Any]]:
-    groups: dict[str, list] = {}
-    for aid in idx.artist_order:
-        ar = idx.artists[aid]
-        groups.setdefault(index_letter(ar.name), []).append(entry(ar))
-    return [{"name": k, "artist": v} for k, v in sorted(groups.items(), key=lambda kv: (kv[0] == "#", kv[0]))]
+    return [{"name": letter, "artist": [entry(idx.artists[a]) for a in ids]} for letter, ids in idx.letters]
 
 
 @method
@@ -203,7 +199,7 @@ def _album_list(call: Call, idx: MusicIndex) -> list:
         stars = cat.starred(user)
         albums = [idx.albums[a] for a in stars if a in idx.albums]
     elif kind == "highest":
-        rated = cat.ratings(user, list(idx.songs))
+        rated = {t: r for t, r in cat.ratings(user).items() if t in idx.songs}
         mean: dict[str, list[int]] = {}
         for tid, r in rated.items():
             mean.setdefault(idx.songs[tid].album_id, []).append(r)

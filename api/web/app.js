@@ -521,6 +521,16 @@ async function loadGenres() {
   $("#pl-genres").replaceChildren(...opts(false));
 }
 
+async function loadSaved() {
+  $("#connect-url").textContent = location.origin;
+  const out = await api("/v1/saved-playlists").catch(() => null);
+  if (!out) return;
+  $("#saved-empty").hidden = out.items.length > 0;
+  $("#saved-list").replaceChildren(...out.items.map((p) => h("li", {},
+    h("a", { href: `${p.url}?format=m3u8`, download: `${p.name}.m3u8` }, p.name),
+    h("span", { class: "muted small" }, ` ${p.owner} · ${p.n_tracks} tracks`))));
+}
+
 const VIEWS = ["identify", "browse", "track", "playlist", "map"];
 function route() {
   const [, view = "identify", arg] = location.hash.split("/");
@@ -535,6 +545,7 @@ function route() {
   if (name === "browse" && !$("#browse-list").dataset.count) search();
   if (name === "track" && arg) showTrack(Number(arg));
   if (name === "playlist" && !$("#pick-list").dataset.count) pick();
+  if (name === "playlist") loadSaved();
   if (name === "map") { if (!state.map) loadMap(); else drawMap(); }
 }
 

@@ -1,7 +1,8 @@
 """The catalog's listeners: users, their playlists, plays, stars and ratings (``Accounts``, a
 part of ``Catalog``). These rows never change the set of tracks, so they start no new
-catalog generation; a removed track takes its plays, stars, ratings and playlist entries
-with it (foreign keys), and a removed user everything of theirs."""
+catalog generation, but other processes see each write (``Catalog.write_token``); a removed
+track takes its plays, ratings and playlist entries with it (foreign keys), and a removed
+user everything of theirs."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class Accounts:
     # ---------------------------------------------------------------- users
     def add_user(self, name: str, password: str, *, is_admin: bool = False) -> None:
         """A new user (``password`` as it is to be stored). A name taken, also in another case, is refused."""
-        with self._tx(count=False) as db:
+        with self._tx() as db:
             taken = db.execute(sa.select(users.c.name).where(sa.func.lower(users.c.name) == name.lower())).scalar()
             if taken is not None:
                 raise BadRequest(f"user {taken!r} exists already")
@@ -68,7 +69,7 @@ class Accounts:
     def set_user(self, name: str, **values: Any) -> None:
         """Change ``password``, ``is_admin`` or ``api_key_sha256`` of user ``name``."""
         values = {k: (int(v) if k == "is_admin" else v) for k, v in values.items()}
-        with self._tx(count=False) as db:
+        with self._tx() as db:
             if not db.execute(users.update().where(users.c.name == name).values(**values)).rowcount:
                 raise UnknownUser(f"no user {name!r}")
 
@@ -78,7 +79,7 @@ class Accounts:
 
     def delete_user(self, name: str) -> None:
         """The user and all of theirs: playlists, plays, stars and ratings."""
-        with self._tx(count=False) as db:
+        with self._tx() as db:
             if not db.execute(users.delete().where(users.c.name == name)).rowcount:
                 raise UnknownUser(f"no user {name!r}")
 
@@ -93,7 +94,7 @@ class Accounts:
 
     def add_plays(self, user: str, track_ids: Iterable[int], times: Iterable[float] | None = None) -> None:
         """Record that ``user`` played these tracks (at ``times``, seconds since the epoch; default now)."""
-        with self._tx(count=False) as db:
+        with self._tx() as db:
             ids = self._known_tracks(db, track_ids)
             when = list(times) if times is not None else [time.time()] * len(ids)
             if ids:
@@ -113,13 +114,15 @@ class Accounts:
             q = q.where(plays.c.track_id.in_(ids))
         return {int(t): int(c) for t, c in self._q(q)}
 
-    def last_played(self, track_ids: Iterable[int], *, user: str) -> dict[int, float]:
-        ids = [int(t) for t in track_ids]
-        if not ids:
-            return {}
-        rows = self._q(sa.select(plays.c.track_id, sa.func.max(plays.c.played_at))
-                       .where(plays.c.user_name == user, plays.c.track_id.in_(ids)).group_by(plays.c.track_id))
-        return {int(t): float(w) for t, w in rows}
+    def last_played(self, track_ids: Iterable[int] | None = None, *, user: str) -> dict[int, float]:
+        """track id → when ``user`` last played it (among ``track_ids`` when given)."""
+        q = sa.select(plays.c.track_id, sa.func.max(plays.c.played_at)).where(plays.c.user_name == user)
+        if track_ids is not None:
+            ids = [int(t) for t in track_ids]
+            if not ids:
+                return {}
+            q = q.where(plays.c.track_id.in_(ids))
+        return {int(t): float(w) for t, w in self._q(q.group_by(plays.c.track_id))}
 
     def most_played(self, *, limit: int, track_ids: Iterable[int] | None = None) -> list[tuple[int, int]]:
         """(track id, plays) by plays, most first (among ``track_ids`` when given)."""
@@ -138,7 +141,7 @@ class Accounts:
     def star(self, user: str, item_ids: Iterable[str], *, on: bool = True) -> None:
         """Star (or with ``on=False`` unstar) songs, albums or artists by their ids (the caller checks them)."""
         ids = [str(i) for i in item_ids]
-        with self._tx(count=False) as db:
+        with self._tx() as db:
             if on:
                 self._upsert(stars, [{"user_name": user, "item_id": i, "starred_at": time.time()} for i in ids],
                              replace=False)
@@ -152,25 +155,27 @@ class Accounts:
 
     def rate(self, user: str, track_id: int, rating: int) -> None:
         """``rating`` 1–5 stores it, 0 removes it."""
-        with self._tx(count=False) as db:
+        with self._tx() as db:
             (tid,) = self._known_tracks(db, [track_id])
             db.execute(ratings.delete().where(ratings.c.user_name == user, ratings.c.track_id == tid))
             if rating:
                 db.execute(ratings.insert().values(user_name=user, track_id=tid, rating=int(rating)))
 
-    def ratings(self, user: str, track_ids: Iterable[int]) -> dict[int, int]:
-        ids = [int(t) for t in track_ids]
-        if not ids:
-            return {}
-        rows = self._q(sa.select(ratings.c.track_id, ratings.c.rating)
-                       .where(ratings.c.user_name == user, ratings.c.track_id.in_(ids)))
-        return {int(t): int(r) for t, r in rows}
+    def ratings(self, user: str, track_ids: Iterable[int] | None = None) -> dict[int, int]:
+        """track id → ``user``'s rating (among ``track_ids`` when given)."""
+        q = sa.select(ratings.c.track_id, ratings.c.rating).where(ratings.c.user_name == user)
+        if track_ids is not None:
+            ids = [int(t) for t in track_ids]
+            if not ids:
+                return {}
+            q = q.where(ratings.c.track_id.in_(ids))
+        return {int(t): int(r) for t, r in self._q(q)}
 
     # ---------------------------------------------------------------- playlists
     def create_playlist(self, owner: str, name: str, track_ids: Iterable[int] = (), *,
                         comment: str | None = None, public: bool = False) -> int:
         now = time.time()
-        with self._tx(count=False) as db:
+        with self._tx() as db:
             ids = self._known_tracks(db, track_ids)
             pid = db.execute(playlists.insert().values(owner=owner, name=name, comment=comment, public=int(public),
                                                        created_at=now, changed_at=now)
@@ -213,7 +218,7 @@ class Accounts:
                         add: Iterable[int] = (), remove_positions: Iterable[int] = ()) -> None:
         """Change a playlist: its name, comment, visibility; its tracks replaced (``track_ids``),
         or some removed (by position in the current order) and others appended (``add``)."""
-        with self._tx(count=False) as db:
+        with self._tx() as db:
             exists = db.execute(sa.select(playlists.c.id).where(playlists.c.id == int(playlist_id))).scalar()
             if exists is None:
                 raise UnknownPlaylist(f"no playlist {playlist_id}")
@@ -240,6 +245,6 @@ class Accounts:
                                                       for i, t in enumerate(current)])
 
     def delete_playlist(self, playlist_id: int) -> None:
-        with self._tx(count=False) as db:
+        with self._tx() as db:
             if not db.execute(playlists.delete().where(playlists.c.id == int(playlist_id))).rowcount:
                 raise UnknownPlaylist(f"no playlist {playlist_id}")

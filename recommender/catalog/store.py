@@ -55,6 +55,13 @@ class Catalog(Freshness, Accounts, Database):
         """The model version of the catalog's embeddings (None while empty)."""
         return self.get_meta("model_version")
 
+    def write_token(self) -> Any:
+        """A value that changes with every write to the catalog, by this process or any other
+        (tracks, users, playlists, plays, stars, ratings): what an answer cache keys on."""
+        with self._lock:
+            self._fresh()
+            return self._seen
+
     @property
     def generation(self) -> int:
         """Bumped by every write that changes the set of tracks or their embeddings."""

@@ -1,0 +1,234 @@
+"""OpenSubsonic under load: ``getArtists``, ``getAlbum``, ``search3`` and
+``getSonicSimilarTracks`` with 16 keep-alive clients against ``sonicsort serve`` (2 workers,
+4 threads: its default), one method at a time, on a catalog of 10,000 tracks (real ingested
+tracks, generated clips by default, padded with synthetic tracks in albums of 10); then
+``stream`` of a 10 MB file, whole and by 1 MB ranges, beside reading the same file.
+
+    python -m benchmarks.perf.subsonic_load [--data ../shared/data] --out benchmarks/results/subsonic-load.json
+
+Targets: p99 under 30 ms for each of the four methods, no errors; streaming at the speed
+of reading the file from the disk (the ratio of the two, measured in one run, each read
+after the file's pages were dropped from the page cache). The methods are measured twice:
+with the per-worker answer cache (``SONICSORT_ANSWER_CACHE_MB``, the default) and without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.harness import build_catalog, free_port, pct, stop_server, wait_ready
+
+USER, PASSWORD = "bench", "bench-password"
+
+
+def auth() -> dict[str, str]:
+    salt = uuid.uuid4().hex[:8]
+    return {"u": USER, "t": hashlib.md5((PASSWORD + salt).encode()).hexdigest(), "s": salt, "v": "1.16.1",
+            "c": "bench", "f": "json"}
+
+
+def load(port: int, queries: list[dict[str, str]], method: str, clients: int, seconds: float) -> dict:
+    lat: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    stop = time.monotonic() + seconds
+    base = auth()
+
+    def client(n: int) -> None:
+        rnd = random.Random(n)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while time.monotonic() < stop:
+            q = urllib.parse.urlencode({**base, **rnd.choice(queries)})
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", f"/rest/{method}?{q}")
+                r = conn.getresponse()
+                body = r.read()
+                if r.status != 200 or b'"status":"ok"' not in body:
+                    errors[n] += 1
+            except Exception:
+                errors[n] += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                continue
+            lat[n].append((time.perf_counter() - t0) * 1000)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    every = [x for one in lat for x in one]
+    return {"requests": len(every), "errors": sum(errors), "requests_per_s": round(len(every) / wall, 1),
+            "p50_ms": round(pct(every, 50), 2), "p90_ms": round(pct(every, 90), 2),
+            "p99_ms": round(pct(every, 99), 2), "max_ms": round(max(every), 2)}
+
+
+def _evict(path: Path) -> None:
+    """Drop the file's pages from the page cache, so the next read comes from the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def streaming(port: int, song_id: str, path: Path, rounds: int = 5, *, cold: bool) -> dict:
+    """``stream`` of the whole file beside reading it (both from the disk with ``cold``, else
+    from the page cache), then 1 MB ranges."""
+    size = path.stat().st_size
+    q = urllib.parse.urlencode({**auth(), "id": song_id})
+    reads, whole, ranges = [], [], []
+    for _ in range(rounds):
+        if cold:
+            _evict(path)
+        t0 = time.perf_counter()
+        data = path.read_bytes()
+        reads.append(time.perf_counter() - t0)
+        if cold:
+            _evict(path)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        t0 = time.perf_counter()
+        conn.request("GET", f"/rest/stream?{q}")
+        got = conn.getresponse().read()
+        whole.append(time.perf_counter() - t0)
+        if got != data:
+            sys.exit("stream answered other bytes than the file's")
+        rnd = random.Random(len(whole))
+        for _ in range(10):
+            start = rnd.randrange(0, size - 1_000_000)
+            t0 = time.perf_counter()
+            conn.request("GET", f"/rest/stream?{q}", headers={"Range": f"bytes={start}-{start + 999_999}"})
+            r = conn.getresponse()
+            part = r.read()
+            ranges.append((time.perf_counter() - t0) * 1000)
+            if r.status != 206 or part != data[start:start + 1_000_000]:
+                sys.exit("a range of stream was not the file's bytes")
+        conn.close()
+    mb = size / 1e6
+    return {"file_mb": round(mb, 1), "read_mb_per_s": round(mb / float(np.median(reads)), 1),
+            "stream_mb_per_s": round(mb / float(np.median(whole)), 1),
+            "stream_over_read": round(float(np.median(reads)) / float(np.median(whole)), 3),
+            "range_1mb_p50_ms": round(pct(ranges, 50), 2), "range_1mb_p99_ms": round(pct(ranges, 99), 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="a folder of real audio to ingest (default: generated 30 s clips)")
+    ap.add_argument("--tracks", type=int, default=10_000, help="catalog size after padding (default 10000)")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+
+    import soundfile as sf
+
+    tmp = Path(tempfile.mkdtemp(prefix="sonicsort-subsonic-"))
+    home, data = tmp / "home", args.data
+    if not data:
+        from recommender.demo import write_demo_library
+
+        data = str(tmp / "clips")
+        write_demo_library(Path(data), per_style=6, seconds=30.0)
+    # one long file to stream: 10 MB of 16-bit stereo WAV (about a minute)
+    rng = np.random.default_rng(3)
+    long = Path(data) / "long" / "ten-megabytes.wav"
+    long.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(long, (0.2 * rng.standard_normal((2_500_000, 2))).astype(np.float32), 44_100, subtype="PCM_16")
+    args.long_file = long
+    env = {**os.environ, "SONICSORT_HOME": str(home), "SONICSORT_REDIS_URL": "none", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = None
+    try:
+        t0 = time.perf_counter()
+        n_real = sum(1 for p in Path(data).rglob("*") if p.is_file())
+        ids, files = build_catalog(home, data, max(0, args.tracks - n_real), env)
+        db = sqlite3.connect(home / "catalog.sqlite3")  # the synthetic tracks in albums of ten
+        db.execute("UPDATE tracks SET album = 'Album ' || (id / 10), album_artist = 'Artist ' || (id / 10 % 997), "
+                   "track_no = id % 10 + 1 WHERE sha256 LIKE 'synthetic-%'")
+        db.commit()
+        db.close()
+        subprocess.run([sys.executable, "-m", "api.cli", "users", "add", USER], input=PASSWORD + "\n", text=True,
+                       env=env, check=True, capture_output=True)
+        print(f"catalog: {len(ids)} tracks ({len(files)} real) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        passes, stream = {}, {}
+        for answers in ("on", "off"):
+            port = free_port()
+            proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2",
+                                     "--threads", "4"], env={**env, **({} if answers == "on" else
+                                                                      {"SONICSORT_ANSWER_CACHE_MB": "0"})},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_ready(f"http://127.0.0.1:{port}", proc, workers=2)
+            passes[f"answer_cache_{answers}"], more = measure(port, args)
+            stream.update(more)
+            stop_server(proc)
+            proc = None
+        runs = passes["answer_cache_on"]
+        targets = {f"{m}_p99_under_30ms": r["p99_ms"] < 30 and r["errors"] == 0 for m, r in runs.items()}
+        targets["stream_at_disk_speed"] = stream["cold"]["stream_over_read"] >= 0.8
+        result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+                  "date": time.strftime("%Y-%m-%d"), "catalog_tracks": len(ids), "real_tracks": len(files),
+                  "server": {"workers": 2, "threads": 4}, "clients": args.clients, "seconds": args.seconds,
+                  "methods": runs, "methods_answer_cache_off": passes["answer_cache_off"], "stream": stream,
+                  "targets": targets}
+        text = json.dumps(result, indent=1)
+        print(text)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text + "\n")
+    finally:
+        if proc is not None and proc.poll() is None:
+            stop_server(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(port: int, args) -> tuple[dict, dict]:
+    """The four methods under load, one after another; and, with the answer cache on, streaming."""
+    long = args.long_file
+
+    def get(method: str, **params) -> dict:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", f"/rest/{method}?" + urllib.parse.urlencode({**auth(), **params}))
+        return json.loads(conn.getresponse().read())["subsonic-response"]
+
+    albums = get("getAlbumList2", type="alphabeticalByName", size=500)["albumList2"]["album"]
+    songs = get("search3", query="", songCount=500, artistCount=0, albumCount=0)["searchResult3"]["song"]
+    words = ["album", "artist", "synthetic 1", "blues", "rock", "9", "jazz", "12"]
+    plans = {"getArtists": [{}], "getAlbum": [{"id": a["id"]} for a in albums],
+             "search3": [{"query": w} for w in words + [f"synthetic {n}" for n in range(1000)]],
+             "getSonicSimilarTracks": [{"id": s["id"], "count": 10} for s in songs]}
+    runs = {}
+    for method, queries in plans.items():
+        load(port, queries, method, 4, 2.0)  # both workers build their music index and warm up, not measured
+        runs[method] = load(port, queries, method, args.clients, args.seconds)
+        print(f"{method}: {runs[method]}", file=sys.stderr)
+    more = {}
+    long_id = get("search3", query="ten-megabytes", songCount=1)["searchResult3"]["song"][0]["id"]
+    if args.long_file is not None:
+        more = {"warm": streaming(port, long_id, long, cold=False), "cold": streaming(port, long_id, long, cold=True)}
+        print(f"stream: {more}", file=sys.stderr)
+        args.long_file = None  # once is enough
+    return runs, more
+
+
+if __name__ == "__main__":
+    main()
