@@ -6,8 +6,8 @@ A request is a GET query or a POST form (the ``formPost`` extension) carrying th
 version ``v``, the client name ``c`` and the format ``f`` (``xml``, the default, ``json``
 or ``jsonp`` with ``callback``). Every answer is a ``subsonic-response`` with HTTP 200, an
 error included (its code is the spec's), except the media a method sends (``stream``,
-``download``, ``getCoverArt``). The methods are in ``methods`` (registered by name with
-``protocol.method``); what they say is built by ``entries`` and written by ``render``.
+``download``, ``getCoverArt``). The methods are in ``browsing``, ``media``, ``listening`` and
+``sonic`` (each registered by name with ``protocol.method``); what they say is built by ``entries`` and written by ``render``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from . import methods, render
+from . import browsing, listening, media, render, sonic
 from .protocol import (BAD_API_KEY, CONFLICTING_LOGIN, GENERIC, METHODS, MISSING, NOT_AUTHORISED, NOT_FOUND, PUBLIC,
                        WRONG_LOGIN, Call, SubsonicError)
 
 log = logging.getLogger(__name__)
 bp = Blueprint("rest", __name__, url_prefix="/rest")
-__all__ = ["bp", "methods"]
+__all__ = ["bp", "browsing", "listening", "media", "sonic"]
 
 def _format(values) -> tuple[str, str | None]:
     f = (values.get("f") or "xml").lower()
