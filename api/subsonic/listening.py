@@ -6,6 +6,7 @@ from . import entries as E
 from . import lookup as L
 from .protocol import GENERIC, NOT_AUTHORISED, NOT_FOUND, Call, SubsonicError, method
 
+
 # ---------------------------------------------------------------- listening: plays, stars, ratings
 
 @method

@@ -9,6 +9,7 @@ from recommender.browse import Song
 from . import lookup as L
 from .protocol import NOT_FOUND, Call, SubsonicError, method
 
+
 # ---------------------------------------------------------------- media
 def _file_of(call: Call, song: Song):
     from recommender.errors import UnknownTrack

@@ -8,6 +8,7 @@ from . import entries as E
 from . import lookup as L
 from .protocol import NOT_FOUND, Call, SubsonicError, method
 
+
 # ---------------------------------------------------------------- recommendations from the embedding
 def _unit_similarity(x: float) -> float:
     """A cosine as the spec's similarity: in [0, 1], 1 for the same song (opposite or unrelated: 0)."""
