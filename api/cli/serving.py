@@ -123,6 +123,8 @@ def cmd_demo(args: argparse.Namespace, settings) -> int:
             f"  curl -s -H 'Content-Type: application/json' -d '{{\"seeds\": [1], \"length\": 8}}' {url}/v1/playlists",
             f"  curl -s -OJ -H 'Content-Type: application/json' -d '{{\"from\": 1, \"to\": 2, \"length\": 6}}' "
             f"'{url}/v1/paths?format=m3u8'",
+            f"Subsonic apps: add a user (SONICSORT_HOME={settings.home} sonicsort users add NAME), "
+            f"then connect the app to {url}",
             "Ctrl-C stops it."])
 
     return serve(settings, workers=args.workers, banner=banner)
