@@ -63,14 +63,19 @@ def wants_m3u8() -> bool:
     return best in ("audio/x-mpegurl", "application/vnd.apple.mpegurl")
 
 
+def _given_key() -> str | None:
+    """The API key the request sends: X-API-Key, else Authorization: Bearer."""
+    given = request.headers.get("X-API-Key")
+    auth = request.headers.get("Authorization", "")
+    if given is None and auth[:7].lower() == "bearer ":
+        given = auth[7:].strip()
+    return given
+
+
 def has_key() -> bool:
     """The request carries the server's ``SONICSORT_API_KEY`` (False when none is set)."""
-    key = service().settings.api_key
-    given = request.headers.get("X-API-Key") or ""
-    auth = request.headers.get("Authorization", "")
-    if not given and auth[:7].lower() == "bearer ":
-        given = auth[7:].strip()
-    return bool(key) and hmac.compare_digest(given.encode(), key.encode())
+    key, given = service().settings.api_key, _given_key()
+    return bool(key and given) and hmac.compare_digest(given.encode(), key.encode())
 
 
 def require_key() -> None:
@@ -78,10 +83,7 @@ def require_key() -> None:
     key = service().settings.api_key
     if not key:
         return
-    given = request.headers.get("X-API-Key")
-    auth = request.headers.get("Authorization", "")
-    if given is None and auth[:7].lower() == "bearer ":
-        given = auth[7:].strip()
+    given = _given_key()
     if not given:
         raise ApiError(401, "this server needs an API key for changes: send X-API-Key or Authorization: Bearer",
                        {"WWW-Authenticate": 'Bearer realm="sonicsort"'})

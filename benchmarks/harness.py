@@ -4,14 +4,18 @@ for a server's workers, private databases. Benchmarks are modules of this packag
 
 from __future__ import annotations
 
+import http.client
 import io
 import os
+import random
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import requests
@@ -23,6 +27,48 @@ KEY = "fault-key"  # the API key of the servers the benchmarks start
 def pct(values: list[float], q: float) -> float:
     v = sorted(values)
     return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
+
+
+def closed_loop(nodes: list[tuple[str, int]], clients: int, seconds: float, path: Callable[[random.Random], str],
+                ok: Callable[[int, bytes], bool] = lambda status, body: status == 200) -> dict:
+    """``clients`` keep-alive clients (threads; client n on node n mod len(nodes)), each sending
+    the GET ``path(its own Random)`` makes and the next as soon as the answer is read, for
+    ``seconds``: requests, errors (``ok`` false, or no answer), requests a second and latency
+    percentiles in ms."""
+    lat: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(n: int) -> None:
+        rnd = random.Random(n)
+        host, port = nodes[n % len(nodes)]
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        while time.monotonic() < stop:
+            target = path(rnd)
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", target)
+                r = conn.getresponse()
+                if not ok(r.status, r.read()):
+                    errors[n] += 1
+            except Exception:
+                errors[n] += 1
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=30)
+                continue
+            lat[n].append((time.perf_counter() - t0) * 1000)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    every = [x for one in lat for x in one]
+    return {"requests": len(every), "errors": sum(errors), "requests_per_s": round(len(every) / wall, 1),
+            "p50_ms": round(pct(every, 50), 2), "p90_ms": round(pct(every, 90), 2),
+            "p99_ms": round(pct(every, 99), 2), "max_ms": round(max(every), 2)}
 
 
 def free_port() -> int:

@@ -150,7 +150,11 @@ def _answer_key(name: str, call: Call) -> tuple:
 
 
 def init_app(app, max_bytes: int) -> None:
-    """The per-worker cache of whole answers (``SONICSORT_ANSWER_CACHE_MB``, shared in size with /v1's)."""
+    """The per-worker caches of whole answers (``SONICSORT_ANSWER_CACHE_MB``, as much as /v1's) and of
+    cover art."""
+    from recommender.artwork import ArtworkCache
+
     from ..answers import AnswerCache
 
     app.extensions["sonicsort_rest_answers"] = AnswerCache(max_bytes)
+    app.extensions["sonicsort_artwork"] = ArtworkCache()

@@ -67,9 +67,7 @@ def getIndexes(call: Call):
 @method
 def getArtist(call: Call):
     idx = L.index(call)
-    ar = idx.artists.get(call.need("id"))
-    if ar is None:
-        raise SubsonicError(NOT_FOUND, f"artist not found: {call.need('id')}")
+    ar = L.artist(call, idx)
     data = L.data(call)
     return {"artist": {**E.artist(ar, data), "album": [E.album(idx, idx.albums[a], data) for a in ar.album_ids]}}
 
@@ -77,17 +75,15 @@ def getArtist(call: Call):
 @method
 def getAlbum(call: Call):
     idx = L.index(call)
-    al = idx.albums.get(call.need("id"))
-    if al is None:
-        raise SubsonicError(NOT_FOUND, f"album not found: {call.need('id')}")
-    return {"album": E.album(idx, al, L.data(call, idx.songs_of(al.song_ids)), songs=True)}
+    al = L.album(call, idx)
+    return {"album": E.album(idx, al, L.data(call), songs=True)}
 
 
 @method
 def getSong(call: Call):
     idx = L.index(call)
     song = L.song(call, idx)
-    return {"song": E.child(song, L.data(call, [song]))}
+    return {"song": E.child(song, L.data(call))}
 
 
 @method
@@ -138,8 +134,7 @@ def _album_list(call: Call, idx: MusicIndex) -> list:
     albums = list(idx.albums.values())
     cat, user = call.svc.catalog, call.user.name
     if kind == "random":
-        picked = random.sample(albums, min(size, len(albums)))
-        return picked
+        return random.sample(albums, min(size, len(albums)))
     if kind == "newest":
         albums.sort(key=lambda a: -a.created)
     elif kind == "alphabeticalByName":
@@ -200,7 +195,7 @@ def search3(call: Call):
 
     artists, albums, songs = idx.search(call.get("query", "") or "", artists=window("artist"),
                                         albums=window("album"), songs=window("song"))
-    data = L.data(call, songs)
+    data = L.data(call)
     return {"searchResult3": {"artist": [E.artist(a, data) for a in artists],
                               "album": [E.album(idx, a, data) for a in albums],
                               "song": [E.child(s, data) for s in songs]}}

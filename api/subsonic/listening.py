@@ -55,7 +55,7 @@ def getStarred2(call: Call):
     idx = L.index(call)
     stars = call.svc.catalog.starred(call.user.name)
     songs = [idx.songs[int(i)] for i in stars if i.isdigit() and int(i) in idx.songs]
-    data = L.data(call, songs)
+    data = L.data(call)
     return {"starred2": {"artist": [E.artist(idx.artists[i], data) for i in stars if i in idx.artists],
                          "album": [E.album(idx, idx.albums[i], data) for i in stars if i in idx.albums],
                          "song": [E.child(s, data) for s in songs]}}
@@ -113,7 +113,7 @@ def getPlaylists(call: Call):
 def getPlaylist(call: Call):
     idx = L.index(call)
     p = _playlist(call)
-    return {"playlist": E.playlist(p, idx, songs=True, data=L.data(call, idx.songs_of(p.track_ids)))}
+    return {"playlist": E.playlist(p, idx, songs=True, data=L.data(call))}
 
 
 @method
@@ -132,7 +132,7 @@ def createPlaylist(call: Call):
             raise SubsonicError(10, "required parameter is missing: name or playlistId")
         pid = cat.create_playlist(call.user.name, name, ids)
     p = cat.playlist(pid)
-    return {"playlist": E.playlist(p, idx, songs=True, data=L.data(call, idx.songs_of(p.track_ids)))}
+    return {"playlist": E.playlist(p, idx, songs=True, data=L.data(call))}
 
 
 @method

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recommender.browse import MusicIndex, Song
+from recommender.browse import Album, Artist, MusicIndex, Song
 
 from . import entries as E
 from .protocol import NOT_FOUND, Call, SubsonicError
@@ -27,14 +27,27 @@ def song(call: Call, idx: MusicIndex, key: str = "id") -> Song:
     return song
 
 
-def data(call: Call, songs=()) -> E.UserData:
+def artist(call: Call, idx: MusicIndex, key: str = "id") -> Artist:
+    found = idx.artists.get(call.need(key))
+    if found is None:
+        raise SubsonicError(NOT_FOUND, f"artist not found: {call.need(key)}")
+    return found
+
+
+def album(call: Call, idx: MusicIndex, key: str = "id") -> Album:
+    found = idx.albums.get(call.need(key))
+    if found is None:
+        raise SubsonicError(NOT_FOUND, f"album not found: {call.need(key)}")
+    return found
+
+
+def data(call: Call) -> E.UserData:
     return E.UserData(call.svc.users, call.user.name)
 
 
 def songs_answer(call: Call, songs: list[Song]) -> list[dict[str, Any]]:
-    data_ = data(call, songs)
-    return [E.child(s, data_) for s in songs]
-
+    user_data = data(call)
+    return [E.child(s, user_data) for s in songs]
 
 
 def song_ids(call: Call, idx: MusicIndex, values: list[str]) -> list[int]:

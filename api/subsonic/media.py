@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, send_file
+from flask import Response, current_app, send_file
 
 from recommender.browse import Song
 
@@ -42,18 +42,12 @@ def download(call: Call):
     return _send(call, attachment=True)
 
 
-_ART = None
-
-
 @method
 def getCoverArt(call: Call):
     """The picture in a song's tags (for an album or artist: of its first song that has one),
     else a generated placeholder; ``size`` fits it into size × size pixels."""
     from recommender import artwork
 
-    global _ART
-    if _ART is None:
-        _ART = artwork.ArtworkCache()
     idx = L.index(call)
     key = call.need("id")
     size = call.int("size", None, lo=1, hi=10_000)
@@ -77,7 +71,7 @@ def getCoverArt(call: Call):
                         continue
         return artwork.placeholder(name, size), "image/png"
 
-    body, mime = _ART.cover((idx.generation, key, size), make)
+    body, mime = current_app.extensions["sonicsort_artwork"].cover((idx.generation, key, size), make)
     resp = Response(body, mimetype=mime)
     resp.headers["Cache-Control"] = "max-age=86400"
     return resp

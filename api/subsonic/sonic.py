@@ -6,7 +6,7 @@ from recommender.browse import MusicIndex, Song
 
 from . import entries as E
 from . import lookup as L
-from .protocol import NOT_FOUND, Call, SubsonicError, method
+from .protocol import Call, method
 
 
 # ---------------------------------------------------------------- recommendations from the embedding
@@ -22,7 +22,7 @@ def getSonicSimilarTracks(call: Call):
     count = call.int("count", 10, lo=0, hi=L.MAX_LIST)
     found = call.svc.similar_to_track(song.id, k=count) if count else []
     songs = idx.songs_of(s.track.id for s in found)
-    data = L.data(call, songs)
+    data = L.data(call)
     by_id = {s.id: s for s in songs}
     # the genre-aware ranking of /v1 picks the tracks; they are listed most similar first, as the spec asks
     picked = sorted((s for s in found if s.track.id in by_id and s.track.id != song.id), key=lambda s: -s.similarity)
@@ -40,7 +40,7 @@ def findSonicPath(call: Call):
     steps = call.svc.path(start.id, end.id, count)
     vecs = call.svc.catalog.vectors([start.id] + [s.track.id for s in steps])
     songs = idx.songs_of(s.track.id for s in steps)
-    data = L.data(call, songs)
+    data = L.data(call)
     origin = vecs[start.id]
     return {"sonicMatch": [{"entry": E.child(s, data),
                             "similarity": _unit_similarity(np.dot(origin, vecs[s.id]) if s.id in vecs else 0.0)}
@@ -51,9 +51,9 @@ def _similar_songs(call: Call, idx: MusicIndex, key: str, count: int) -> list[So
     if key in idx.albums or key in idx.artists:
         ids = (idx.albums[key].song_ids if key in idx.albums
                else [i for a in idx.artists[key].album_ids for i in idx.albums[a].song_ids])
-        seeds = ids[:20]
+        seeds, own = ids[:20], set(ids)
         items = call.svc.playlist(seeds, len(seeds) + count)
-        return idx.songs_of(s.track.id for s in items if s.track.id not in set(ids))[:count]
+        return idx.songs_of(s.track.id for s in items if s.track.id not in own)[:count]
     song = L.song(call, idx)
     return idx.songs_of(s.track.id for s in call.svc.similar_to_track(song.id, k=count) if s.track.id != song.id)
 
@@ -71,9 +71,7 @@ def getSimilarSongs(call: Call):
 def getSimilarSongs2(call: Call):
     """Songs like an artist's (its id, as ``getArtists`` gives it), from the embedding."""
     idx = L.index(call)
-    key = call.need("id")
-    if key not in idx.artists:
-        raise SubsonicError(NOT_FOUND, f"artist not found: {key}")
+    key = L.artist(call, idx).id
     count = call.int("count", 50, lo=0, hi=L.MAX_LIST)
     songs = _similar_songs(call, idx, key, count) if count else []
     return {"similarSongs2": {"song": L.songs_answer(call, songs)}}

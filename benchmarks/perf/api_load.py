@@ -32,20 +32,18 @@ import argparse
 import http.client
 import json
 import os
-import random
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
 
-from ..harness import build_catalog, free_port, pct, wait_ready
+from ..harness import build_catalog, closed_loop, free_port, pct, wait_ready
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -53,42 +51,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def load_python(host: str, port: int, ids: list[int], clients: int, seconds: float,
                 more: tuple[tuple[str, int], ...] = ()) -> dict:
     """``clients`` keep-alive clients on random ids; with ``more`` nodes, client n on node n mod all."""
-    lat: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    stop = time.monotonic() + seconds
-    nodes = [(host, port), *more]
-
-    def client(n: int) -> None:
-        rnd = random.Random(n)
-        host, port = nodes[n % len(nodes)]
-        conn = http.client.HTTPConnection(host, port, timeout=30)
-        while time.monotonic() < stop:
-            t0 = time.perf_counter()
-            try:
-                conn.request("GET", f"/v1/tracks/{rnd.choice(ids)}/similar?k=10")
-                r = conn.getresponse()
-                r.read()
-                if r.status != 200:
-                    errors[n] += 1
-            except Exception:
-                errors[n] += 1
-                conn.close()
-                conn = http.client.HTTPConnection(host, port, timeout=30)
-                continue
-            lat[n].append((time.perf_counter() - t0) * 1000)
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    all_lat = [x for lst in lat for x in lst]
-    return {"client": "python threads", "requests": len(all_lat), "errors": sum(errors),
-            "requests_per_s": round(len(all_lat) / wall, 1), "p50_ms": round(pct(all_lat, 50), 2),
-            "p90_ms": round(pct(all_lat, 90), 2), "p99_ms": round(pct(all_lat, 99), 2),
-            "max_ms": round(max(all_lat), 2)}
+    return {"client": "python threads",
+            **closed_loop([(host, port), *more], clients, seconds,
+                          lambda rnd: f"/v1/tracks/{rnd.choice(ids)}/similar?k=10")}
 
 
 WRK_SCRIPT = """

@@ -26,7 +26,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import uuid
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import build_catalog, free_port, pct, stop_server, wait_ready
+from ..harness import build_catalog, closed_loop, free_port, pct, stop_server, wait_ready
 
 USER, PASSWORD = "bench", "bench-password"
 
@@ -46,41 +45,10 @@ def auth() -> dict[str, str]:
 
 
 def load(port: int, queries: list[dict[str, str]], method: str, clients: int, seconds: float) -> dict:
-    lat: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    stop = time.monotonic() + seconds
     base = auth()
-
-    def client(n: int) -> None:
-        rnd = random.Random(n)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        while time.monotonic() < stop:
-            q = urllib.parse.urlencode({**base, **rnd.choice(queries)})
-            t0 = time.perf_counter()
-            try:
-                conn.request("GET", f"/rest/{method}?{q}")
-                r = conn.getresponse()
-                body = r.read()
-                if r.status != 200 or b'"status":"ok"' not in body:
-                    errors[n] += 1
-            except Exception:
-                errors[n] += 1
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                continue
-            lat[n].append((time.perf_counter() - t0) * 1000)
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    every = [x for one in lat for x in one]
-    return {"requests": len(every), "errors": sum(errors), "requests_per_s": round(len(every) / wall, 1),
-            "p50_ms": round(pct(every, 50), 2), "p90_ms": round(pct(every, 90), 2),
-            "p99_ms": round(pct(every, 99), 2), "max_ms": round(max(every), 2)}
+    return closed_loop([("127.0.0.1", port)], clients, seconds,
+                       lambda rnd: f"/rest/{method}?" + urllib.parse.urlencode({**base, **rnd.choice(queries)}),
+                       ok=lambda status, body: status == 200 and b'"status":"ok"' in body)
 
 
 def _evict(path: Path) -> None:

@@ -101,28 +101,16 @@ class Accounts:
                 db.execute(plays.insert(), [{"user_name": user, "track_id": t, "played_at": float(w)}
                                             for t, w in zip(ids, when)])
 
-    def play_counts(self, track_ids: Iterable[int] | None = None, *, user: str | None = None) -> dict[int, int]:
-        """track id → times played (by ``user``, or by anyone)."""
-        n = sa.func.count()
-        q = sa.select(plays.c.track_id, n).group_by(plays.c.track_id)
-        if user is not None:
-            q = q.where(plays.c.user_name == user)
-        if track_ids is not None:
-            ids = [int(t) for t in track_ids]
-            if not ids:
-                return {}
-            q = q.where(plays.c.track_id.in_(ids))
+    def play_counts(self) -> dict[int, int]:
+        """track id → times played, by anyone."""
+        q = sa.select(plays.c.track_id, sa.func.count()).group_by(plays.c.track_id)
         return {int(t): int(c) for t, c in self._q(q)}
 
-    def last_played(self, track_ids: Iterable[int] | None = None, *, user: str) -> dict[int, float]:
-        """track id → when ``user`` last played it (among ``track_ids`` when given)."""
-        q = sa.select(plays.c.track_id, sa.func.max(plays.c.played_at)).where(plays.c.user_name == user)
-        if track_ids is not None:
-            ids = [int(t) for t in track_ids]
-            if not ids:
-                return {}
-            q = q.where(plays.c.track_id.in_(ids))
-        return {int(t): float(w) for t, w in self._q(q.group_by(plays.c.track_id))}
+    def last_played(self, *, user: str) -> dict[int, float]:
+        """track id → when ``user`` last played it."""
+        q = (sa.select(plays.c.track_id, sa.func.max(plays.c.played_at)).where(plays.c.user_name == user)
+             .group_by(plays.c.track_id))
+        return {int(t): float(w) for t, w in self._q(q)}
 
     def most_played(self, *, limit: int, track_ids: Iterable[int] | None = None) -> list[tuple[int, int]]:
         """(track id, plays) by plays, most first (among ``track_ids`` when given)."""
@@ -161,14 +149,9 @@ class Accounts:
             if rating:
                 db.execute(ratings.insert().values(user_name=user, track_id=tid, rating=int(rating)))
 
-    def ratings(self, user: str, track_ids: Iterable[int] | None = None) -> dict[int, int]:
-        """track id → ``user``'s rating (among ``track_ids`` when given)."""
+    def ratings(self, user: str) -> dict[int, int]:
+        """track id → ``user``'s rating."""
         q = sa.select(ratings.c.track_id, ratings.c.rating).where(ratings.c.user_name == user)
-        if track_ids is not None:
-            ids = [int(t) for t in track_ids]
-            if not ids:
-                return {}
-            q = q.where(ratings.c.track_id.in_(ids))
         return {int(t): int(r) for t, r in self._q(q)}
 
     # ---------------------------------------------------------------- playlists

@@ -395,9 +395,6 @@ class Catalog(Freshness, Accounts, Database):
             db.execute(tracks.update().where(tracks.c.id == b("tid"))
                        .values(**{c: b("_" + c) for c in ("title", *text, "track_no", "disc_no", "year")}), params)
             self._bump(db, {})  # what browsing shows changed; the tracks and their embeddings did not
-        with self._lock:
-            for t in rows:
-                self._rows.pop(int(t), None)
 
     def ids_not_from(self, model_version: str) -> list[int]:
         return [r[0] for r in self._q(sa.select(tracks.c.id).where(tracks.c.model_version != model_version))]
