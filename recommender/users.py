@@ -79,7 +79,7 @@ def _key_file(path: Path) -> bytes:
     key = Fernet.generate_key()
     with os.fdopen(fd, "wb") as f:
         f.write(key + b"\n")
-    log.info("made the password key %s (mode 0600): keep it with the catalog's backups, apart from them", path)
+    log.info("made the password key %s (mode 0600): back it up apart from the catalog (it opens the stored passwords)", path)
     return key
 
 
