@@ -48,9 +48,8 @@ class ConnectionLimits:
     linger_idle_s: float = 2.0  # ... and no longer than this after the client's last byte
 
 
-def connection_cap(wanted: int) -> int:
-    """``wanted``, or fewer when the file limit leaves less room: the soft limit is first raised
-    to the hard one where allowed, and ``RESERVED_FDS`` plus those already open are kept free."""
+def raise_file_limit() -> int:
+    """Raise the soft file limit to the hard one where allowed; the soft limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         try:
@@ -58,12 +57,31 @@ def connection_cap(wanted: int) -> int:
             soft = hard
         except (ValueError, OSError):
             pass
+    return soft
+
+
+def connection_cap(wanted: int, *, burst: int = 0) -> int:
+    """``wanted``, or fewer when the file limit leaves less room: the soft limit is first raised
+    to the hard one where allowed, and ``RESERVED_FDS`` plus those already open are kept free,
+    and ``burst`` more: the sockets the event loop accepts in one go before any of them (or a
+    connection evicted for them) is handled and closed."""
+    soft = raise_file_limit()
     try:
         in_use = len(os.listdir("/proc/self/fd"))
     except OSError:
         in_use = 64
-    room = wanted if soft == resource.RLIM_INFINITY else soft - in_use - RESERVED_FDS
+    room = wanted if soft == resource.RLIM_INFINITY else soft - in_use - RESERVED_FDS - burst
     return max(8, min(int(wanted), room))
+
+
+def accept_burst(backlog: int) -> int:
+    """How many connections one event-loop turn may accept (asyncio accepts up to the listen
+    backlog per turn): the backlog, bounded to a fraction of the file limit, so that a burst
+    of connections fits beside the capped ones instead of failing with EMFILE."""
+    soft = raise_file_limit()
+    if soft == resource.RLIM_INFINITY:
+        return backlog
+    return max(16, min(int(backlog), soft // 8))
 
 
 _REFUSAL = json.dumps({"type": "about:blank", "title": "Service Unavailable", "status": 503,

@@ -27,7 +27,7 @@ from uvicorn_worker import UvicornWorker
 
 from recommender.config import Settings
 
-from .connections import ConnectionLimits, Protocol, connection_cap, quiet_exception_handler
+from .connections import ConnectionLimits, Protocol, accept_burst, connection_cap, quiet_exception_handler
 
 log = logging.getLogger("sonicsort.serve")
 
@@ -53,8 +53,9 @@ class Worker(UvicornWorker):
 
     def run(self) -> None:
         settings = Settings.from_env()
+        self.config.backlog = burst = accept_burst(self.config.backlog)
         Protocol.limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s,
-                                           max_connections=connection_cap(settings.max_connections))
+                                           max_connections=connection_cap(settings.max_connections, burst=burst))
         log.info("worker %d keeps at most %d connections", os.getpid(), Protocol.limits.max_connections)
         master = self.ppid
 
