@@ -22,11 +22,14 @@ import asyncio
 import errno
 import io
 import json
+import os
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Iterator
+
+from werkzeug.wsgi import FileWrapper
 
 from .errors import HOLD_S, too_large
 
@@ -194,18 +197,20 @@ class BufferedRequests:
             body.close()
 
 
+ZERO_COPY = "http.response.zerocopysend"  # the ASGI extension a server offers in the scope
 STREAM_CHUNK = 1 << 20  # a larger answer (an audio file) goes out in pieces of about this size
 
 
 class WSGIBridge:
     """ASGI → WSGI for requests whose body is complete (``BufferedRequests`` comes first): the
     whole WSGI call runs in one pool thread, which returns the status, the headers and the
-    body (up to ``STREAM_CHUNK``; a longer one follows a piece per hop) in one hand-over.
+    body (up to ``STREAM_CHUNK``; a longer one follows a piece per hop) in one hand-over
+    (``docs/decisions/asgi-bridge.md`` says why not a2wsgi).
 
-    a2wsgi's ``WSGIMiddleware`` did this before, and hands every message (the start, each
-    body piece) back to the event loop separately, the thread waiting each time: measured
-    under 2 workers with a bare app, GET p50 0.66 ms and 3,440 requests/s at 32 clients,
-    against 0.34 ms and 7,200/s with one hand-over (gthread: 0.33 ms, 6,700/s).
+    A file answer (``send_file``: ``wsgi.file_wrapper``, whole or a range) goes to a server
+    that offers the ASGI zero-copy extension (``http.response.zerocopysend``, as
+    ``api.connections.Protocol`` does) as the file and the span to send: the kernel copies
+    it to the socket with ``sendfile`` and no byte of it passes through Python.
     """
 
     def __init__(self, app, *, threads: int) -> None:
@@ -218,11 +223,18 @@ class WSGIBridge:
         message = await receive()
         environ = self.environ(scope, message.get("body", b""))  # bytes, or a file (BodyBudget)
         loop = asyncio.get_running_loop()
-        status, headers, body, rest = await loop.run_in_executor(self.pool, self._call, environ)
+        zero_copy = ZERO_COPY in (scope.get("extensions") or {})
+        status, headers, body, rest = await loop.run_in_executor(self.pool, self._call, environ, zero_copy)
         hold = environ.get(HOLD_S)
         if hold:  # a refusal of costly work: held here, in the event loop, so retrying at once gains nothing
             await asyncio.sleep(float(hold))
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        if isinstance(rest, _FileSpan):
+            try:
+                await send({"type": ZERO_COPY, "file": rest.file, "offset": rest.offset, "count": rest.count})
+            finally:
+                await loop.run_in_executor(self.pool, _close, rest.result)
+            return
         try:
             while rest is not None:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
@@ -234,8 +246,9 @@ class WSGIBridge:
             if rest is not None:
                 await loop.run_in_executor(self.pool, _close, rest)
 
-    def _call(self, environ: dict[str, Any]) -> tuple[int, list, bytes, Iterator[bytes] | None]:
-        """In a pool thread: the app's answer, whole when short, else its first piece and the rest."""
+    def _call(self, environ: dict[str, Any], zero_copy: bool = False) -> tuple[int, list, bytes, Any]:
+        """In a pool thread: the app's answer, whole when short, else its first piece and the rest;
+        with ``zero_copy``, a file answer (``wsgi.file_wrapper``) as the span of the file to send."""
         started: dict[str, Any] = {}
         written: list[bytes] = []
 
@@ -246,6 +259,12 @@ class WSGIBridge:
             return written.append  # the legacy write() callable
 
         result = self.app(environ, start_response)
+        span = _file_span(result, started["headers"]) if zero_copy else None
+        if span is not None:
+            started["sent"] = True
+            code = int(started["status"].split(" ", 1)[0])
+            headers = [(k.strip().lower().encode("latin1"), v.strip().encode("latin1")) for k, v in started["headers"]]
+            return code, headers, b"", span
         it = iter(result)
         pieces, size, done = written, sum(map(len, written)), True
         for chunk in it:
@@ -281,7 +300,7 @@ class WSGIBridge:
             # the body is whole: a chunked one (no Content-Length) is read to its end, not taken as empty
             "wsgi.input": io.BytesIO(body) if isinstance(body, bytes) else body, "wsgi.input_terminated": True, "wsgi.errors": sys.stderr,
             "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
-            # files (audio for players) are read in pieces of the size sent at once, not werkzeug's 8 KB
+            # files (audio for players): sent with zero copy where the server can, else in large pieces
             "wsgi.file_wrapper": _file_wrapper,
         }
         if scope.get("client"):
@@ -294,10 +313,43 @@ class WSGIBridge:
         return env
 
 
-def _file_wrapper(f, block_size: int = 8192):
-    from werkzeug.wsgi import FileWrapper
+class _FileBody(FileWrapper):
+    """A file answer (``wsgi.file_wrapper``), read in pieces of the size sent at once, not
+    werkzeug's 8 KB; ``_file_span`` recognises it, also inside werkzeug's range wrapper."""
 
-    return FileWrapper(f, max(block_size, STREAM_CHUNK))
+
+def _file_wrapper(f, block_size: int = 8192) -> _FileBody:
+    return _FileBody(f, max(block_size, STREAM_CHUNK))
+
+
+class _FileSpan:
+    """A file answer to send with zero copy: ``count`` bytes of ``file`` from ``offset``."""
+
+    def __init__(self, file, offset: int, count: int, result) -> None:
+        self.file, self.offset, self.count, self.result = file, offset, count, result
+
+
+def _file_span(result, headers: list[tuple[str, str]]) -> _FileSpan | None:
+    """The span of a real file that ``result`` (a WSGI body) would yield, when it is the body of
+    ``wsgi.file_wrapper`` (whole, or a range by werkzeug) and the Content-Length says the
+    same; None for every other body."""
+    inner, offset, count = result, None, None
+    if hasattr(result, "start_byte") and hasattr(result, "byte_range"):  # werkzeug's range of a body
+        inner, offset, count = result.iterable, result.start_byte, result.byte_range
+    if not isinstance(inner, _FileBody):
+        return None
+    length = next((v for k, v in headers if k.lower() == "content-length"), None)
+    try:
+        fileno = inner.file.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream without a descriptor (BytesIO)
+        return None
+    if length is None or not length.strip().isdigit():
+        return None
+    offset = inner.file.tell() if offset is None else offset
+    count = int(length) if count is None else count
+    if count != int(length) or offset + count > os.fstat(fileno).st_size:
+        return None
+    return _FileSpan(inner.file, offset, count, result)
 
 
 class _Rest:

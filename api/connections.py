@@ -14,7 +14,10 @@ internet needs and uvicorn leaves out:
 - **a lingering close**: when the answer is sent while the client is still sending its
   body (an early 413), the connection is not closed at once, which would reset it and lose
   the answer for clients that send the whole body before reading; it reads and discards
-  for up to ``linger_s`` (nginx's and Apache's lingering close), then closes.
+  for up to ``linger_s`` (nginx's and Apache's lingering close), then closes;
+- **zero-copy files**: the ASGI "Zero Copy Send" extension (``http.response.zerocopysend``),
+  so a file's bytes (a song a player streams) go from the page cache to the socket with
+  ``sendfile`` instead of through Python (``api.asgi.WSGIBridge`` uses it).
 
 ``quiet_exception_handler`` keeps the event loop's own complaints to one line a minute
 each, so a flood of failing accepts cannot flood the log.
@@ -114,8 +117,22 @@ class _Transport:
             self._real.close()
 
 
+ZERO_COPY = "http.response.zerocopysend"  # the ASGI extension (api.asgi.WSGIBridge uses it)
+
+
+class _Span:
+    """``count`` bytes of a file, as h11 frames them without reading them (``send_with_data_passthrough``)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a header timeout, a connection cap and a lingering close."""
+    """uvicorn's h11 protocol with a header timeout, a connection cap, a lingering close and
+    zero-copy file bodies."""
 
     limits = ConnectionLimits()
     # the connections of this process waiting for a request, the longest-waiting first
@@ -129,6 +146,7 @@ class Protocol(H11Protocol):
         self._linger_until = 0.0
         self._lingering = False
         super().connection_made(_Transport(transport, self))  # type: ignore[arg-type]
+        self.app = self._zero_copy_app(self.config.loaded_app)
         self._wait_for_request()
         if len(self.connections) > self.limits.max_connections:
             self._make_room()
@@ -149,6 +167,53 @@ class Protocol(H11Protocol):
         self._stop_waiting()
         self.transport._real.write(_REFUSAL_RESPONSE)
         self.transport._real.close()
+
+    # ---------------------------------------------------------------- zero-copy file bodies
+    def _zero_copy_app(self, app):
+        """``app`` with the zero-copy extension in its scope and its messages handled here."""
+
+        async def with_zero_copy(scope, receive, send):
+            scope.setdefault("extensions", {})[ZERO_COPY] = {}
+            cycle = getattr(send, "__self__", None)
+
+            async def send_or_copy(message):
+                if message["type"] != ZERO_COPY:
+                    return await send(message)
+                await self._send_file(cycle, message)
+                if not message.get("more_body", False):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+            return await app(scope, receive, send_or_copy)
+
+        return with_zero_copy
+
+    async def _send_file(self, cycle, message: dict[str, Any]) -> None:
+        """A ``http.response.zerocopysend`` message: ``count`` bytes of ``file`` from ``offset``
+        (the file's position when absent; to its end when ``count`` is absent), framed by h11
+        and written with ``loop.sendfile`` once what is queued before them has gone out."""
+        if cycle is None or not cycle.response_started or cycle.response_complete:
+            raise RuntimeError(f"'{ZERO_COPY}' is only valid inside a started response")
+        if cycle.disconnected or cycle.scope["method"] == "HEAD":
+            return
+        file = message["file"]
+        offset = message.get("offset")
+        offset = file.tell() if offset is None else int(offset)
+        count = message.get("count")
+        count = os.fstat(file.fileno()).st_size - offset if count is None else int(count)
+        if count <= 0:
+            return
+        if cycle.flow.write_paused:
+            await cycle.flow.drain()
+        for part in self.conn.send_with_data_passthrough(h11.Data(data=_Span(count))):
+            if isinstance(part, _Span):
+                try:
+                    await self.loop.sendfile(self.transport._real, file, offset, count)
+                except (ConnectionError, OSError):
+                    cycle.disconnected = True
+                    self.transport._real.close()
+                    return
+            else:
+                self.transport.write(part)
 
     # ---------------------------------------------------------------- the header timeout
     def _wait_for_request(self) -> None:
@@ -232,4 +297,4 @@ def quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, 
     log.error("%s%s (said at most once a minute)", message, f": {exc!r}" if exc is not None else "")
 
 
-__all__ = ["ConnectionLimits", "Protocol", "connection_cap", "quiet_exception_handler"]
+__all__ = ["ZERO_COPY", "ConnectionLimits", "Protocol", "connection_cap", "quiet_exception_handler"]
