@@ -6,6 +6,8 @@ B=.venv/bin
 mkdir -p benchmarks/results
 $B/python -m benchmarks.perf.index_overhead --n 100000 --dim 128 --rounds 21 \
   --backends hnsw,annoy,faiss,faiss-ivfpq,voyager,usearch | tee benchmarks/results/overhead-100k-all.json
+$B/python -m benchmarks.perf.index_overhead --n 100000 --annoy-dims 20,100 --rounds 7 \
+  | tee benchmarks/results/annoy-parity.txt
 $B/python -m benchmarks.perf.annoy_mmap --n 200000 --dim 128 --procs 4 | tee benchmarks/results/annoy-mmap.txt
 $B/sonicsort bench ann --dataset synthetic:100000:128 --out benchmarks/results/ann-100k
 # real embeddings: the shipped model's of shared/data (466 tracks), as an ann-benchmarks file
@@ -17,4 +19,6 @@ if [ -d ../shared/data ]; then
     --out benchmarks/results/ann-real
   rm -rf "$REAL"
 fi
+$B/sonicsort bench ann --dataset synthetic:20000:64:50 --queries 500 --runs benchmarks/runs-milvus.yml \
+  --out benchmarks/results/ann-milvus-20k
 $B/sonicsort bench ann --dataset synthetic:1000000:128 --runs benchmarks/runs-1m.yml --max-single-queries 500 --out benchmarks/results/ann-1m

@@ -399,7 +399,11 @@ def write_reports(results: list[RunResult], out_dir: str | Path, *, dataset_name
         write(tmp)
         os.replace(tmp, path)
 
-    atomic(paths["json"], lambda p: p.write_text(json.dumps({"dataset": dataset_name, "runs": rows}, indent=1)))
+    import platform
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    atomic(paths["json"], lambda p: p.write_text(json.dumps({"dataset": dataset_name, "machine": machine,
+                                                              "date": time.strftime("%Y-%m-%d"), "runs": rows}, indent=1)))
 
     def write_csv(p: Path) -> None:
         fields = ["label", "backend", "build_args", "query_args", "k", "recall", "recall_ids", "qps_single",

@@ -3,7 +3,11 @@
 - ``results/<name>.md``: one page per ``benchmarks/results/*.json`` (and the shipped model's
   ``evaluation-*.json``), every figure of the file
   in a table, with the script that writes it and the machine and date it records, so no
-  figure is typed by hand twice;
+  figure is typed by hand twice; one per ``*.txt`` (a script's printed figures) and one per
+  ``sonicsort bench ann`` folder (``runs.json``, ``pareto.md``, ``recall_qps.png``), with
+  each backend's fastest run at recall 0.95 and 0.99 and its best recall;
+- ``capacity.md``: the capacity model's worked examples (``docs/scaling.md``), multiplied
+  out of ``unit-costs.json`` and the 1M run of ``bench ann``;
 - ``model-card.md``: the shipped model's card (``embedding/default_model/MODEL_CARD.md``,
   which stays in the package beside the weights);
 - ``openapi.md`` and ``openapi.yaml``: every operation of ``api/openapi.yaml`` and the
@@ -73,6 +77,114 @@ def results_page(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def text_page(path: Path) -> str:
+    producer = _producer(path.name)
+    return "\n".join([f"# {path.stem}", "", f"What `{path.relative_to(ROOT).as_posix()}` holds"
+                      + (f", written by `{producer}`" if producer else "") + ":", "", "```text",
+                      path.read_text(encoding="utf-8").rstrip(), "```", ""])
+
+
+def _fastest(runs: list[dict], at: float) -> dict[str, dict]:
+    best: dict[str, dict] = {}
+    for r in runs:
+        if r["recall"] >= at and r["qps_single"] > best.get(r["backend"], {}).get("qps_single", -1):
+            best[r["backend"]] = r
+    return best
+
+
+def ann_page(folder: Path) -> str:
+    """A ``sonicsort bench ann`` results folder: the backends side by side, then its Pareto table."""
+    data = json.loads((folder / "runs.json").read_text(encoding="utf-8"))
+    runs = data["runs"]
+    rel = folder.relative_to(ROOT).as_posix()
+    first = runs[0] if runs else {}
+    lines = [f"# {folder.name}", "",
+             f"`sonicsort bench ann` on `{data.get('dataset', '?')}` ({first.get('n_train', '?')} vectors of "
+             f"{first.get('dim', '?')} dimensions, {first.get('n_queries', '?')} queries, {first.get('metric', '?')}, "
+             f"recall@{first.get('k', '?')}); every run is in `{rel}/runs.json` and `runs.csv`; the command that "
+             "writes it is in `benchmarks/run_index_figures.sh`.", "",
+             f"- machine: {data.get('machine', 'not recorded in the file')}",
+             f"- date: {data.get('date', 'not recorded in the file (see its git history)')}", ""]
+    if (folder / "recall_qps.png").exists():
+        lines += [f"![recall against queries/s]({folder.name}-recall_qps.png)", ""]
+    head = ("| backend | parameters | recall | recall (ids) | queries/s (1 thread) | queries/s (batch) | p99 ms "
+            "| build s | index MB | bytes/vector | memory MB |")
+    rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+
+    def row(r: dict) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in {**r.get("build_args", {}), **r.get("query_args", {})}.items()
+                           if k != "num_threads") or "-"
+        return (f"| {r['backend']} | {params} | {r['recall']:.3f} | {r.get('recall_ids', float('nan')):.3f} "
+                f"| {r['qps_single']:,.0f} | {r.get('qps_batch', 0):,.0f} | {r.get('p99_ms', float('nan')):.3f} "
+                f"| {r['build_s']:.1f} | {r['index_bytes'] / 1e6:.1f} | {r.get('bytes_per_vector', 0):,.0f} "
+                f"| {r['memory_bytes'] / 1e6:.0f} |")
+
+    for at in (0.95, 0.99):
+        best = _fastest(runs, at)
+        lines += [f"## Each backend's fastest run at recall ≥ {at}", ""]
+        if best:
+            lines += [head, rule, *(row(r) for r in sorted(best.values(), key=lambda r: -r["qps_single"]))]
+        missing = sorted({r["backend"] for r in runs} - set(best))
+        if missing:
+            lines += ["", f"Not reaching {at}: " + ", ".join(missing) + "."]
+        lines.append("")
+    top: dict[str, dict] = {}
+    for r in runs:
+        if r["recall"] > top.get(r["backend"], {}).get("recall", -1):
+            top[r["backend"]] = r
+    lines += ["## Each backend's highest recall", "", head, rule,
+              *(row(r) for r in sorted(top.values(), key=lambda r: -r["recall"])), ""]
+    if (folder / "pareto.md").exists():
+        lines += ["## The Pareto frontier", "", (folder / "pareto.md").read_text(encoding="utf-8").strip(), ""]
+    return "\n".join(lines)
+
+
+EXAMPLES = [(1_000_000, 200), (10_000_000, 2_000), (100_000_000, 20_000)]  # (tracks, /similar requests a second)
+NEW_A_DAY, UTILISATION = 10_000, 0.5
+
+
+def capacity_page(costs: dict, search_runs: list[dict]) -> str:
+    """The worked examples of the capacity model: ``EXAMPLES`` through the measured unit costs."""
+    import math
+
+    c_ingest = costs["ingest"]["core_s_per_track"]
+    c_similar = costs["similar"]["worker_cpu_ms_per_request"] / 1000
+    hnsw = [r for r in search_runs if r["backend"] == "hnsw" and r["recall"] >= 0.95]
+    search = max(hnsw, key=lambda r: r["qps_single"]) if hnsw else None
+    c_search = 1.0 / search["qps_single"] if search else 0.0
+    st, build = costs["storage"], costs["build"]
+    cols = [f"{t / 1e6:,.0f}M tracks, {q:,} req/s" for t, q in EXAMPLES]
+    rows = {"backfill ingest": [], f"{NEW_A_DAY:,} new tracks a day": [],
+            f"`/similar` CPU at {UTILISATION:.0%} utilisation": [], "catalog in PostgreSQL": [],
+            "vectors, hnswlib in each worker": [], "vectors in Milvus": []}
+    for t, q in EXAMPLES:
+        hours = t * c_ingest / 3600
+        rows["backfill ingest"].append(f"{hours:,.0f} core-hours (a day on {math.ceil(hours / 24):,} cores)")
+        rows[f"{NEW_A_DAY:,} new tracks a day"].append(f"{NEW_A_DAY * c_ingest / 3600:.1f} core-hours a day")
+        rows[f"`/similar` CPU at {UTILISATION:.0%} utilisation"].append(
+            f"{q * (c_similar + c_search) / UTILISATION:,.1f} cores")
+        rows["catalog in PostgreSQL"].append(f"{t * st['postgresql_bytes_per_track'] / 1e9:,.1f} GB")
+        rows["vectors, hnswlib in each worker"].append(
+            f"{t * st['hnsw_bytes_per_track'] / 1e9:,.1f} GB per worker, built in "
+            f"{t / 1e6 * build['hnsw_per_million_2_threads_s'] / 60:,.0f} min on 2 threads")
+        rows["vectors in Milvus"].append(f"{t * st['milvus_lite_bytes_per_track'] / 1e9:,.1f} GB, one copy for all nodes")
+    lines = ["# Capacity: worked examples", "",
+             "The capacity model of [scaling](../scaling.md), multiplied out by `scripts/docs_pages.py` from the "
+             "unit costs of [unit-costs](results/unit-costs.md) and the HNSW search cost at 1M "
+             "([ann-1m](results/ann-1m.md)). Nothing here is measured on a cluster.", "",
+             f"- `c_ingest` = {c_ingest} core-s a track; `c_similar` = {c_similar * 1000:.2f} ms a request; "
+             + (f"`c_search` = {c_search * 1000:.3f} ms (hnsw {search['query_args']}, recall {search['recall']:.3f} "
+                "at 1M)" if search else "`c_search`: no 1M run at recall 0.95 (left out)"),
+             f"- bytes a track: PostgreSQL {st['postgresql_bytes_per_track']:,}, hnswlib {st['hnsw_bytes_per_track']:,}, "
+             f"milvus-lite {st['milvus_lite_bytes_per_track']:,}; hnswlib build {build['hnsw_per_million_2_threads_s']} s "
+             "a million on 2 threads (linear: a lower bound)", "",
+             "| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows.items()]
+    lines += ["", "Past a few GB a worker, hnswlib in every worker stops being sensible: the vectors belong in "
+              "Milvus, sharded over its query nodes.", ""]
+    return "\n".join(lines)
+
+
 def openapi_page(doc: dict) -> str:
     lines = ["# The OpenAPI document", "",
              "Every operation of [the OpenAPI document](openapi.yaml) (`api/openapi.yaml`; a running server serves "
@@ -101,13 +213,23 @@ def main() -> int:
     for path in [*sorted((ROOT / "benchmarks" / "results").glob("*.json")), *evaluations]:
         (OUT / "results" / f"{path.stem}.md").write_text(results_page(path), encoding="utf-8")
         pages.append(path.stem)
+    for path in sorted((ROOT / "benchmarks" / "results").glob("*.txt")):
+        (OUT / "results" / f"{path.stem}.md").write_text(text_page(path), encoding="utf-8")
+        pages.append(path.stem)
+    for folder in sorted(p.parent for p in (ROOT / "benchmarks" / "results").glob("*/runs.json")):
+        (OUT / "results" / f"{folder.name}.md").write_text(ann_page(folder), encoding="utf-8")
+        if (folder / "recall_qps.png").exists():
+            shutil.copy(folder / "recall_qps.png", OUT / "results" / f"{folder.name}-recall_qps.png")
+        pages.append(folder.name)
     index = ["# Benchmark results", "",
-             "One page per results file of `benchmarks/results/`, generated from it by `scripts/docs_pages.py`.", ""]
-    index += [f"- [{name}]({name}.md)" for name in pages]
+             "One page per results file or `sonicsort bench ann` folder of `benchmarks/results/`, generated from "
+             "it by `scripts/docs_pages.py`.", ""]
+    index += [f"- [{name}]({name}.md)" for name in sorted(pages)]
     (OUT / "results" / "index.md").write_text("\n".join(index) + "\n", encoding="utf-8")
-    png = ROOT / "benchmarks" / "results" / "ann-100k" / "recall_qps.png"
-    if png.exists():
-        shutil.copy(png, OUT / "results" / "ann-100k-recall_qps.png")
+    costs, one_m = ROOT / "benchmarks" / "results" / "unit-costs.json", ROOT / "benchmarks" / "results" / "ann-1m" / "runs.json"
+    if costs.exists():
+        runs = json.loads(one_m.read_text(encoding="utf-8"))["runs"] if one_m.exists() else []
+        (OUT / "capacity.md").write_text(capacity_page(json.loads(costs.read_text(encoding="utf-8")), runs), encoding="utf-8")
     card = (ROOT / "embedding" / "default_model" / "MODEL_CARD.md").read_text(encoding="utf-8")
     (OUT / "model-card.md").write_text(card, encoding="utf-8")
     for asset in (ROOT / "embedding" / "default_model").glob("*.png"):

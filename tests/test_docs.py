@@ -14,7 +14,9 @@ def test_the_docs_site_builds_strictly(tmp_path):
     gen = subprocess.run([sys.executable, str(ROOT / "scripts" / "docs_pages.py")], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert gen.returncode == 0, gen.stderr
-    results = sorted([p.stem for p in (ROOT / "benchmarks" / "results").glob("*.json")]
+    res = ROOT / "benchmarks" / "results"
+    results = sorted([p.stem for p in res.glob("*.json")] + [p.stem for p in res.glob("*.txt")]
+                     + [p.parent.name for p in res.glob("*/runs.json")]
                      + [p.stem for p in (ROOT / "embedding" / "default_model").glob("evaluation-*.json")])
     assert sorted(p.stem for p in (ROOT / "docs" / "generated" / "results").glob("*.md") if p.stem != "index") == results
     mkdocs = Path(sys.executable).with_name("mkdocs")
@@ -26,6 +28,10 @@ def test_the_docs_site_builds_strictly(tmp_path):
     assert "add_track" in reference and "VectorIndex" in reference  # mkdocstrings rendered the API
     hostile = (site / "generated" / "results" / "hostile" / "index.html").read_text()
     assert "plain_p99_ms" in hostile and "machine" in hostile
+    ann = (site / "generated" / "results" / "ann-100k" / "index.html").read_text()
+    assert "fastest run at recall" in ann and "hnsw" in ann and "recall_qps.png" in ann
+    capacity = (site / "generated" / "capacity" / "index.html").read_text()
+    assert "core-hours" in capacity and "GB per worker" in capacity
 
 
 def test_the_readme_is_short_and_starts_with_the_two_commands():

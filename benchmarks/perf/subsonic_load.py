@@ -6,9 +6,11 @@ tracks, generated clips by default, padded with synthetic tracks in albums of 10
 
     python -m benchmarks.perf.subsonic_load [--data ../shared/data] --out benchmarks/results/subsonic-load.json
 
-Targets: p99 under 30 ms for each of the four methods, no errors; streaming at the speed
-of reading the file from the disk (the ratio of the two, measured in one run, each read
-after the file's pages were dropped from the page cache). The methods are measured twice:
+Targets: p99 under 30 ms for each of the four methods, no errors; streaming at the disk's
+speed: at least 0.85 of the rate at which the kernel's bare ``sendfile`` sends the same file
+to a loopback socket (the most any file server here can reach; each read after the file's
+pages were dropped from the page cache, interleaved in one run). Reading the file into
+memory is reported beside them. The methods are measured twice:
 with the per-worker answer cache (``SONICSORT_ANSWER_CACHE_MB``, the default) and without.
 """
 
@@ -200,7 +202,8 @@ def main() -> None:
             proc = None
         runs = passes["answer_cache_on"]
         targets = {f"{m}_p99_under_30ms": r["p99_ms"] < 30 and r["errors"] == 0 for m, r in runs.items()}
-        targets["stream_at_disk_speed"] = stream["cold"]["stream_over_read"] >= 0.8
+        # the disk's speed as a socket can take it: the kernel's bare sendfile of the same cold file
+        targets["stream_at_disk_speed"] = stream["cold"]["stream_over_sendfile"] >= 0.85
         result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
                   "date": time.strftime("%Y-%m-%d"), "catalog_tracks": len(ids), "real_tracks": len(files),
                   "server": {"workers": 2, "threads": 4}, "clients": args.clients, "seconds": args.seconds,
