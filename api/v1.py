@@ -133,7 +133,14 @@ def list_tracks():
 
 @bp.get("/tracks/<int:track_id>")
 def get_track(track_id: int):
-    return jsonify(track_json(service().track(track_id)))
+    include = P.arg("include", "choice", None, choices=("embedding",))
+    svc = service()
+    d = track_json(svc.track(track_id))
+    if include == "embedding":
+        vec = svc.catalog.vectors([track_id]).get(track_id)
+        d["embedding"] = [round(float(x), 7) for x in vec] if vec is not None else None
+        d["model_version"] = svc.bundle.version if svc.bundle is not None else None
+    return jsonify(d)
 
 
 @bp.get("/tracks/<int:track_id>/similar")
@@ -185,7 +192,9 @@ def playlist():
         raise ApiError(400, "genres must be a list of genre names")
     artist_cap = P.field(body, "artist_cap", "int", 2, lo=1, hi=1000)
     centre_weight = P.field(body, "centre_weight", "float", 0.5, lo=0.0, hi=1.0)
-    items = service().playlist(seeds, length, genres=genres or None, artist_cap=artist_cap, centre_weight=centre_weight)
+    order = P.field(body, "order", "choice", "playlist", choices=("playlist", "flow"))
+    items = service().playlist(seeds, length, genres=genres or None, artist_cap=artist_cap,
+                               centre_weight=centre_weight, order=order)
     if m3u:
         return m3u8_response(items, "sonicsort-playlist")
     return jsonify({"seeds": seeds, "length": len(items), "requested_length": length,
@@ -199,11 +208,80 @@ def path():
     start = P.field(body, "from", "int", required=True, lo=1, hi=2**62)
     end = P.field(body, "to", "int", required=True, lo=1, hi=2**62)
     length = P.field(body, "length", "int", required=True, lo=2, hi=1000)
-    items = service().path(start, end, length)
+    order = P.field(body, "order", "choice", "path", choices=("path", "flow"))
+    items = service().path(start, end, length, order=order)
     if m3u:
         return m3u8_response(items, "sonicsort-path")
     return jsonify({"from": start, "to": end, "length": len(items), "requested_length": length,
                     "truncated": len(items) < length, "items": scored_json(items)})
+
+
+# ---------------------------------------------------------------- listening: queue, alchemy, plays, mix
+def _genres(body) -> list[str] | None:
+    genres = body.get("genres")
+    if genres is not None and (not isinstance(genres, list) or not all(isinstance(g, str) for g in genres)):
+        raise ApiError(400, "genres must be a list of genre names")
+    return genres or None
+
+
+@bp.post("/queue/next")
+def queue_next():
+    from recommender.listening import MAX_COUNT, MAX_INPUTS
+
+    body = P.json_body()
+    queue = P.int_list(body, "queue", max_items=MAX_INPUTS)
+    count = P.field(body, "count", "int", 10, lo=1, hi=MAX_COUNT)
+    opts = {"no_repeat_artist": P.field(body, "no_repeat_artist", "int", 15, lo=0, hi=1000),
+            "no_repeat_album": P.field(body, "no_repeat_album", "int", 25, lo=0, hi=1000),
+            "min_duration_s": P.field(body, "min_duration_s", "float", None, lo=0.0, hi=86_400.0),
+            "max_duration_s": P.field(body, "max_duration_s", "float", None, lo=0.0, hi=86_400.0),
+            "genres": _genres(body)}
+    items, relaxed = service().queue_next(queue, count, **opts)
+    return jsonify({"count": len(items), "requested_count": count, "truncated": len(items) < count,
+                    "relaxed": relaxed or None, "items": scored_json(items)})
+
+
+@bp.post("/alchemy")
+def alchemy():
+    from recommender.listening import MAX_COUNT, MAX_INPUTS
+
+    body = P.json_body()
+    add = P.int_list(body, "add", max_items=MAX_INPUTS)
+    subtract = P.int_list(body, "subtract", max_items=MAX_INPUTS) if body.get("subtract") else []
+    count = P.field(body, "count", "int", 20, lo=1, hi=MAX_COUNT)
+    weight = P.field(body, "subtract_weight", "float", 0.5, lo=0.0, hi=1.0)
+    items = service().alchemy(add, subtract, count, subtract_weight=weight)
+    return jsonify({"add": add, "subtract": subtract, "items": scored_json(items)})
+
+
+@bp.post("/plays")
+def record_plays():
+    require_key()
+    body = P.json_body()
+    user = P.text_value("user", body.get("user"), max_len=200) if body.get("user") is not None else None
+    if not user:
+        raise ApiError(400, "user must name a user (sonicsort users add NAME)")
+    ids = P.int_list(body, "track_ids", max_items=500)
+    times = body.get("times")
+    if times is not None:
+        if not isinstance(times, list) or len(times) != len(ids):
+            raise ApiError(400, "times must be a list with one time (seconds since 1970) per track id")
+        times = [P.float_value(f"times[{i}]", t, lo=0.0, hi=1e11) for i, t in enumerate(times)]
+    service().record_plays(user, ids, times)
+    return "", 204
+
+
+@bp.get("/mix")
+def mix():
+    from recommender.listening import MAX_COUNT
+
+    user = P.arg("user", max_len=200, empty_ok=False)
+    if not user:
+        raise ApiError(400, "user is required: the mix is made from that user's plays")
+    count = P.arg("count", "int", 30, lo=1, hi=MAX_COUNT)
+    artist_cap = P.arg("artist_cap", "int", 2, lo=1, hi=MAX_COUNT)
+    items = service().mix(user, count, artist_cap=artist_cap)
+    return jsonify({"user": user, "items": scored_json(items)})
 
 
 # ---------------------------------------------------------------- saved playlists (the users' own)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
 import os
 import random
 import socket
@@ -30,11 +31,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 def closed_loop(nodes: list[tuple[str, int]], clients: int, seconds: float, path: Callable[[random.Random], str],
-                ok: Callable[[int, bytes], bool] = lambda status, body: status == 200) -> dict:
+                ok: Callable[[int, bytes], bool] = lambda status, body: status == 200,
+                body: Callable[[random.Random], dict] | None = None) -> dict:
     """``clients`` keep-alive clients (threads; client n on node n mod len(nodes)), each sending
-    the GET ``path(its own Random)`` makes and the next as soon as the answer is read, for
-    ``seconds``: requests, errors (``ok`` false, or no answer), requests a second and latency
-    percentiles in ms."""
+    the GET ``path(its own Random)`` makes (a POST of the JSON ``body(its Random)`` makes, with
+    ``body``) and the next as soon as the answer is read, for ``seconds``: requests, errors
+    (``ok`` false, or no answer), requests a second and latency percentiles in ms."""
     lat: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     stop = time.monotonic() + seconds
@@ -45,9 +47,13 @@ def closed_loop(nodes: list[tuple[str, int]], clients: int, seconds: float, path
         conn = http.client.HTTPConnection(host, port, timeout=30)
         while time.monotonic() < stop:
             target = path(rnd)
+            payload = json.dumps(body(rnd)).encode() if body is not None else None
             t0 = time.perf_counter()
             try:
-                conn.request("GET", target)
+                if payload is None:
+                    conn.request("GET", target)
+                else:
+                    conn.request("POST", target, body=payload, headers={"Content-Type": "application/json"})
                 r = conn.getresponse()
                 if not ok(r.status, r.read()):
                     errors[n] += 1

@@ -30,6 +30,7 @@ from .errors import ERROR_KINDS, BadRequest, CatalogUnavailable, NotReady, Stora
 from .extract import read_tags
 from .library import Library, sha256_bytes
 from .limits import Deadline, Gate, lower_priority
+from .listening import Listening, ListeningFacade
 from .musicmap import MusicMap
 from .recommend import Recommender, Scored
 from .uploads import UploadStore
@@ -41,7 +42,7 @@ HEAVY_RERANK = 4  # ... and so does re-ranking (MMR, an artist cap) of more than
 FREE_AGAIN_BYTES = 64 * 1024 * 1024
 
 
-class Service:
+class Service(ListeningFacade):
     """The one facade of sonicsort: what the HTTP API and the command line ask, as method calls.
 
     It holds the model, the prediction cache and one ``Library`` (catalog + index) per index
@@ -389,16 +390,32 @@ class Service:
             return self._heavy_pool.submit(lambda: fn(Deadline(self.settings.request_budget_s))).result()
 
     def playlist(self, seeds: Sequence[int], length: int, *, genres: Sequence[str] | None = None,
-                 artist_cap: int = 2, centre_weight: float = 0.5) -> list[Scored]:
-        """``Recommender.playlist``: shorter than ``length`` when fewer tracks can be placed."""
+                 artist_cap: int = 2, centre_weight: float = 0.5, order: str = "playlist") -> list[Scored]:
+        """``Recommender.playlist``: shorter than ``length`` when fewer tracks can be placed;
+        ``order="flow"`` reorders the tracks after the seeds (``listening.flow_order``)."""
+        _check_order(order, ("playlist", "flow"))
         reco = self.recommender()
-        return self._costly("the playlist", length, lambda deadline: reco.playlist(
-            seeds, length, genres=genres, artist_cap=artist_cap, centre_weight=centre_weight, deadline=deadline))
 
-    def path(self, start: int, end: int, length: int) -> list[Scored]:
-        """``Recommender.path``: shorter than ``length`` when the catalog holds fewer tracks."""
+        def run(deadline):
+            items = reco.playlist(seeds, length, genres=genres, artist_cap=artist_cap, centre_weight=centre_weight,
+                                  deadline=deadline)
+            if order == "flow":
+                return Listening(reco).in_flow(items, keep_first=len(seeds), deadline=deadline)
+            return items
+
+        return self._costly("the playlist", length, run)
+
+    def path(self, start: int, end: int, length: int, *, order: str = "path") -> list[Scored]:
+        """``Recommender.path``: shorter than ``length`` when the catalog holds fewer tracks;
+        ``order="flow"`` reorders the tracks between the two ends (``listening.flow_order``)."""
+        _check_order(order, ("path", "flow"))
         reco = self.recommender()
-        return self._costly("the path", length, lambda deadline: reco.path(start, end, length, deadline=deadline))
+
+        def run(deadline):
+            items = reco.path(start, end, length, deadline=deadline)
+            return Listening(reco).in_flow(items, keep_last=True, deadline=deadline) if order == "flow" else items
+
+        return self._costly("the path", length, run)
 
     def similar_to_track(self, track_id: int, k: int = 10, *, backend: str | None = None, **opts: Any) -> list[Scored]:
         reco = self.recommender(backend)
@@ -447,6 +464,11 @@ class Service:
         self._heavy_pool.shutdown(wait=False)
         for lib in self._libraries.values():
             lib.close()
+
+
+def _check_order(order: str, choices: tuple[str, ...]) -> None:
+    if order not in choices:
+        raise BadRequest(f"order must be one of {', '.join(choices)}, not {order!r}")
 
 
 def _rerank_work(k: int, opts: dict[str, Any]) -> int:

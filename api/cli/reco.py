@@ -1,4 +1,5 @@
-"""Recommendation commands: ``similar``, ``playlist`` and ``path``, through the same facade as the API."""
+"""Recommendation commands: ``similar``, ``playlist``, ``path``, ``next``, ``alchemy``, ``plays`` and
+``mix``, through the same facade as the API."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def add_commands(sub, common) -> None:
     p.add_argument("--length", type=int, default=20, help="tracks in the playlist, seeds included (default 20)")
     p.add_argument("--genre", action="append", help="only tracks of this genre (repeatable)")
     p.add_argument("--artist-cap", type=int, default=2, help="at most N tracks per artist (default 2)")
+    p.add_argument("--flow", action="store_true",
+                   help="order the tracks after the seeds so that consecutive tracks are close")
     p.add_argument("--m3u", metavar="FILE", help="also write an M3U8 playlist (paths relative to its folder)")
     add_library_args(p)
     p.set_defaults(func=cmd_playlist)
@@ -42,9 +45,52 @@ def add_commands(sub, common) -> None:
     p.add_argument("start", type=int, metavar="A", help="first track id")
     p.add_argument("end", type=int, metavar="B", help="last track id")
     p.add_argument("--length", type=int, default=10, help="tracks in the path, both ends included (default 10)")
+    p.add_argument("--flow", action="store_true", help="order the tracks between A and B so that consecutive "
+                                                        "tracks are close")
     p.add_argument("--m3u", metavar="FILE", help="also write an M3U8 playlist")
     add_library_args(p)
     p.set_defaults(func=cmd_path)
+
+    p = sub.add_parser("next", parents=[common], help="the tracks that continue a queue",
+                       description="The next tracks after a queue (most recent last): near its recent tracks (the "
+                                   "more recent, the more they count), never a queued track, no artist again within "
+                                   "--no-repeat-artist tracks and no album within --no-repeat-album (halved, and "
+                                   "said so, when the catalog cannot keep them).")
+    p.add_argument("queue", nargs="+", type=int, metavar="ID", help="the queue's track ids, most recent last")
+    p.add_argument("--count", type=int, default=10, help="how many tracks (default 10, at most 200)")
+    p.add_argument("--no-repeat-artist", type=int, default=15, help="tracks before an artist may return (default 15)")
+    p.add_argument("--no-repeat-album", type=int, default=25, help="tracks before an album may return (default 25)")
+    p.add_argument("--min-duration", type=float, help="only tracks of at least this many seconds")
+    p.add_argument("--max-duration", type=float, help="only tracks of at most this many seconds")
+    p.add_argument("--genre", action="append", help="only tracks of this genre (repeatable)")
+    add_library_args(p)
+    p.set_defaults(func=cmd_next)
+
+    p = sub.add_parser("alchemy", parents=[common], help="tracks like some and unlike others",
+                       description="Tracks near the --add tracks and away from the --subtract ones: the cosine to "
+                                   "the added tracks' centre minus --subtract-weight times the cosine to the "
+                                   "nearest subtracted track. Never one of the inputs.")
+    p.add_argument("--add", type=int, action="append", required=True, metavar="ID", help="a track to move towards")
+    p.add_argument("--subtract", type=int, action="append", default=[], metavar="ID", help="a track to move away from")
+    p.add_argument("--count", type=int, default=20, help="how many tracks (default 20, at most 200)")
+    p.add_argument("--subtract-weight", type=float, default=0.5, help="0 to 1 (default 0.5)")
+    add_library_args(p)
+    p.set_defaults(func=cmd_alchemy)
+
+    p = sub.add_parser("plays", parents=[common], help="record that a user played tracks",
+                       description="Record plays of a user (of `sonicsort users`), now; `sonicsort mix` learns from them.")
+    p.add_argument("track_ids", nargs="+", type=int, metavar="ID")
+    p.add_argument("--user", required=True)
+    p.set_defaults(func=cmd_plays)
+
+    p = sub.add_parser("mix", parents=[common], help="a mix from what a user played",
+                       description="A mix from a user's plays: each play counts half as much every 30 days; what "
+                                   "they played in the last day is left out; at most --artist-cap tracks an artist.")
+    p.add_argument("--user", required=True)
+    p.add_argument("--count", type=int, default=30, help="how many tracks (default 30, at most 200)")
+    p.add_argument("--artist-cap", type=int, default=2, help="at most N tracks per artist (default 2)")
+    add_library_args(p)
+    p.set_defaults(func=cmd_mix)
 
 
 def _playlist_out(args, items, what: str) -> int:
@@ -98,10 +144,47 @@ def cmd_similar(args: argparse.Namespace, settings) -> int:
 
 
 def cmd_playlist(args: argparse.Namespace, settings) -> int:
-    items = service(args, settings).playlist(args.seeds, args.length, genres=args.genre, artist_cap=args.artist_cap)
+    items = service(args, settings).playlist(args.seeds, args.length, genres=args.genre, artist_cap=args.artist_cap,
+                                             order="flow" if args.flow else "playlist")
     return _playlist_out(args, items, "sonicsort playlist")
 
 
 def cmd_path(args: argparse.Namespace, settings) -> int:
-    items = service(args, settings).path(args.start, args.end, args.length)
+    items = service(args, settings).path(args.start, args.end, args.length, order="flow" if args.flow else "path")
     return _playlist_out(args, items, "sonicsort path")
+
+
+def _ranked_out(args, items, data: dict[str, Any], note: str = "") -> int:
+    from recommender.recommend import to_json
+
+    data = {**data, "items": to_json(items)}
+    lines = [f"{i + 1:>3}. [{s.track.id}] {s.track.title}" + (f" — {s.track.artist}" if s.track.artist else "")
+             + f"  ({s.track.genre}, score {s.score:.3f})" for i, s in enumerate(items)]
+    emit(args, data, "\n".join(lines + ([note] if note else [])) or "no tracks")
+    return EXIT_OK
+
+
+def cmd_next(args: argparse.Namespace, settings) -> int:
+    items, relaxed = service(args, settings).queue_next(
+        args.queue, args.count, no_repeat_artist=args.no_repeat_artist, no_repeat_album=args.no_repeat_album,
+        min_duration_s=args.min_duration, max_duration_s=args.max_duration, genres=args.genre)
+    note = ("the catalog could not keep the windows: used " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                                                      for k, v in relaxed.items())) if relaxed else ""
+    return _ranked_out(args, items, {"relaxed": relaxed or None, "truncated": len(items) < args.count}, note)
+
+
+def cmd_alchemy(args: argparse.Namespace, settings) -> int:
+    items = service(args, settings).alchemy(args.add, args.subtract, args.count, subtract_weight=args.subtract_weight)
+    return _ranked_out(args, items, {"add": args.add, "subtract": args.subtract})
+
+
+def cmd_plays(args: argparse.Namespace, settings) -> int:
+    service(args, settings, ready=False).record_plays(args.user, args.track_ids)
+    emit(args, {"user": args.user, "track_ids": args.track_ids},
+         f"recorded {len(args.track_ids)} play(s) of {args.user}")
+    return EXIT_OK
+
+
+def cmd_mix(args: argparse.Namespace, settings) -> int:
+    items = service(args, settings).mix(args.user, args.count, artist_cap=args.artist_cap)
+    return _ranked_out(args, items, {"user": args.user}, "" if items else f"{args.user} has no plays recorded yet")

@@ -48,14 +48,18 @@ def findSonicPath(call: Call):
 
 
 def _similar_songs(call: Call, idx: MusicIndex, key: str, count: int) -> list[Song]:
+    """A radio of ``count`` songs after a song, an album or an artist: ``Service.queue_next``
+    with its songs as the queue (no artist or album again within the usual windows)."""
+    from recommender.listening import MAX_COUNT
+
     if key in idx.albums or key in idx.artists:
         ids = (idx.albums[key].song_ids if key in idx.albums
                else [i for a in idx.artists[key].album_ids for i in idx.albums[a].song_ids])
-        seeds, own = ids[:20], set(ids)
-        items = call.svc.playlist(seeds, len(seeds) + count)
-        return idx.songs_of(s.track.id for s in items if s.track.id not in own)[:count]
-    song = L.song(call, idx)
-    return idx.songs_of(s.track.id for s in call.svc.similar_to_track(song.id, k=count) if s.track.id != song.id)
+        queue = ids[:20]
+    else:
+        queue = [L.song(call, idx).id]
+    items, _ = call.svc.queue_next(queue, min(count, MAX_COUNT))
+    return idx.songs_of(s.track.id for s in items)
 
 
 @method

@@ -101,6 +101,12 @@ class Accounts:
                 db.execute(plays.insert(), [{"user_name": user, "track_id": t, "played_at": float(w)}
                                             for t, w in zip(ids, when)])
 
+    def plays_of(self, user: str, *, limit: int = 100_000) -> list[tuple[int, float]]:
+        """``user``'s plays as (track id, when), latest first, at most ``limit``."""
+        q = (sa.select(plays.c.track_id, plays.c.played_at).where(plays.c.user_name == user)
+             .order_by(plays.c.played_at.desc()).limit(int(limit)))
+        return [(int(t), float(w)) for t, w in self._q(q)]
+
     def play_counts(self) -> dict[int, int]:
         """track id → times played, by anyone."""
         q = sa.select(plays.c.track_id, sa.func.count()).group_by(plays.c.track_id)
