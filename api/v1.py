@@ -284,6 +284,39 @@ def mix():
     return jsonify({"user": user, "items": scored_json(items)})
 
 
+# ---------------------------------------------------------------- artists
+def artist_json(a, idx) -> dict[str, Any]:
+    return {"id": a.id, "name": a.name, "album_count": len(a.album_ids),
+            "track_count": sum(len(idx.albums[al].song_ids) for al in a.album_ids)}
+
+
+@bp.get("/artists")
+def list_artists():
+    from recommender.browse import _key
+
+    q = P.arg("q", max_len=500)
+    limit = P.arg("limit", "int", 200, lo=1, hi=5000)
+    offset = P.arg("offset", "int", 0, lo=0, hi=2**31)
+    idx = service().music_index()
+    found = [idx.artists[a] for a in idx.artist_order]
+    if q:
+        found = [a for a in found if _key(q) in _key(a.name)]
+    page = found[offset:offset + limit]
+    return jsonify({"total": len(found), "offset": offset, "items": [artist_json(a, idx) for a in page]})
+
+
+@bp.get("/artists/<artist_id>/similar")
+def similar_artists(artist_id: str):
+    from recommender.listening import MAX_COUNT
+
+    count = P.arg("count", "int", 10, lo=1, hi=MAX_COUNT)
+    svc = service()
+    found = svc.similar_artists(artist_id, count)
+    idx = svc.music_index()
+    return jsonify({"artist_id": artist_id, "items": [{**artist_json(a, idx), "similarity": round(sim, 6)}
+                                                      for a, sim in found]})
+
+
 # ---------------------------------------------------------------- saved playlists (the users' own)
 def saved_json(p, tracks=None) -> dict[str, Any]:
     d = {"id": p.id, "name": p.name, "owner": p.owner, "public": p.public, "comment": p.comment,

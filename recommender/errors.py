@@ -40,6 +40,10 @@ class UnknownPlaylist(RecommenderError):
     kind = NOT_FOUND
 
 
+class UnknownArtist(RecommenderError):
+    kind = NOT_FOUND
+
+
 class WrongCredentials(RecommenderError):
     """A login with a wrong name, password, token or API key, or one refused for too many failures."""
 

@@ -16,6 +16,10 @@ genre agreement as ``Recommender``; none of them ever holds one of its inputs.
   a track scores by a soft maximum of its cosines to the played tracks (so two tastes stay
   two, not their average), what was played in the last ``MIX_RECENT_S`` is left out, and
   no artist has more than ``artist_cap`` tracks.
+- **Similar artists** (``similar_artists``): artists (album artists, as ``browse.MusicIndex``
+  groups them) compared by their tracks' embeddings as sets, not by one mean vector each:
+  the Chamfer similarity, the mean of each track's best cosine to the other artist's
+  tracks, both ways, averaged.
 - **Flowing order** (``flow_order``): the same tracks ordered so that consecutive tracks
   are close: a greedy nearest-neighbour walk, then 2-opt moves until none shortens it.
 """
@@ -28,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .catalog import Track
-from .errors import BadRequest, UnknownTrack
+from .errors import BadRequest, UnknownArtist, UnknownTrack
 from .limits import Deadline, yield_gil
 from .recommend import Recommender, Scored, _unit, genre_agreement
 
@@ -306,6 +310,53 @@ class Listening:
                 break
         return out
 
+    # ---------------------------------------------------------------- similar artists
+    def similar_artists(self, index, artist_id: str, count: int = 10) -> list[tuple[Any, float]]:
+        """(artist, similarity) of the ``count`` artists of ``index`` (a ``browse.MusicIndex``)
+        nearest ``artist_id``'s, best first (see the module docs)."""
+        _check_count(count)
+        if artist_id not in index.artists:
+            raise UnknownArtist(f"unknown artist {artist_id!r}")
+        owner: dict[int, int] = {}
+        names = list(index.artists)
+        for n, a in enumerate(names):
+            for al in index.artists[a].album_ids:
+                for s in index.albums[al].song_ids:
+                    owner[s] = n
+        me = names.index(artist_id)
+        mine = [s for s, n in owner.items() if n == me][:MAX_INPUTS]
+        query = np.stack(list(self._vectors_of(mine).values())) if mine else None
+        if query is None:
+            return []
+        best_of_mine = np.full((len(mine), len(names)), -np.inf, np.float32)  # each of my tracks' best per artist
+        theirs_sum = np.zeros(len(names))  # each artist's tracks' best cosines to mine, summed
+        theirs_n = np.zeros(len(names))
+        pool = self.reco._pool(None)
+        batches = [(pool[0], pool[1])] if pool is not None else self.catalog.embeddings()
+        for ids, mat in batches:
+            yield_gil()
+            mat = np.asarray(mat, np.float32)
+            norms = np.linalg.norm(mat, axis=1, keepdims=True)
+            mat = mat / np.where(norms > 0, norms, 1.0)
+            who = np.array([owner.get(int(i), -1) for i in ids])
+            keep = who >= 0
+            if not keep.any():
+                continue
+            who, cos = who[keep], query @ mat[keep].T  # (mine, these tracks)
+            order = np.argsort(who, kind="stable")
+            who, cos = who[order], cos[:, order]
+            starts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
+            groups = who[starts]
+            best_of_mine[:, groups] = np.maximum(best_of_mine[:, groups], np.maximum.reduceat(cos, starts, axis=1))
+            theirs_sum[groups] += np.add.reduceat(cos.max(axis=0), starts)
+            theirs_n[groups] += np.diff(np.r_[starts, len(who)])
+        mine_side = best_of_mine.mean(axis=0)
+        theirs_side = np.where(theirs_n > 0, theirs_sum / np.maximum(theirs_n, 1), -np.inf)
+        score = (mine_side + theirs_side) / 2
+        score[me] = -np.inf
+        ranked = [n for n in np.argsort(-score, kind="stable") if np.isfinite(score[n])][:count]
+        return [(index.artists[names[n]], float(score[n])) for n in ranked]
+
     # ---------------------------------------------------------------- flowing order
     def in_flow(self, items: list[Scored], *, keep_first: int = 1, keep_last: bool = False,
                 deadline: Deadline | None = None) -> list[Scored]:
@@ -347,6 +398,11 @@ class ListeningFacade:
         """Plays of ``user`` (a user of ``sonicsort users``), at ``times`` (default now)."""
         self.catalog.user(user)  # UnknownUser
         self.catalog.add_plays(user, track_ids, times)
+
+    def similar_artists(self, artist_id: str, count: int = 10) -> list[tuple[Any, float]]:
+        """``Listening.similar_artists`` over the catalog's ``music_index``."""
+        lst = self.listening()
+        return self._costly("the similar artists", 0, lambda _: lst.similar_artists(self.music_index(), artist_id, count))
 
     def mix(self, user: str, count: int, **options: Any) -> list[Scored]:
         """``Listening.mix``: a mix from ``user``'s plays."""

@@ -547,7 +547,7 @@ def test_openapi_document_is_valid_and_matches_the_routes(server):
     routed = set()
     for rule in server.app.url_map.iter_rules():
         if rule.rule.startswith(("/v1", "/healthz", "/readyz", "/metrics", "/openapi")):
-            path = rule.rule.replace("<int:track_id>", "{track_id}").replace("<int:playlist_id>", "{playlist_id}")
+            path = rule.rule.replace("<int:track_id>", "{track_id}").replace("<int:playlist_id>", "{playlist_id}").replace("<artist_id>", "{artist_id}")
             routed |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert routed == documented
     page = server.get("/docs")

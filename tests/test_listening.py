@@ -227,3 +227,28 @@ def test_the_cli_continues_a_queue_mixes_and_plays(listen, tiny_bundle):
     assert int(ids[4]) not in {t["id"] for t in json.loads(p.stdout)["items"]}  # played today
     p = run_cli(["mix", "--user", "nobody"], env)
     assert p.returncode != 0 and "nobody" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_similar_artists_compare_their_tracks_as_sets(listen, tiny_bundle):
+    artists = listen.get("/v1/artists").json()
+    assert artists["total"] == ARTISTS and all(a["track_count"] == 4 for a in artists["items"])
+    by_name = {a["name"]: a["id"] for a in artists["items"]}
+    assert listen.get("/v1/artists", params={"q": "artist 3"}).json()["items"][0]["id"] == by_name["Artist 3"]
+    tracks = {n: [i for i, t in listen.by_id.items() if t["artist"] == n] for n in by_name}
+
+    def chamfer(a, b):
+        c = np.array([[_unit(listen.vec[x]) @ _unit(listen.vec[y]) for y in tracks[b]] for x in tracks[a]])
+        return (c.max(axis=1).mean() + c.max(axis=0).mean()) / 2
+
+    body = listen.get(f"/v1/artists/{by_name['Artist 0']}/similar", params={"count": 5}).json()
+    got = [(a["name"], a["similarity"]) for a in body["items"]]
+    want = sorted(((n, chamfer("Artist 0", n)) for n in by_name if n != "Artist 0"), key=lambda x: -x[1])
+    assert [n for n, _ in got] == [n for n, _ in want]
+    assert all(abs(s - w) < 1e-4 for (_, s), (_, w) in zip(got, want))
+    assert got[0][0] == "Artist 3"  # the same style of generated music as Artist 0's
+    _problem(listen.get("/v1/artists/ar-000000000000/similar"), 404)
+    _problem(listen.get(f"/v1/artists/{by_name['Artist 0']}/similar", params={"count": 0}), 400)
+    env = dict(os.environ, SONICSORT_HOME=str(listen.home), SONICSORT_MODEL_DIR=str(tiny_bundle.directory),
+               SONICSORT_REDIS_URL="", TF_CPP_MIN_LOG_LEVEL="3")
+    p = run_cli(["artists", "--similar-to", by_name["Artist 0"], "--count", "2"], env)
+    assert p.returncode == 0 and "Artist 3" in p.stdout.splitlines()[0], p.stderr

@@ -77,6 +77,17 @@ def add_commands(sub, common) -> None:
     add_library_args(p)
     p.set_defaults(func=cmd_alchemy)
 
+    p = sub.add_parser("artists", parents=[common], help="the catalog's artists, or those like one",
+                       description="List the catalog's artists with the ids Subsonic apps see (by the files' album "
+                                   "artist, else artist), or with --similar-to ID the artists whose tracks sound most "
+                                   "like that artist's (compared as sets of tracks).")
+    p.add_argument("--query", "-q", help="names containing this text")
+    p.add_argument("--similar-to", metavar="ARTIST_ID", help="the artists most like this one")
+    p.add_argument("--count", type=int, default=10, help="similar artists to list (default 10, at most 200)")
+    p.add_argument("--limit", type=int, default=200, help="artists to list (default 200)")
+    add_library_args(p)
+    p.set_defaults(func=cmd_artists)
+
     p = sub.add_parser("plays", parents=[common], help="record that a user played tracks",
                        description="Record plays of a user (of `sonicsort users`), now; `sonicsort mix` learns from them.")
     p.add_argument("track_ids", nargs="+", type=int, metavar="ID")
@@ -176,6 +187,23 @@ def cmd_next(args: argparse.Namespace, settings) -> int:
 def cmd_alchemy(args: argparse.Namespace, settings) -> int:
     items = service(args, settings).alchemy(args.add, args.subtract, args.count, subtract_weight=args.subtract_weight)
     return _ranked_out(args, items, {"add": args.add, "subtract": args.subtract})
+
+
+def cmd_artists(args: argparse.Namespace, settings) -> int:
+    from recommender.browse import _key
+
+    svc = service(args, settings, ready=args.similar_to is not None)
+    idx = svc.music_index()
+    if args.similar_to:
+        found = svc.similar_artists(args.similar_to, args.count)
+        rows = [{"id": a.id, "name": a.name, "similarity": round(sim, 6)} for a, sim in found]
+        lines = [f"{r['id']}  {r['name'][:40]:<40} {r['similarity']:.3f}" for r in rows]
+    else:
+        found = [idx.artists[a] for a in idx.artist_order if not args.query or _key(args.query) in _key(idx.artists[a].name)]
+        rows = [{"id": a.id, "name": a.name, "album_count": len(a.album_ids)} for a in found[:max(args.limit, 0)]]
+        lines = [f"{r['id']}  {r['name'][:40]:<40} {r['album_count']} album(s)" for r in rows]
+    emit(args, {"items": rows}, "\n".join(lines) or "no artists")
+    return EXIT_OK
 
 
 def cmd_plays(args: argparse.Namespace, settings) -> int:
