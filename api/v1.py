@@ -28,10 +28,13 @@ def audio_url(track_id: int) -> str:
 
 
 def track_json(t) -> dict[str, Any]:
+    from recommender.browse import UNKNOWN_ARTIST, artist_id
+
     d = t.to_dict()
     d.pop("path", None)
     d.pop("paths", None)  # server file paths are the server's business; players use audio_url
     d["audio_url"] = audio_url(t.id)
+    d["artist_id"] = artist_id(t.album_artist or t.artist or UNKNOWN_ARTIST)  # as /v1/artists and Subsonic give it
     return d
 
 

@@ -402,3 +402,54 @@ def test_saved_playlists_and_how_to_connect_an_app(web, page):
         assert "sonicsort users add" in pg.text_content("#connect")
     finally:
         cat.delete_user("dana")
+
+
+# ---------------------------------------------------------------- listening: alchemy, flow, continue, plays, artists
+def test_alchemy_flow_continue_plays_and_similar_artists(web, page):
+    if "listener" not in {u.name for u in web.service.catalog.users()}:
+        web.service.users.add("listener", "listener-password")
+    pg = page.open("#/browse")
+    pg.wait_for_selector("#browse-list > li")
+    ids = ids_of(pg, "#browse-list")
+    pg.click(f'#browse-list > li[data-id="{ids[0]}"] button.alchemy-add')
+    pg.click(f'#browse-list > li[data-id="{ids[3]}"] button.alchemy-add')
+    pg.click(f'#browse-list > li[data-id="{ids[1]}"] button.alchemy-subtract')
+    pg.click(f'#browse-list > li[data-id="{ids[2]}"] button.seed')
+    pg.click("nav a[data-view=playlist]")
+    pg.wait_for_selector("#alchemy-add > span")
+    pg.click("#alchemy-build")
+    wait_until(pg, "() => document.querySelector('#playlist-title').textContent.startsWith('Alchemy')")
+    got = ids_of(pg, "#playlist-list")
+    api = requests.post(web.url + "/v1/alchemy", json={"add": [ids[0], ids[3]], "subtract": [ids[1]],
+                                                        "count": 10}).json()
+    assert got == [t["id"] for t in api["items"]] and not set(got) & {ids[0], ids[1], ids[3]}
+    assert pg.is_hidden("#playlist-download")  # no M3U8 for an alchemy mix
+
+    # Flow: the server's flowing order of the same playlist
+    pg.check("#pl-flow")
+    pg.fill("#pl-length", "8")
+    pg.click("#pl-build")
+    wait_until(pg, "() => document.querySelector('#playlist-title').textContent.startsWith('Playlist')")
+    flow = ids_of(pg, "#playlist-list")
+    want = requests.post(web.url + "/v1/playlists", json={"seeds": [ids[2]], "length": 8, "artist_cap": 2,
+                                                           "order": "flow"}).json()
+    assert flow == [t["id"] for t in want["items"]] and flow[0] == ids[2]
+
+    # a play counts for the listener named on the page; Continue adds what follows the queue
+    pg.fill("#listener", "listener")
+    pg.press("#listener", "Tab")
+    pg.click("#playlist-play")
+    pg.wait_for_selector("#player-bar", state="visible")
+    assert pg.get_attribute("#player-bar", "data-queue") == str(len(flow))
+    wait_until(pg, "() => document.querySelector('#player-bar').dataset.played")
+    assert flow[0] in [t for t, _ in web.service.catalog.plays_of("listener")]
+    pg.click("#player-continue")
+    wait_until(pg, "n => Number(document.querySelector('#player-bar').dataset.queue) === n + 10", len(flow))
+
+    # an artist's page shows the artists that sound like them, as the API ranks them
+    pg.goto(f"{web.url}/#/track/{ids[0]}")
+    pg.wait_for_selector("#similar-artists > li")
+    shown = pg.eval_on_selector_all("#similar-artists > li", "els => els.map(e => e.dataset.id)")
+    artist = requests.get(f"{web.url}/v1/tracks/{ids[0]}").json()["artist_id"]
+    ranked = requests.get(f"{web.url}/v1/artists/{artist}/similar", params={"count": 6}).json()["items"]
+    assert shown == [a["id"] for a in ranked] and artist not in shown

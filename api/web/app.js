@@ -9,6 +9,9 @@ const state = {
   browse: { q: "", genre: "", tag: "", cursor: null },
   lastList: null,      // {kind, body} of the last playlist or path, for the M3U8 download
   queue: [], queuePos: -1,
+  alchemy: { add: [], subtract: [] }, // [{id, title}]
+  listener: "",        // the user whose plays the player records
+  played: null,        // the id of the track whose play was recorded, until the next starts
   map: null,
 };
 
@@ -142,7 +145,9 @@ function trackItem(t, { scored = false, compact = false, list = null, index = 0 
     compact ? h("button", { type: "button", class: "play", onclick: () => playNow(t, list, index) }, "▶") : null,
     h("button", { type: "button", class: "similar", onclick: () => { location.hash = `#/track/${t.id}`; } }, "Similar"),
     h("button", { type: "button", class: "from", onclick: () => setEnd("from", t) }, "From"),
-    h("button", { type: "button", class: "to", onclick: () => setEnd("to", t) }, "To"));
+    h("button", { type: "button", class: "to", onclick: () => setEnd("to", t) }, "To"),
+    h("button", { type: "button", class: "alchemy-add", title: "alchemy: towards this track", onclick: () => addAlchemy("add", t) }, "+"),
+    h("button", { type: "button", class: "alchemy-subtract", title: "alchemy: away from this track", onclick: () => addAlchemy("subtract", t) }, "−"));
   return h("li", { class: "track", "data-id": t.id, "data-genre": t.genre, "data-artist": t.artist || "" },
     h("div", { class: "t-main" }, meta, why), audio, actions);
 }
@@ -158,14 +163,40 @@ function playNow(t, list = null, index = 0) {
   bar.hidden = false;
   $("#now-title").textContent = `${t.title}${t.artist ? " · " + t.artist : ""}`;
   player.src = t.audio_url;
+  state.played = null;
   player.play().catch(() => { /* autoplay refused: the controls are there */ });
   if (list) { state.queue = list; state.queuePos = index; }
+  showQueueLength();
 }
 function playNext() {
   if (state.queuePos + 1 < state.queue.length) {
     state.queuePos += 1;
     playNow(state.queue[state.queuePos], state.queue, state.queuePos);
   }
+}
+function showQueueLength() { $("#player-bar").dataset.queue = String(state.queue.length); }
+
+// "Continue": the tracks that continue the queue, added at its end.
+async function continueQueue() {
+  const played = state.queue.map((t) => t.id).slice(-500);
+  if (!played.length) { flash("Play something first: Continue adds what follows it"); return; }
+  let out;
+  try { out = await api("/v1/queue/next", { method: "POST", json: { queue: played, count: 10 } }); }
+  catch (e) { flash(`Could not continue the queue: ${e.message}`); return; }
+  state.queue = [...state.queue, ...out.items];
+  showQueueLength();
+  flash(`Added ${out.items.length} tracks to the queue` + (out.relaxed ? " (the catalog is small: artists or albums come back sooner)" : ""));
+}
+
+// A play counts once per start, after 30 s or half the track, for the listener named on the page.
+function recordPlay() {
+  const player = $("#player"), t = state.queue[state.queuePos];
+  if (!t || !state.listener || state.played === t.id || !player.duration) return;
+  if (player.currentTime < Math.min(30, player.duration / 2)) return;
+  state.played = t.id;
+  api("/v1/plays", { method: "POST", json: { user: state.listener, track_ids: [t.id] } })
+    .then(() => { $("#player-bar").dataset.played = String(t.id); })
+    .catch((e) => flash(`The play was not recorded: ${e.message}`));
 }
 
 let flashTimer = null;
@@ -247,7 +278,19 @@ async function showTrack(id) {
   bars($("#track-chart"), t.probabilities);
   tagChips($("#track-tags"), t.top_tags);
   $("#track-card").hidden = false;
-  await similar();
+  await Promise.all([similar(), similarArtists(t)]);
+}
+
+async function similarArtists(t) {
+  $("#artists-card").hidden = true;
+  let out;
+  try { out = await api(`/v1/artists/${encodeURIComponent(t.artist_id)}/similar?count=6`); }
+  catch (e) { return; /* no other artist, or the catalog changed: the card stays hidden */ }
+  $("#artists-of").textContent = t.album_artist || t.artist || "this artist";
+  $("#similar-artists").replaceChildren(...out.items.map((a) => h("li", { class: "chip", "data-id": a.id },
+    h("a", { href: "#/browse", onclick: () => { $("#search-q").value = a.name; state.browse.q = a.name; $("#browse-list").replaceChildren(); delete $("#browse-list").dataset.count; } },
+      a.name), h("span", { class: "muted small" }, ` ${a.similarity.toFixed(2)}`))));
+  $("#artists-card").hidden = out.items.length === 0;
 }
 
 async function similar() {
@@ -317,11 +360,35 @@ async function pick() {
 
 function showList(kind, body, out) {
   state.lastList = { kind, body, items: out.items };
-  const what = kind === "playlists" ? `Playlist of ${out.length}` : `Path of ${out.length}`;
+  const n = out.items.length;
+  const what = kind === "playlists" ? `Playlist of ${n}` : kind === "paths" ? `Path of ${n}` : `Alchemy: ${n} tracks`;
   $("#playlist-title").textContent = out.truncated
     ? `${what} (of ${out.requested_length} asked for: the catalog holds no more under these rules)` : what;
+  $("#playlist-download").hidden = kind === "alchemy";
   fillList($("#playlist-list"), out.items, { scored: true });
   $("#playlist-result").hidden = false;
+}
+
+function addAlchemy(side, t) {
+  const other = side === "add" ? "subtract" : "add";
+  state.alchemy[other] = state.alchemy[other].filter((x) => x.id !== t.id);
+  if (!state.alchemy[side].some((x) => x.id === t.id)) state.alchemy[side].push({ id: t.id, title: t.title });
+  renderAlchemy(); flash(`Alchemy: ${side === "add" ? "towards" : "away from"} “${t.title}”`);
+}
+function renderAlchemy() {
+  for (const side of ["add", "subtract"]) {
+    $(`#alchemy-${side}`).replaceChildren(...state.alchemy[side].map((x) => h("span", { class: "chip", "data-id": x.id },
+      x.title, h("button", { type: "button", "aria-label": `remove ${x.title}`, onclick: () => {
+        state.alchemy[side] = state.alchemy[side].filter((y) => y.id !== x.id); renderAlchemy();
+      } }, "×"))));
+  }
+}
+async function buildAlchemy() {
+  if (!state.alchemy.add.length) { showError("playlist", "Add at least one track to move towards (the + buttons)."); return; }
+  const body = { add: state.alchemy.add.map((x) => x.id), subtract: state.alchemy.subtract.map((x) => x.id),
+    count: Number($("#alchemy-count").value) };
+  const out = await busy("playlist", () => api("/v1/alchemy", { method: "POST", json: body }));
+  if (out) showList("alchemy", body, out);
 }
 
 async function buildPlaylist() {
@@ -330,6 +397,7 @@ async function buildPlaylist() {
   const body = { seeds: state.seeds.map((s) => s.id), length: Number($("#pl-length").value),
     artist_cap: Number($("#pl-cap").value) };
   if (genres.length) body.genres = genres;
+  if ($("#pl-flow").checked) body.order = "flow";
   const out = await busy("playlist", () => api("/v1/playlists", { method: "POST", json: body }));
   if (out) showList("playlists", body, out);
 }
@@ -337,6 +405,7 @@ async function buildPlaylist() {
 async function buildPath() {
   if (!state.from || !state.to) { showError("playlist", "Choose the track to start from and the one to end at (the From and To buttons)."); return; }
   const body = { from: state.from.id, to: state.to.id, length: Number($("#path-length").value) };
+  if ($("#path-flow").checked) body.order = "flow";
   const out = await busy("playlist", () => api("/v1/paths", { method: "POST", json: body }));
   if (out) showList("paths", body, out);
 }
@@ -368,8 +437,19 @@ function setUpPlaylists() {
     if (items.length) playNow(items[0], items, 0);
   });
   $("#player").addEventListener("ended", playNext);
+  $("#player").addEventListener("timeupdate", recordPlay);
   $("#player-next").addEventListener("click", playNext);
-  renderSeeds(); renderEnds();
+  $("#player-continue").addEventListener("click", continueQueue);
+  $("#alchemy-form").addEventListener("submit", buildAlchemy);
+  $("#alchemy-clear").addEventListener("click", () => { state.alchemy = { add: [], subtract: [] }; renderAlchemy(); });
+  const listener = $("#listener");
+  try { state.listener = localStorage.getItem("sonicsort-listener") || ""; } catch (e) { /* private mode */ }
+  listener.value = state.listener;
+  listener.addEventListener("change", () => {
+    state.listener = listener.value.trim();
+    try { localStorage.setItem("sonicsort-listener", state.listener); } catch (e) { /* private mode */ }
+  });
+  renderSeeds(); renderEnds(); renderAlchemy();
 }
 
 // ------------------------------------------------------------------ map
