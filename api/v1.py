@@ -250,7 +250,10 @@ def alchemy():
 
     body = P.json_body()
     add = P.int_list(body, "add", max_items=MAX_INPUTS)
-    subtract = P.int_list(body, "subtract", max_items=MAX_INPUTS) if body.get("subtract") else []
+    given = body.get("subtract")
+    if given is not None and not isinstance(given, list):
+        raise ApiError(400, "subtract must be a list of track ids")
+    subtract = P.int_list(body, "subtract", max_items=MAX_INPUTS) if given else []
     count = P.field(body, "count", "int", 20, lo=1, hi=MAX_COUNT)
     weight = P.field(body, "subtract_weight", "float", 0.5, lo=0.0, hi=1.0)
     items = service().alchemy(add, subtract, count, subtract_weight=weight)
