@@ -135,3 +135,10 @@ def test_tests_share_helpers_from_a_package_and_fixtures_from_conftest():
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             fixture = any("fixture" in ast.unparse(d) for d in node.decorator_list)
             assert fixture or node.name.startswith("pytest_"), f"conftest.py defines {node.name}: move it to tests/helpers"
+
+
+def test_no_library_module_is_over_500_lines():
+    """Each room's modules stay readable: one over 500 lines is split along what it does."""
+    long = {str(p.relative_to(ROOT)): n for room in ROOMS for p in (ROOT / room).rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
+    assert not long, long
