@@ -37,6 +37,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .metrics import Metrics
 
     config = dict(config or {})
+    _one_blas_thread_per_call()
     app = Flask(__name__)
     service = config.pop("SERVICE", None)
     settings = config.pop("SETTINGS", None) or (service.settings if service else Settings.from_env())
@@ -69,6 +70,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 __all__ = ["create_app"]
+
+
+def _one_blas_thread_per_call() -> None:
+    """Requests run in many threads at once, and each numpy product (scoring a catalog for a
+    queue, a playlist, alchemy) would otherwise start as many BLAS threads as there are cores:
+    eight requests on two cores then fight over sixteen threads. One BLAS thread a call
+    (``threadpoolctl``) lets the request threads share the cores instead."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def _one_catalog_check_per_request(inner):

@@ -123,8 +123,9 @@ def flow_order(vectors: np.ndarray, *, keep_first: int = 1, keep_last: bool = Fa
 class Listening:
     """The listening features over one ``Recommender`` (``Service`` calls it)."""
 
-    def __init__(self, reco: Recommender) -> None:
+    def __init__(self, reco: Recommender, music=None) -> None:
         self.reco = reco
+        self.music = music  # a browse.MusicIndex of the catalog: artists, albums, durations without a query
 
     @property
     def catalog(self):
@@ -197,41 +198,80 @@ class Listening:
             taste = taste * decay + vecs[i]
         allowed = self.reco._allowed(genres)
         want = min(max(20 * count, 400), len(self.catalog))
-        ids, mat = self._nearest([_unit(taste)], want, set(vecs), allowed)
-        rows = self.catalog.get_many(ids.tolist())
-        keep = [k for k, i in enumerate(ids.tolist()) if i in rows
-                and (min_duration_s is None or rows[i].duration_s >= min_duration_s)
-                and (max_duration_s is None or rows[i].duration_s <= max_duration_s)]
-        ids, mat = ids[keep], mat[keep]
-        artists = [_artist_key(rows[i]) for i in ids.tolist()]
-        albums = [_album_key(rows[i]) for i in ids.tolist()]
-        history = [(_artist_key(queued[i]), _album_key(queued[i])) for i in queue if i in queued]
+        every_ids, every_mat = self._nearest([_unit(taste)], want, set(vecs), allowed)
+        first = np.argsort(-(every_mat @ _unit(taste).astype(np.float32)), kind="stable") if len(every_ids) else []
+        every_ids, every_mat = every_ids[first], every_mat[first]  # nearest first
+
+        def candidates(n: int):
+            """The ``n`` nearest candidates that keep the duration bounds: ids, vectors, and
+            (artist, album, duration) of each, from the music index when there is one."""
+            facts = self._facts(every_ids[:n].tolist())
+            keep = [k for k, i in enumerate(every_ids[:n].tolist()) if i in facts
+                    and (min_duration_s is None or facts[i][2] >= min_duration_s)
+                    and (max_duration_s is None or facts[i][2] <= max_duration_s)]
+            return every_ids[:n][keep], every_mat[:n][keep], facts
+
+        # the nearest few are looked at first; the rest only when the windows need them
+        n_read = min(len(every_ids), 3 * count + 30)
+        ids, mat, facts = candidates(n_read)
+        artists = [facts[i][0] for i in ids.tolist()]
+        albums = [facts[i][1] for i in ids.tolist()]
+        queued_facts = self._facts(list(dict.fromkeys(queue)))
+        history = [queued_facts[i][:2] for i in queue if i in queued_facts]
         windows = {"no_repeat_artist": no_repeat_artist, "no_repeat_album": no_repeat_album}
         relaxed: dict[str, int] = {}
         open_ = np.ones(len(ids), bool)
         centre_probs = _mean_probabilities([queued[i] for i in recent if i in queued])
-        picks: list[Scored] = []
-        while len(picks) < count and open_.any():
+        picks: list[tuple[int, float]] = []  # (track id, similarity to the queue when picked)
+        while len(picks) < count:
             deadline.check("the queue")
             yield_gil()
-            target = _unit(taste).astype(np.float32)
-            sims = mat @ target
-            order = np.argsort(np.where(open_, -sims, np.inf), kind="stable")[: int(open_.sum())]
-            recent_artists = {a for a, _ in history[-windows["no_repeat_artist"]:]} if windows["no_repeat_artist"] else set()
-            recent_albums = {b for _, b in history[-windows["no_repeat_album"]:]} if windows["no_repeat_album"] else set()
-            best = next((int(k) for k in order if not (artists[k] and artists[k] in recent_artists)
-                         and not (albums[k] and albums[k] in recent_albums)), None)
-            if best is None:  # the windows cannot be kept: halve the album's, then the artist's
+            best = None
+            if open_.any():
+                sims = mat @ _unit(taste).astype(np.float32)
+                order = np.argsort(np.where(open_, -sims, np.inf), kind="stable")[: int(open_.sum())]
+                recent_artists = {a for a, _ in history[-windows["no_repeat_artist"]:]} if windows["no_repeat_artist"] else set()
+                recent_albums = {b for _, b in history[-windows["no_repeat_album"]:]} if windows["no_repeat_album"] else set()
+                best = next((int(k) for k in order if not (artists[k] and artists[k] in recent_artists)
+                             and not (albums[k] and albums[k] in recent_albums)), None)
+            if best is None and n_read < len(every_ids):  # read every candidate before narrowing a window
+                n_read = len(every_ids)
+                taken = {tid for tid, _ in picks}
+                ids, mat, facts = candidates(n_read)
+                artists = [facts[i][0] for i in ids.tolist()]
+                albums = [facts[i][1] for i in ids.tolist()]
+                open_ = ~np.isin(ids, list(taken)) if taken else np.ones(len(ids), bool)
+                continue
+            if best is None:
+                if not open_.any():
+                    break  # the catalog holds no more
+                # the windows cannot be kept: halve the album's, then the artist's
                 key = "no_repeat_album" if windows["no_repeat_album"] > 0 else "no_repeat_artist"
                 windows[key] //= 2
                 relaxed[key] = windows[key]
                 continue
             open_[best] = False
-            t = rows[int(ids[best])]
-            picks.append(Scored(t, float(sims[best]), genre_agreement(centre_probs, t.probabilities), float(sims[best])))
+            picks.append((int(ids[best]), float(sims[best])))
             history.append((artists[best], albums[best]))
             taste = taste * decay + mat[best]
-        return picks, relaxed
+        rows = self.catalog.get_many([tid for tid, _ in picks])
+        return [Scored(rows[tid], sim, genre_agreement(centre_probs, rows[tid].probabilities), sim)
+                for tid, sim in picks if tid in rows], relaxed
+
+    def _facts(self, ids: list[int]) -> dict[int, tuple[str, str, float]]:
+        """track id → (artist key, album key, duration s); "" where the tags say nothing."""
+        from .browse import UNKNOWN_ALBUM, UNKNOWN_ARTIST
+
+        if self.music is not None:
+            out = {}
+            for i in ids:
+                s = self.music.songs.get(i)
+                if s is not None:
+                    artist = "" if s.artist == UNKNOWN_ARTIST else s.artist.strip().casefold()
+                    out[i] = (artist, "" if s.album == UNKNOWN_ALBUM else s.album_id, s.duration_s)
+            return out
+        rows = self.catalog.get_many(ids)
+        return {i: (_artist_key(t), _album_key(t), t.duration_s) for i, t in rows.items()}
 
     # ---------------------------------------------------------------- alchemy
     def alchemy(self, add: Sequence[int], subtract: Sequence[int] = (), count: int = 20, *,
@@ -381,7 +421,7 @@ class ListeningFacade:
     service's ``recommender``, ``catalog`` and ``_costly``)."""
 
     def listening(self) -> Listening:
-        return Listening(self.recommender())
+        return Listening(self.recommender(), self.music_index())
 
     def queue_next(self, queue: Sequence[int], count: int, **options: Any) -> tuple[list[Scored], dict[str, int]]:
         """``Listening.queue_next``: the tracks that continue ``queue``, and the windows relaxed."""

@@ -100,8 +100,8 @@ def main() -> None:
         node = [("127.0.0.1", port)]
         plans = {
             "queue_next": ("/v1/queue/next", lambda rnd: {"queue": rnd.sample(ids, 5), "count": 10}),
-            "alchemy": ("/v1/alchemy", lambda rnd: {"add": rnd.sample(ids, 2), "subtract": rnd.sample(ids, 1),
-                                                    "count": 10}),
+            "alchemy": ("/v1/alchemy", lambda rnd: (lambda three: {"add": three[:2], "subtract": three[2:],
+                                                                   "count": 10})(rnd.sample(ids, 3))),
         }
         runs = {}
         for name, (path, body) in plans.items():
