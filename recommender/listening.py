@@ -21,7 +21,8 @@ genre agreement as ``Recommender``; none of them ever holds one of its inputs.
   the Chamfer similarity, the mean of each track's best cosine to the other artist's
   tracks, both ways, averaged.
 - **Flowing order** (``flow_order``): the same tracks ordered so that consecutive tracks
-  are close: a greedy nearest-neighbour walk, then 2-opt moves until none shortens it.
+  are close: a greedy nearest-neighbour walk and the order given, each improved by 2-opt
+  moves until none shortens it; the shorter of the two.
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ def flow_order(vectors: np.ndarray, *, keep_first: int = 1, keep_last: bool = Fa
                deadline: Deadline | None = None, max_passes: int = 50) -> list[int]:
     """An order of the rows of ``vectors`` (unit vectors) in which consecutive rows are close:
     the first ``keep_first`` rows stay where they are (at least the first), and the last
-    too with ``keep_last``; the rest follow a greedy nearest-neighbour walk from the last kept
-    row, improved by 2-opt moves (reversing a stretch) while one shortens the walk."""
+    too with ``keep_last``. Two walks are improved by 2-opt moves (reversing a stretch) while
+    one shortens them: a greedy nearest-neighbour walk from the last kept row, and the rows
+    as given; the shorter wins, so the answer is never longer than the order it was given."""
     n = len(vectors)
     keep_first = max(1, min(keep_first, n))
     if n - keep_first - (1 if keep_last else 0) < 2:
@@ -92,9 +94,17 @@ def flow_order(vectors: np.ndarray, *, keep_first: int = 1, keep_last: bool = Fa
         free[best] = False
     if keep_last:
         order.append(n - 1)
-    p = np.array(order)
-    lo = keep_first  # reversals start at or after the first free position
-    hi = n - 1 if keep_last else n  # ... and end before the kept last
+    walks = [_two_opt(np.array(start), dist, keep_first, keep_last, deadline, max_passes)
+             for start in (order, list(range(n)))]
+    return min(walks, key=lambda w: (float(dist[w[:-1], w[1:]].sum()), w.tolist())).tolist()
+
+
+def _two_opt(p: np.ndarray, dist: np.ndarray, keep_first: int, keep_last: bool, deadline: Deadline,
+             max_passes: int) -> np.ndarray:
+    """``p`` improved by reversals of stretches that start at or after ``keep_first`` and end
+    before the last position with ``keep_last``, best gain first at each start, until none helps."""
+    n = len(p)
+    lo, hi = keep_first, (n - 1 if keep_last else n)
     for _ in range(max_passes):
         deadline.check("the flowing order")
         improved = False
@@ -103,13 +113,11 @@ def flow_order(vectors: np.ndarray, *, keep_first: int = 1, keep_last: bool = Fa
             j = np.arange(i + 1, hi)
             a, b = p[i - 1], p[i]
             c = p[j]
-            before = dist[a, b]
-            after = dist[a, c]
             nxt = j + 1
             has_next = nxt < n
             d = np.where(has_next, p[np.minimum(nxt, n - 1)], 0)
-            before = before + np.where(has_next, dist[c, d], 0.0)
-            after = after + np.where(has_next, dist[b, d], 0.0)
+            before = dist[a, b] + np.where(has_next, dist[c, d], 0.0)
+            after = dist[a, c] + np.where(has_next, dist[b, d], 0.0)
             gain = before - after
             k = int(np.argmax(gain))
             if gain[k] > 1e-12:
@@ -117,7 +125,7 @@ def flow_order(vectors: np.ndarray, *, keep_first: int = 1, keep_last: bool = Fa
                 improved = True
         if not improved:
             break
-    return p.tolist()
+    return p
 
 
 class Listening:
