@@ -306,7 +306,7 @@ class Listening:
             return []
         sims = mat @ centre.astype(np.float32)
         score = sims - subtract_weight * (mat @ away.T.astype(np.float32)).max(axis=1) if away is not None else sims
-        order = sorted(range(len(ids)), key=lambda k: (-float(score[k]), int(ids[k])))[:count]
+        order = np.lexsort((ids, -score))[:count].tolist()  # best first, ties to the lower id
         rows = self.catalog.get_many([int(ids[k]) for k in order])
         probs = _mean_probabilities(list(self.catalog.get_many(list(add)).values()))
         return [Scored(rows[int(ids[k])], float(sims[k]), genre_agreement(probs, rows[int(ids[k])].probabilities),
@@ -340,7 +340,7 @@ class Listening:
         cos = mat @ amat.T  # (candidates, anchors)
         z = (cos - cos.max(axis=1, keepdims=True)) / MIX_TEMPERATURE
         score = cos.max(axis=1) + MIX_TEMPERATURE * np.log((np.exp(z) * w).sum(axis=1) / w.sum())
-        order = sorted(range(len(ids)), key=lambda k: (-float(score[k]), int(ids[k])))
+        order = np.lexsort((ids, -score)).tolist()  # best first, ties to the lower id
         rows = self.catalog.get_many([int(ids[k]) for k in order[: 4 * count]])
         probs = _mean_probabilities(list(self.catalog.get_many(anchors[:10]).values()))
         out: list[Scored] = []
