@@ -52,6 +52,15 @@ def float_value(name: str, value: Any, *, lo: float, hi: float) -> float:
     return v
 
 
+def bool_value(name: str, value: Any) -> bool:
+    """true or false: a JSON boolean, or in a query string the word ``true`` or ``false``."""
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise _bad(f"{name} must be true or false, not {value!r}")
+
+
 def choice_value(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise _bad(f"{name} must be one of {', '.join(choices)}, not {value!r}")
@@ -99,6 +108,8 @@ def _convert(name: str, value: Any, kind: str, **limits: Any) -> Any:
         return float_value(name, value, **limits)
     if kind == "choice":
         return choice_value(name, value, limits["choices"])
+    if kind == "bool":
+        return bool_value(name, value)
     return text_value(name, value, **limits)
 
 
@@ -114,6 +125,7 @@ def similar_options(k_min: int = 1) -> dict[str, Any]:
         "boost_weight": arg("boost_weight", "float", 0.3, lo=0.0, hi=1.0),
         "artist_cap": arg("artist_cap", "int", None, lo=1, hi=MAX_K),
         "mmr_lambda": arg("mmr_lambda", "float", None, lo=0.0, hi=1.0),
+        "dedupe": arg("dedupe", "bool", True),
     }
 
 

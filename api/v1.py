@@ -197,7 +197,8 @@ def playlist():
     centre_weight = P.field(body, "centre_weight", "float", 0.5, lo=0.0, hi=1.0)
     order = P.field(body, "order", "choice", "playlist", choices=("playlist", "flow"))
     items = service().playlist(seeds, length, genres=genres or None, artist_cap=artist_cap,
-                               centre_weight=centre_weight, order=order)
+                               centre_weight=centre_weight, order=order,
+                               dedupe=P.field(body, "dedupe", "bool", True))
     if m3u:
         return m3u8_response(items, "sonicsort-playlist")
     return jsonify({"seeds": seeds, "length": len(items), "requested_length": length,
@@ -212,7 +213,7 @@ def path():
     end = P.field(body, "to", "int", required=True, lo=1, hi=2**62)
     length = P.field(body, "length", "int", required=True, lo=2, hi=1000)
     order = P.field(body, "order", "choice", "path", choices=("path", "flow"))
-    items = service().path(start, end, length, order=order)
+    items = service().path(start, end, length, order=order, dedupe=P.field(body, "dedupe", "bool", True))
     if m3u:
         return m3u8_response(items, "sonicsort-path")
     return jsonify({"from": start, "to": end, "length": len(items), "requested_length": length,
@@ -238,7 +239,7 @@ def queue_next():
             "no_repeat_album": P.field(body, "no_repeat_album", "int", 25, lo=0, hi=1000),
             "min_duration_s": P.field(body, "min_duration_s", "float", None, lo=0.0, hi=86_400.0),
             "max_duration_s": P.field(body, "max_duration_s", "float", None, lo=0.0, hi=86_400.0),
-            "genres": _genres(body)}
+            "genres": _genres(body), "dedupe": P.field(body, "dedupe", "bool", True)}
     items, relaxed = service().queue_next(queue, count, **opts)
     return jsonify({"count": len(items), "requested_count": count, "truncated": len(items) < count,
                     "relaxed": relaxed or None, "items": scored_json(items)})
@@ -256,7 +257,8 @@ def alchemy():
     subtract = P.int_list(body, "subtract", max_items=MAX_INPUTS) if given else []
     count = P.field(body, "count", "int", 20, lo=1, hi=MAX_COUNT)
     weight = P.field(body, "subtract_weight", "float", 0.5, lo=0.0, hi=1.0)
-    items = service().alchemy(add, subtract, count, subtract_weight=weight)
+    items = service().alchemy(add, subtract, count, subtract_weight=weight,
+                              dedupe=P.field(body, "dedupe", "bool", True))
     return jsonify({"add": add, "subtract": subtract, "items": scored_json(items)})
 
 
@@ -286,8 +288,22 @@ def mix():
         raise ApiError(400, "user is required: the mix is made from that user's plays")
     count = P.arg("count", "int", 30, lo=1, hi=MAX_COUNT)
     artist_cap = P.arg("artist_cap", "int", 2, lo=1, hi=MAX_COUNT)
-    items = service().mix(user, count, artist_cap=artist_cap)
+    items = service().mix(user, count, artist_cap=artist_cap, dedupe=P.arg("dedupe", "bool", True))
     return jsonify({"user": user, "items": scored_json(items)})
+
+
+# ---------------------------------------------------------------- near-duplicates
+@bp.get("/duplicates")
+def duplicates():
+    limit = P.arg("limit", "int", 100, lo=1, hi=P.MAX_LIMIT)
+    after = P.arg("cursor", "int", 0, lo=0, hi=10**18 - 1)
+    groups, next_after = service().duplicate_groups(after_id=after, limit=limit)
+    nxt = str(next_after) if next_after is not None else None
+    return jsonify({"groups": [{"ids": list(g.ids), "distance": round(g.distance, 6),
+                                "similarity": round(g.similarity, 6), "tracks": [track_json(t) for t in tracks]}
+                               for g, tracks in groups],
+                    "next_cursor": nxt,
+                    "next": url_for("v1.duplicates", **{**request.args, "cursor": nxt}) if nxt else None})
 
 
 # ---------------------------------------------------------------- artists

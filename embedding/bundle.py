@@ -24,6 +24,7 @@ import numpy as np
 
 from .audio import Audio, AudioSource, DecodeLimits, Excerpts
 from .errors import ModelError
+from .fingerprint import fingerprint as fingerprint_of
 from .features import FeatureConfig, Normalizer, decode_for_features, segment_features
 from .model import ModelConfig
 
@@ -50,6 +51,8 @@ class Prediction:
     is_silent : the audio was digital silence (the prediction carries no information)
     tags : tag → probability from the front end (50 Last.fm tags of the Million Song
         Dataset: moods, styles, eras, instruments; not GTZAN labels)
+    fingerprint : the audio's ``embedding.fingerprint`` (None for silence, very short audio,
+        or a decode without the fingerprint's stretch); the catalog finds near-duplicates by it
     """
 
     genre: str
@@ -60,6 +63,7 @@ class Prediction:
     duration_s: float
     is_silent: bool = False
     tags: dict[str, float] = field(default_factory=dict)
+    fingerprint: bytes | None = None
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
@@ -93,6 +97,7 @@ class Prediction:
             "n_segments": self.n_segments, "duration_s": self.duration_s, "is_silent": self.is_silent,
             "tags": self.tags,
             "embedding_f32": base64.b64encode(np.asarray(self.embedding, "<f4").tobytes()).decode("ascii"),
+            "fingerprint": base64.b64encode(self.fingerprint).decode("ascii") if self.fingerprint else None,
         }, separators=(",", ":"))
 
     @classmethod
@@ -106,6 +111,7 @@ class Prediction:
             model_version=d["model_version"], n_segments=int(d["n_segments"]),
             duration_s=float(d["duration_s"]), is_silent=bool(d["is_silent"]),
             tags={k: float(v) for k, v in (d.get("tags") or {}).items()},
+            fingerprint=base64.b64decode(d["fingerprint"]) if d.get("fingerprint") else None,
         )
 
 
@@ -249,7 +255,10 @@ class ModelBundle:
         return self.normalizer(segment_features(audio, self.feature_config))
 
     def predict_audio(self, audio: Audio | Excerpts) -> Prediction:
-        return self.predict_features([self.features(audio)], [audio.duration_s], [audio.is_silent])[0]
+        """The prediction for decoded audio, with its fingerprint when ``audio`` holds its stretch."""
+        pred = self.predict_features([self.features(audio)], [audio.duration_s], [audio.is_silent])[0]
+        pred.fingerprint = fingerprint_of(audio)
+        return pred
 
     def predict(self, source: AudioSource, *, max_duration_s: float | None = None,
                 limits: DecodeLimits | None = None) -> Prediction:

@@ -69,6 +69,9 @@ class Settings:
     # "refuse" (a clear error) or "reembed" (recompute them from the audio files)
     on_model_mismatch: str = "refuse"
     ingest_workers: int = 0  # 0: one per CPU core
+    # fingerprint new audio and find the catalog's near-duplicates (``recommender.duplicates``);
+    # off, ingest skips the fingerprint's decode and answers drop no duplicates
+    find_duplicates: bool = True
     # the HTTP API
     # the key that encrypts users' passwords in the catalog (any string; "" : a key file made
     # on first use, ``secret_key_file``)
@@ -160,8 +163,18 @@ class Settings:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
 
+def boolean(value: str) -> bool:
+    """An environment variable's yes or no: 1/true/yes/on or 0/false/no/off, any case."""
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
 # how each non-string field is read from its environment variable
-_FROM_ENV = {"home": Path, "model_dir": Path, "uploads": Path, "max_duration_s": float, "max_channels": int, "max_sample_rate": int,
+_FROM_ENV = {"find_duplicates": boolean, "home": Path, "model_dir": Path, "uploads": Path, "max_duration_s": float, "max_channels": int, "max_sample_rate": int,
              "max_decoded_samples": int, "cache_ttl_s": int, "ingest_workers": int,
              "max_upload_mb": float, "port": int, "web_workers": int, "web_threads": int, "body_timeout_s": float,
              "header_timeout_s": float, "max_connections": int, "body_memory_mb": float,

@@ -49,28 +49,34 @@ def read_tags(path: str | Path) -> dict[str, Any]:
     return tags
 
 
-def extract(path: str, config, normalizer, limits) -> dict[str, Any]:
-    """Decode + features + tags of one file: what the model needs, computed anywhere.
+def extract(path: str, config, normalizer, limits, *, fingerprint: bool = True) -> dict[str, Any]:
+    """Decode + features + tags of one file: what the model needs, computed anywhere, and with
+    ``fingerprint`` the audio's ``embedding.fingerprint`` (near-duplicates are found by it).
 
     ``limits``: ``embedding.audio.DecodeLimits`` or its ``to_dict()`` (as it crosses processes)."""
     from embedding import AudioError, segment_features
     from embedding.audio import DecodeLimits
     from embedding.features import decode_for_features
+    from embedding.fingerprint import fingerprint as fingerprint_of
 
     if isinstance(limits, dict):
         limits = DecodeLimits.from_dict(limits)
     try:
-        audio = decode_for_features(path, config, limits=limits)
+        audio = decode_for_features(path, config, limits=limits, fingerprint=fingerprint)
     except AudioError as exc:
         return {"path": path, "error": str(exc).replace(f"{path}: ", "")}
     except OSError as exc:
         return {"path": path, "error": f"cannot read ({exc.strerror or exc})"}
     feats = normalizer(segment_features(audio, config))
     return {"path": path, "features": feats, "duration_s": audio.duration_s, "is_silent": audio.is_silent,
-            "tags": read_tags(path)}
+            "tags": read_tags(path), "fingerprint": fingerprint_of(audio) if fingerprint else None}
 
 
 def predict_extracted(bundle, items: list[dict[str, Any]]) -> list[Any]:
-    """The model on a batch of ``extract`` results (their features are dropped once used)."""
-    return bundle.predict_features([i.pop("features") for i in items], [i["duration_s"] for i in items],
-                                   [i["is_silent"] for i in items])
+    """The model on a batch of ``extract`` results (their features are dropped once used), each
+    prediction with its file's fingerprint."""
+    preds = bundle.predict_features([i.pop("features") for i in items], [i["duration_s"] for i in items],
+                                    [i["is_silent"] for i in items])
+    for item, pred in zip(items, preds):
+        pred.fingerprint = item.get("fingerprint")
+    return preds

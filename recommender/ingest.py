@@ -92,7 +92,7 @@ _W: dict[str, Any] = {}
 
 
 def _init_worker(feature_config: dict[str, Any], normalizer: dict[str, Any], limits: dict[str, Any],
-                 parent_pid: int | None = None) -> None:
+                 fingerprints: bool = True, parent_pid: int | None = None) -> None:
     from embedding import FeatureConfig, Normalizer
 
     if parent_pid is not None:  # a pool worker: it ends with the ingest, however the ingest ends
@@ -101,6 +101,7 @@ def _init_worker(feature_config: dict[str, Any], normalizer: dict[str, Any], lim
     _W["config"] = FeatureConfig.from_dict(feature_config)
     _W["norm"] = Normalizer.from_dict(normalizer)
     _W["limits"] = limits
+    _W["fingerprints"] = fingerprints
 
 
 def _hash_job(path: str) -> tuple[str, str | None, str | None]:
@@ -111,7 +112,7 @@ def _hash_job(path: str) -> tuple[str, str | None, str | None]:
 
 
 def _extract_job(path: str) -> dict[str, Any]:
-    return extract(path, _W["config"], _W["norm"], _W["limits"])
+    return extract(path, _W["config"], _W["norm"], _W["limits"], fingerprint=_W["fingerprints"])
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -232,7 +233,8 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
     n_workers = workers if workers is not None else (library.settings.ingest_workers or (os.cpu_count() or 1))
     if len(todo) < 4 or queue_url:
         n_workers = 0  # starting processes costs more than it saves
-    initargs = (bundle.feature_config.to_dict(), bundle.normalizer.to_dict(), library.settings.decode_limits.to_dict())
+    initargs = (bundle.feature_config.to_dict(), bundle.normalizer.to_dict(), library.settings.decode_limits.to_dict(),
+                library.settings.find_duplicates)
     stat_of = {p: (size, mtime) for p, size, mtime in todo}
     last_save = time.monotonic()
     with _Runner(n_workers, initargs) as runner:
@@ -327,6 +329,7 @@ def ingest(library: Library, roots: Iterable[str | os.PathLike], *, workers: int
             library.remove_tracks(orphans)
             report.pruned = len(orphans)
     _ = library.index  # caught up with what queue workers stored
+    library.duplicates.find()  # what queue workers stored (each batch here found its own)
     library.save_index()
     report.seconds = time.perf_counter() - t0
     return report

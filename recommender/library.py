@@ -64,6 +64,7 @@ class Library:
         # (catalog generation, the whole catalog's ids, unit vectors and artists): what long
         # playlists and paths score (``Recommender._pool``), kept while the catalog is unchanged
         self.whole_pool: tuple[int, tuple] | None = None
+        self._duplicates = None
 
     # ---------------------------------------------------------------- model
     @property
@@ -244,9 +245,18 @@ class Library:
                 log.info("index reconciled with the catalog: +%d −%d", len(missing), len(extra))
             return {"added": int(len(missing)), "removed": int(len(extra))}
 
+    @property
+    def duplicates(self):
+        """The catalog's near-duplicates (``recommender.duplicates.Duplicates``)."""
+        if self._duplicates is None:
+            from .duplicates import Duplicates
+
+            self._duplicates = Duplicates(self)
+        return self._duplicates
+
     def add_tracks(self, records: list, links: list = (), *, created: list[bool] | None = None) -> list[int]:
-        """Store new tracks in the catalog (one transaction), then in the live index.
-        ``created``: as for ``Catalog.add``."""
+        """Store new tracks in the catalog (one transaction), then in the live index, then find
+        their near-duplicates. ``created``: as for ``Catalog.add``."""
         with self._index_lock:
             idx = self.index
             ids = self.catalog.add(records, links, tag_priors=self.bundle.tag_priors if records else None,
@@ -257,6 +267,8 @@ class Library:
             if first:
                 idx.add(np.fromiter(first, np.int64, len(first)), np.stack(list(first.values())))
             self.catch_up(save=False)  # to the generation after this write, with whatever others wrote
+            if records:
+                self.duplicates.find()
             return ids
 
     def remove_tracks(self, track_ids: list[int]) -> int:

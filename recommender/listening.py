@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .catalog import Track
+from .duplicates import deduper
 from .errors import BadRequest, UnknownArtist, UnknownTrack
 from .limits import Deadline, yield_gil
 from .recommend import Recommender, Scored, _unit, genre_agreement
@@ -181,11 +182,12 @@ class Listening:
     # ---------------------------------------------------------------- continue a queue
     def queue_next(self, queue: Sequence[int], count: int, *, no_repeat_artist: int = 15, no_repeat_album: int = 25,
                    min_duration_s: float | None = None, max_duration_s: float | None = None,
-                   genres: Sequence[str] | None = None, deadline: Deadline | None = None
+                   genres: Sequence[str] | None = None, deadline: Deadline | None = None, dedupe: bool = True
                    ) -> tuple[list[Scored], dict[str, int]]:
         """The next ``count`` tracks after ``queue`` (ids, most recent last), and the windows
         relaxed to find them (``{"no_repeat_artist": used, ...}``; empty when none was).
-        Fewer when the catalog (with the duration bounds and genres) holds fewer."""
+        Fewer when the catalog (with the duration bounds and genres) holds fewer. ``dedupe``:
+        no near-duplicate of a queued track or of another pick."""
         if not queue:
             raise BadRequest("the queue needs at least one track")
         if len(queue) > MAX_INPUTS:
@@ -206,7 +208,8 @@ class Listening:
             taste = taste * decay + vecs[i]
         allowed = self.reco._allowed(genres)
         want = min(max(20 * count, 400), len(self.catalog))
-        every_ids, every_mat = self._nearest([_unit(taste)], want, set(vecs), allowed)
+        dd = deduper(self.reco.library, dedupe, vecs)
+        every_ids, every_mat = self._nearest([_unit(taste)], want, set(vecs) | set(dd.blocked_ids()), allowed)
         first = np.argsort(-(every_mat @ _unit(taste).astype(np.float32)), kind="stable") if len(every_ids) else []
         every_ids, every_mat = every_ids[first], every_mat[first]  # nearest first
 
@@ -241,7 +244,8 @@ class Listening:
                 recent_artists = {a for a, _ in history[-windows["no_repeat_artist"]:]} if windows["no_repeat_artist"] else set()
                 recent_albums = {b for _, b in history[-windows["no_repeat_album"]:]} if windows["no_repeat_album"] else set()
                 best = next((int(k) for k in order if not (artists[k] and artists[k] in recent_artists)
-                             and not (albums[k] and albums[k] in recent_albums)), None)
+                             and not (albums[k] and albums[k] in recent_albums)
+                             and not (dd and dd.blocked(int(ids[k])))), None)
             if best is None and n_read < len(every_ids):  # read every candidate before narrowing a window
                 n_read = len(every_ids)
                 taken = {tid for tid, _ in picks}
@@ -259,6 +263,9 @@ class Listening:
                 relaxed[key] = windows[key]
                 continue
             open_[best] = False
+            same = dd.take(int(ids[best]))
+            if same:
+                open_[np.isin(ids, same)] = False
             picks.append((int(ids[best]), float(sims[best])))
             history.append((artists[best], albums[best]))
             taste = taste * decay + mat[best]
@@ -283,8 +290,9 @@ class Listening:
 
     # ---------------------------------------------------------------- alchemy
     def alchemy(self, add: Sequence[int], subtract: Sequence[int] = (), count: int = 20, *,
-                subtract_weight: float = 0.5) -> list[Scored]:
-        """Tracks near the ``add`` tracks and away from the ``subtract`` ones, best first."""
+                subtract_weight: float = 0.5, dedupe: bool = True) -> list[Scored]:
+        """Tracks near the ``add`` tracks and away from the ``subtract`` ones, best first (with
+        ``dedupe``, none the same recording as an input or as a better placed one)."""
         if not add:
             raise BadRequest("alchemy needs at least one track to add")
         if len(add) + len(subtract) > MAX_INPUTS:
@@ -301,20 +309,26 @@ class Listening:
         targets = [centre]
         if away is not None:
             targets.append(_unit(centre - subtract_weight * _unit(away.mean(axis=0))))
-        ids, mat = self._nearest(targets, max(10 * count, 200), set(vecs), None)
+        dd = deduper(self.reco.library, dedupe, vecs)
+        ids, mat = self._nearest(targets, max(10 * count, 200), set(vecs) | set(dd.blocked_ids()), None)
         if len(ids) == 0:
             return []
         sims = mat @ centre.astype(np.float32)
         score = sims - subtract_weight * (mat @ away.T.astype(np.float32)).max(axis=1) if away is not None else sims
-        order = np.lexsort((ids, -score))[:count].tolist()  # best first, ties to the lower id
+        order = np.lexsort((ids, -score)).tolist()  # best first, ties to the lower id
+        if dd:
+            order = [k for k in order if not dd.blocked(int(ids[k])) and dd.take(int(ids[k])) is not None]
+        order = order[:count]
         rows = self.catalog.get_many([int(ids[k]) for k in order])
         probs = _mean_probabilities(list(self.catalog.get_many(list(add)).values()))
         return [Scored(rows[int(ids[k])], float(sims[k]), genre_agreement(probs, rows[int(ids[k])].probabilities),
                        float(score[k])) for k in order if int(ids[k]) in rows]
 
     # ---------------------------------------------------------------- a mix from plays
-    def mix(self, user: str, count: int = 30, *, artist_cap: int = 2, now: float | None = None) -> list[Scored]:
-        """A mix for ``user`` from their recorded plays (empty when they have none)."""
+    def mix(self, user: str, count: int = 30, *, artist_cap: int = 2, now: float | None = None,
+            dedupe: bool = True) -> list[Scored]:
+        """A mix for ``user`` from their recorded plays (empty when they have none); with
+        ``dedupe``, no recording twice and none played in the last day in another file."""
         _check_count(count)
         now = time.time() if now is None else now
         weights: dict[int, float] = {}
@@ -334,7 +348,8 @@ class Listening:
         amat = np.stack([_unit(np.asarray(vecs[a], np.float32)) for a in anchors])
         w = np.array([weights[a] for a in anchors])
         taste = _unit((w[:, None] * amat).sum(axis=0))
-        ids, mat = self._nearest([taste, *amat[:10]], max(5 * count, 100), recent, None)
+        dd = deduper(self.reco.library, dedupe, recent)
+        ids, mat = self._nearest([taste, *amat[:10]], max(5 * count, 100), recent | set(dd.blocked_ids()), None)
         if len(ids) == 0:
             return []
         cos = mat @ amat.T  # (candidates, anchors)
@@ -350,8 +365,9 @@ class Listening:
             if t is None:
                 continue
             a = _artist_key(t)
-            if a and per_artist.get(a, 0) >= artist_cap:
+            if (a and per_artist.get(a, 0) >= artist_cap) or dd.blocked(t.id):
                 continue
+            dd.take(t.id)
             per_artist[a] = per_artist.get(a, 0) + 1
             out.append(Scored(t, float(cos[k].max()), genre_agreement(probs, t.probabilities), float(score[k])))
             if len(out) == count:

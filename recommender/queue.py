@@ -91,7 +91,8 @@ def embed_paths(paths: list[str], model_version: str, limits: dict[str, Any],
                 for p in paths]
     from .extract import extract, predict_extracted
 
-    items = [extract(p, bundle.feature_config, bundle.normalizer, limits) for p in paths]
+    fingerprints = Settings.from_env().find_duplicates
+    items = [extract(p, bundle.feature_config, bundle.normalizer, limits, fingerprint=fingerprints) for p in paths]
     out = [i for i in items if "error" in i]
     ok = [i for i in items if "error" not in i]
     preds = predict_extracted(bundle, ok)

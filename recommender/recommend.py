@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .catalog import Track
+from .duplicates import deduper
 from .errors import BadRequest
 from .limits import Deadline, yield_gil
 from .library import Library
@@ -114,8 +115,9 @@ class Recommender:
     # ---------------------------------------------------------------- similar
     def similar(self, query: Query, k: int = 10, *, genre: str | None = None, genre_mode: str = "any",
                 boost_weight: float = 0.3, artist_cap: int | None = None, mmr_lambda: float | None = None,
-                **search_params: Any) -> list[Scored]:
-        """The ``k`` catalog tracks nearest ``query``, itself excluded.
+                dedupe: bool = True, **search_params: Any) -> list[Scored]:
+        """The ``k`` catalog tracks nearest ``query``, itself excluded (and, with ``dedupe``, its
+        near-duplicates, and of each recording only the best placed).
 
         Parameters
         ----------
@@ -142,6 +144,9 @@ class Recommender:
                        else None)
         rerank = genre_mode == "boost" or artist_cap is not None or mmr_lambda is not None
         want = k + 1 if not rerank else max(4 * k, 50)
+        dd = deduper(self.library, dedupe, [query.track_id] if query.track_id is not None else ())
+        if dd:
+            want = 2 * want + 10  # room for the duplicates dropped
         index = self.library.index
         ids, dist = index.search(query.vector, want, allowed=allowed, **search_params)
         keep = ids != (query.track_id if query.track_id is not None else -1)
@@ -157,6 +162,8 @@ class Recommender:
             score = (1 - boost_weight) * sim + boost_weight * agree if genre_mode == "boost" else sim
             scored.append(Scored(t, sim, agree, score))
         scored.sort(key=lambda s: (-s.score, s.track.id))
+        if dd:
+            scored = [s for s in scored if not dd.blocked(s.track.id) and dd.take(s.track.id) is not None]
         if mmr_lambda is None and artist_cap is None:
             return scored[:k]
         return self._select(scored, k, mmr_lambda, artist_cap)
@@ -235,15 +242,16 @@ class Recommender:
             raise BadRequest(f"length must be at most {MAX_LENGTH}, not {length}")
 
     def playlist(self, seeds: Sequence[int], length: int, *, genres: Sequence[str] | None = None,
-                 artist_cap: int = 2, centre_weight: float = 0.5, deadline: "Deadline | None" = None
-                 ) -> list[Scored]:
+                 artist_cap: int = 2, centre_weight: float = 0.5, deadline: "Deadline | None" = None,
+                 dedupe: bool = True) -> list[Scored]:
         """A playlist that starts with the seeds and flows: each next track is close to the
         previous one and to the seeds' centre; no track twice; no artist twice in a row;
         at most ``artist_cap`` tracks per artist; optional genre constraint. Deterministic.
 
         Shorter than ``length`` when the catalog (or the constraints) hold fewer tracks: the
         answer is every track that can be placed; a ``length`` below the number of seeds gives
-        the first seeds. ``deadline``: a ``limits.Deadline`` the work stops at (``Overloaded``)."""
+        the first seeds. ``deadline``: a ``limits.Deadline`` the work stops at (``Overloaded``).
+        ``dedupe``: no near-duplicate of a seed or of another pick."""
         if not seeds:
             raise BadRequest("a playlist needs at least one seed track")
         if len(set(seeds)) != len(seeds):
@@ -265,6 +273,8 @@ class Recommender:
             if a:
                 per_artist[a] = per_artist.get(a, 0) + 1
         prev_vec, prev_artist = _unit(seed_tracks[-1].embedding), (seed_tracks[-1].artist or "").casefold()
+        dd = deduper(self.library, dedupe, seeds)
+        used |= set(dd.blocked_ids())
         pool = self._pool(allowed)
         picks: list[tuple[int, float, float]] = []  # (id, similarity to the previous track, score)
         if pool is not None:
@@ -292,6 +302,9 @@ class Recommender:
                 best = int(ties[np.argmin(ids[ties])])
                 picks.append((int(ids[best]), float(sim_prev[best]), float(score[best])))
                 open_[best] = False
+                same = dd.take(int(ids[best]))
+                if same:
+                    open_[np.isin(ids, same)] = False
                 prev_vec, prev_artist = mat[best], artists[best]
                 if prev_artist:
                     per_artist[prev_artist] = per_artist.get(prev_artist, 0) + 1
@@ -299,7 +312,7 @@ class Recommender:
                         open_[artist_ids[prev_artist]] = False
         else:
             picks = self._playlist_by_search(length - len(out), used, per_artist, prev_vec, prev_artist, centre,
-                                             allowed, artist_cap, centre_weight, deadline)
+                                             allowed, artist_cap, centre_weight, deadline, dd)
         tracks = self.catalog.get_many([i for i, _, _ in picks])
         prev = seed_tracks[-1]
         for tid, sim_prev, score in picks:
@@ -312,7 +325,7 @@ class Recommender:
 
     def _playlist_by_search(self, n: int, used: set[int], per_artist: dict[str, int], prev_vec: np.ndarray,
                             prev_artist: str, centre: np.ndarray, allowed, artist_cap: int, centre_weight: float,
-                            deadline: "Deadline") -> list[tuple[int, float, float]]:
+                            deadline: "Deadline", dd) -> list[tuple[int, float, float]]:
         """``playlist``'s steps on a catalog too large to score whole: each step scores the
         index's nearest tracks to the previous pick and to the centre."""
         index = self.library.index
@@ -349,22 +362,27 @@ class Recommender:
                     want = min(len(index), want * 4)
             picks.append(best)
             used.add(best[0])
+            used.update(dd.take(best[0]))
             prev_vec, prev_artist = vecs[best[0]], artist_of[best[0]]
             if prev_artist:
                 per_artist[prev_artist] = per_artist.get(prev_artist, 0) + 1
         return picks
 
-    def path(self, start: int, end: int, length: int, *, deadline: "Deadline | None" = None) -> list[Scored]:
+    def path(self, start: int, end: int, length: int, *, deadline: "Deadline | None" = None,
+             dedupe: bool = True) -> list[Scored]:
         """A listening journey from ``start`` to ``end``: each step is the nearest unused track
         to the next point on the great circle between their embeddings. From a track to itself
         it is a round trip: the track, its nearest tracks, the track again. Shorter than
-        ``length`` when the catalog holds fewer tracks."""
+        ``length`` when the catalog holds fewer tracks. ``dedupe``: no near-duplicate of either
+        end or of another step."""
         self._check_length(length, 2)
         deadline = deadline or Deadline(None)
         a = self.catalog.get(start, with_embedding=True)
         b = self.catalog.get(end, with_embedding=True) if end != start else a
         out = [Scored(a, 1.0, 1.0, 1.0)]
         used = {a.id, b.id}
+        dd = deduper(self.library, dedupe, used)
+        used |= set(dd.blocked_ids())
         steps = length - 2
         if start == end:
             points = [a.embedding] * steps
@@ -386,6 +404,9 @@ class Recommender:
                     ties = np.flatnonzero(col == col.max())
                     best = int(ties[np.argmin(ids[ties])])
                     open_[best] = False
+                    same = dd.take(int(ids[best]))
+                    if same:
+                        open_[np.isin(ids, same)] = False
                     chosen.append((int(ids[best]), float(sims[best, j])))
             rows = self.catalog.get_many([i for i, _ in chosen])
             for tid, sim in chosen:
@@ -401,6 +422,7 @@ class Recommender:
                     if tid not in used:
                         t = self.catalog.get(tid)
                         used.add(tid)
+                        used.update(dd.take(tid))
                         out.append(Scored(t, 1.0 - float(d), genre_agreement(out[-1].track.probabilities,
                                                                              t.probabilities), 1.0 - float(d)))
                         break

@@ -390,7 +390,8 @@ class Service(ListeningFacade):
             return self._heavy_pool.submit(lambda: fn(Deadline(self.settings.request_budget_s))).result()
 
     def playlist(self, seeds: Sequence[int], length: int, *, genres: Sequence[str] | None = None,
-                 artist_cap: int = 2, centre_weight: float = 0.5, order: str = "playlist") -> list[Scored]:
+                 artist_cap: int = 2, centre_weight: float = 0.5, order: str = "playlist",
+                 dedupe: bool = True) -> list[Scored]:
         """``Recommender.playlist``: shorter than ``length`` when fewer tracks can be placed;
         ``order="flow"`` reorders the tracks after the seeds (``listening.flow_order``)."""
         _check_order(order, ("playlist", "flow"))
@@ -398,21 +399,21 @@ class Service(ListeningFacade):
 
         def run(deadline):
             items = reco.playlist(seeds, length, genres=genres, artist_cap=artist_cap, centre_weight=centre_weight,
-                                  deadline=deadline)
+                                  deadline=deadline, dedupe=dedupe)
             if order == "flow":
                 return Listening(reco).in_flow(items, keep_first=len(seeds), deadline=deadline)
             return items
 
         return self._costly("the playlist", length, run)
 
-    def path(self, start: int, end: int, length: int, *, order: str = "path") -> list[Scored]:
+    def path(self, start: int, end: int, length: int, *, order: str = "path", dedupe: bool = True) -> list[Scored]:
         """``Recommender.path``: shorter than ``length`` when the catalog holds fewer tracks;
         ``order="flow"`` reorders the tracks between the two ends (``listening.flow_order``)."""
         _check_order(order, ("path", "flow"))
         reco = self.recommender()
 
         def run(deadline):
-            items = reco.path(start, end, length, deadline=deadline)
+            items = reco.path(start, end, length, deadline=deadline, dedupe=dedupe)
             return Listening(reco).in_flow(items, keep_last=True, deadline=deadline) if order == "flow" else items
 
         return self._costly("the path", length, run)
@@ -423,6 +424,16 @@ class Service(ListeningFacade):
             reco.check_genre(opts["genre"])
         query = reco.query_for_track(track_id)
         return self._costly("the similar tracks", _rerank_work(k, opts), lambda _: reco.similar(query, k, **opts))
+
+    def duplicate_groups(self, *, after_id: int = 0, limit: int = 100) -> tuple[list[tuple[Any, list[Track]]], int | None]:
+        """The catalog's near-duplicate groups whose lowest id is above ``after_id``, ``limit`` of
+        them, each with its tracks; and the cursor of the next page (None: the last)."""
+        self.require_ready()
+        groups = [g for g in self.library().duplicates.groups() if g.ids[0] > after_id]
+        page = groups[:limit]
+        rows = self.catalog.get_many([t for g in page for t in g.ids])
+        out = [(g, [rows[t] for t in g.ids if t in rows]) for g in page]
+        return out, (page[-1].ids[0] if len(groups) > limit else None)
 
     # ---------------------------------------------------------------- the map
     def map(self, limit: int = 5000) -> dict[str, Any]:

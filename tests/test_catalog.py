@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from .helpers import UNDO_SCHEMA_6
+from .helpers import UNDO_SCHEMA_6, UNDO_SCHEMA_7
 
 
 def record(i: int, **fields):
@@ -209,6 +209,30 @@ def test_an_older_sqlite_catalog_migrates_in_place(tmp_path):
     c.remove([t4])
     (t5,) = c.add([record(5)])
     assert t5 > t4  # the mark starts at the old file's max(id): its newest id is not handed out again
+    c.close()
+
+
+def test_a_schema_6_catalog_gains_fingerprints_and_duplicate_pairs(tmp_path):
+    """v6 → v7: the tracks keep their rows, have no fingerprint yet, and pairs can be stored."""
+    import sqlite3
+
+    from recommender.catalog import SCHEMA_VERSION, Catalog
+
+    a = Catalog(tmp_path / "c.sqlite3")
+    t1, t2 = a.add([record(1), record(2)])
+    a.close()
+    db = sqlite3.connect(tmp_path / "c.sqlite3")
+    db.executescript(UNDO_SCHEMA_7 + "UPDATE meta SET value='6' WHERE key='schema_version';")
+    db.close()
+    c = Catalog(tmp_path / "c.sqlite3")
+    assert c.get_meta("schema_version") == str(SCHEMA_VERSION) == "7"
+    assert c.ids_without_fingerprint() == [t1, t2] and c.fingerprints([t1, t2]) == {}
+    c.set_fingerprints({t1: b"\x01abcd", t2: b"\x01abce"})
+    assert c.ids_to_compare() == [t1, t2]
+    c.record_duplicates([(t2, t1, 0.1, 0.99), (t1, 999, 0.1, 0.9)], through=t2)
+    assert c.duplicate_pairs() == [(t1, t2, 0.1, 0.99)] and c.ids_to_compare() == []
+    c.remove([t2])
+    assert c.duplicate_pairs() == []  # a removed track takes its pairs with it
     c.close()
 
 

@@ -30,6 +30,7 @@ ENVIRONMENT = (
     "http://host:19530; default: milvus-lite in SONICSORT_HOME/milvus.db), "
     "SONICSORT_REDIS_URL (prediction cache, default redis://127.0.0.1:6379/0), SONICSORT_CACHE_TTL_S, "
     "SONICSORT_CACHE_PREFIX, SONICSORT_ON_MODEL_MISMATCH (refuse|reembed), SONICSORT_INGEST_WORKERS, "
+    "SONICSORT_FIND_DUPLICATES (1|0: fingerprint new audio and find near-duplicates, default 1), "
     "SONICSORT_MAX_DURATION_S, SONICSORT_MAX_CHANNELS, SONICSORT_MAX_SAMPLE_RATE, "
     "SONICSORT_MAX_DECODED_SAMPLES (what one file may cost to decode); for serve: SONICSORT_HOST, SONICSORT_PORT, SONICSORT_WEB_WORKERS, "
     "SONICSORT_WEB_THREADS, SONICSORT_WEB_SERVER (uvicorn|gthread, default uvicorn), SONICSORT_BODY_TIMEOUT_S, "

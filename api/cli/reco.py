@@ -1,5 +1,5 @@
-"""Recommendation commands: ``similar``, ``playlist``, ``path``, ``next``, ``alchemy``, ``plays`` and
-``mix``, through the same facade as the API."""
+"""Recommendation commands: ``similar``, ``playlist``, ``path``, ``next``, ``alchemy``, ``plays``, ``mix``
+and ``duplicates``, through the same facade as the API."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ def add_commands(sub, common) -> None:
     p.add_argument("--boost", type=float, default=0.3, help="genre agreement weight for --genre-mode boost (default 0.3)")
     p.add_argument("--artist-cap", type=int, help="at most N tracks per artist")
     p.add_argument("--mmr", type=float, metavar="LAMBDA", help="diversify by MMR (1 = relevance only, 0.7 is a good start)")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="keep near-duplicates (the same recording in other files), which are dropped by default")
     add_library_args(p)
     p.set_defaults(func=cmd_similar)
 
@@ -36,6 +38,8 @@ def add_commands(sub, common) -> None:
     p.add_argument("--flow", action="store_true",
                    help="order the tracks after the seeds so that consecutive tracks are close")
     p.add_argument("--m3u", metavar="FILE", help="also write an M3U8 playlist (paths relative to its folder)")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="keep near-duplicates (the same recording in other files), which are dropped by default")
     add_library_args(p)
     p.set_defaults(func=cmd_playlist)
 
@@ -48,6 +52,8 @@ def add_commands(sub, common) -> None:
     p.add_argument("--flow", action="store_true", help="order the tracks between A and B so that consecutive "
                                                         "tracks are close")
     p.add_argument("--m3u", metavar="FILE", help="also write an M3U8 playlist")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="keep near-duplicates (the same recording in other files), which are dropped by default")
     add_library_args(p)
     p.set_defaults(func=cmd_path)
 
@@ -63,6 +69,8 @@ def add_commands(sub, common) -> None:
     p.add_argument("--min-duration", type=float, help="only tracks of at least this many seconds")
     p.add_argument("--max-duration", type=float, help="only tracks of at most this many seconds")
     p.add_argument("--genre", action="append", help="only tracks of this genre (repeatable)")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="keep near-duplicates (the same recording in other files), which are dropped by default")
     add_library_args(p)
     p.set_defaults(func=cmd_next)
 
@@ -74,6 +82,8 @@ def add_commands(sub, common) -> None:
     p.add_argument("--subtract", type=int, action="append", default=[], metavar="ID", help="a track to move away from")
     p.add_argument("--count", type=int, default=20, help="how many tracks (default 20, at most 200)")
     p.add_argument("--subtract-weight", type=float, default=0.5, help="0 to 1 (default 0.5)")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="keep near-duplicates (the same recording in other files), which are dropped by default")
     add_library_args(p)
     p.set_defaults(func=cmd_alchemy)
 
@@ -94,12 +104,24 @@ def add_commands(sub, common) -> None:
     p.add_argument("--user", required=True)
     p.set_defaults(func=cmd_plays)
 
+    p = sub.add_parser("duplicates", parents=[common], help="tracks that hold the same recording",
+                       description="Groups of catalog tracks that hold the same recording in other files (another "
+                                   "album, format, bit rate or sample rate, trimmed ends, another gain): close "
+                                   "embeddings, lengths that agree, and audio fingerprints that match. Ingest finds "
+                                   "them as it adds tracks; --scan first fingerprints the tracks ingested before "
+                                   "fingerprints existed, from their files.")
+    p.add_argument("--scan", action="store_true", help="fingerprint the tracks that have none, then search again")
+    add_library_args(p)
+    p.set_defaults(func=cmd_duplicates)
+
     p = sub.add_parser("mix", parents=[common], help="a mix from what a user played",
                        description="A mix from a user's plays: each play counts half as much every 30 days; what "
                                    "they played in the last day is left out; at most --artist-cap tracks an artist.")
     p.add_argument("--user", required=True)
     p.add_argument("--count", type=int, default=30, help="how many tracks (default 30, at most 200)")
     p.add_argument("--artist-cap", type=int, default=2, help="at most N tracks per artist (default 2)")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="keep near-duplicates (the same recording in other files), which are dropped by default")
     add_library_args(p)
     p.set_defaults(func=cmd_mix)
 
@@ -129,7 +151,7 @@ def _playlist_out(args, items, what: str) -> int:
 def cmd_similar(args: argparse.Namespace, settings) -> int:
     svc = service(args, settings)
     opts = dict(genre=args.genre, genre_mode=args.genre_mode, boost_weight=args.boost, artist_cap=args.artist_cap,
-                mmr_lambda=args.mmr)
+                mmr_lambda=args.mmr, dedupe=not args.keep_duplicates)
     q = args.query
     if q.lstrip("-").isdigit() and not Path(q).exists():
         track_id = int(q)
@@ -156,12 +178,14 @@ def cmd_similar(args: argparse.Namespace, settings) -> int:
 
 def cmd_playlist(args: argparse.Namespace, settings) -> int:
     items = service(args, settings).playlist(args.seeds, args.length, genres=args.genre, artist_cap=args.artist_cap,
-                                             order="flow" if args.flow else "playlist")
+                                             order="flow" if args.flow else "playlist",
+                                             dedupe=not args.keep_duplicates)
     return _playlist_out(args, items, "sonicsort playlist")
 
 
 def cmd_path(args: argparse.Namespace, settings) -> int:
-    items = service(args, settings).path(args.start, args.end, args.length, order="flow" if args.flow else "path")
+    items = service(args, settings).path(args.start, args.end, args.length, order="flow" if args.flow else "path",
+                                         dedupe=not args.keep_duplicates)
     return _playlist_out(args, items, "sonicsort path")
 
 
@@ -178,14 +202,16 @@ def _ranked_out(args, items, data: dict[str, Any], note: str = "") -> int:
 def cmd_next(args: argparse.Namespace, settings) -> int:
     items, relaxed = service(args, settings).queue_next(
         args.queue, args.count, no_repeat_artist=args.no_repeat_artist, no_repeat_album=args.no_repeat_album,
-        min_duration_s=args.min_duration, max_duration_s=args.max_duration, genres=args.genre)
+        min_duration_s=args.min_duration, max_duration_s=args.max_duration, genres=args.genre,
+        dedupe=not args.keep_duplicates)
     note = ("the catalog could not keep the windows: used " + ", ".join(f"{k.replace('_', ' ')} {v}"
                                                                       for k, v in relaxed.items())) if relaxed else ""
     return _ranked_out(args, items, {"relaxed": relaxed or None, "truncated": len(items) < args.count}, note)
 
 
 def cmd_alchemy(args: argparse.Namespace, settings) -> int:
-    items = service(args, settings).alchemy(args.add, args.subtract, args.count, subtract_weight=args.subtract_weight)
+    items = service(args, settings).alchemy(args.add, args.subtract, args.count, subtract_weight=args.subtract_weight,
+                                            dedupe=not args.keep_duplicates)
     return _ranked_out(args, items, {"add": args.add, "subtract": args.subtract})
 
 
@@ -214,5 +240,30 @@ def cmd_plays(args: argparse.Namespace, settings) -> int:
 
 
 def cmd_mix(args: argparse.Namespace, settings) -> int:
-    items = service(args, settings).mix(args.user, args.count, artist_cap=args.artist_cap)
+    items = service(args, settings).mix(args.user, args.count, artist_cap=args.artist_cap,
+                                        dedupe=not args.keep_duplicates)
     return _ranked_out(args, items, {"user": args.user}, "" if items else f"{args.user} has no plays recorded yet")
+
+
+def cmd_duplicates(args: argparse.Namespace, settings) -> int:
+    svc = service(args, settings)
+    dups = svc.library().duplicates
+    scanned = None
+    if args.scan:
+        scanned = dups.fingerprint_missing()
+        dups.find()
+    groups, data, lines = dups.groups(), [], []
+    rows = svc.catalog.get_many([t for g in groups for t in g.ids])
+    for g in groups:
+        tracks = [rows[t] for t in g.ids if t in rows]
+        data.append({"ids": list(g.ids), "distance": round(g.distance, 6), "similarity": round(g.similarity, 6),
+                     "tracks": [{"id": t.id, "title": t.title, "artist": t.artist, "album": t.album,
+                                 "duration_s": round(t.duration_s, 3), "path": t.path} for t in tracks]})
+        lines.append(f"{len(tracks)} tracks, fingerprint distance {g.distance:.3f}:")
+        lines += [f"  [{t.id}] {t.title}" + (f" — {t.artist}" if t.artist else "") + (f" ({t.album})" if t.album else "")
+                  + f"  {t.duration_s:.1f} s  {t.path or ''}" for t in tracks]
+    if scanned is not None:
+        lines.insert(0, f"fingerprinted {scanned} track(s) that had none")
+    emit(args, {"groups": data, **({"fingerprinted": scanned} if scanned is not None else {})},
+         "\n".join(lines) or "no near-duplicates")
+    return EXIT_OK

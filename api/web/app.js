@@ -611,7 +611,20 @@ async function loadSaved() {
     h("span", { class: "muted small" }, ` ${p.owner} · ${p.n_tracks} tracks`))));
 }
 
-const VIEWS = ["identify", "browse", "track", "playlist", "map"];
+async function loadDuplicates() {
+  const out = await busy("duplicates", () => api("/v1/duplicates?limit=200"));
+  if (!out) return;
+  $("#duplicates-empty").hidden = out.groups.length > 0;
+  $("#duplicates-groups").replaceChildren(...out.groups.map((g) => {
+    const ol = h("ol", { class: "tracks compact" });
+    fillList(ol, g.tracks, { compact: true });
+    return h("div", { class: "dup-group", "data-ids": g.ids.join(",") },
+      h("h3", { class: "small-head" }, `${g.tracks.length} files of one recording`), ol);
+  }));
+  $("#duplicates-groups").dataset.count = String(out.groups.length);
+}
+
+const VIEWS = ["identify", "browse", "track", "playlist", "map", "duplicates"];
 function route() {
   const [, view = "identify", arg] = location.hash.split("/");
   const name = VIEWS.includes(view) ? view : "identify";
@@ -627,6 +640,7 @@ function route() {
   if (name === "playlist" && !$("#pick-list").dataset.count) pick();
   if (name === "playlist") loadSaved();
   if (name === "map") { if (!state.map) loadMap(); else drawMap(); }
+  if (name === "duplicates") loadDuplicates();
 }
 
 async function main() {

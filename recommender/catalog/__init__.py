@@ -23,7 +23,8 @@ the source of truth.
 The package's modules, from the bottom up: ``schema`` (the tables), ``migrations``,
 ``dialect`` (what differs between SQLite and PostgreSQL), ``database`` (engine, connection
 guard, transactions), ``freshness`` (the row cache and change detection), ``records``
-(``Track``, ``NewTrack``), ``store`` (``Catalog``: the queries) and ``copy``.
+(``Track``, ``NewTrack``), ``accounts`` (listeners) and ``sameness`` (fingerprints and
+near-duplicate pairs), which ``store`` (``Catalog``: the queries) mixes in, and ``copy``.
 """
 
 from .copy import copy_catalog

@@ -10,13 +10,14 @@ from sqlalchemy.engine import make_url
 
 from ..errors import CatalogError
 from .database import catalog_url
-from .schema import meta, paths, track_tags, tracks
+from .schema import duplicates, meta, paths, track_tags, tracks
 from .store import Catalog
 
 def copy_catalog(src: str | Path, dst: str | Path, *, batch: int = 2000,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Copy the catalog at ``src`` into the empty catalog at ``dst`` (SQLite → PostgreSQL, back,
-    or any pair), keeping every track id, path and its order, tag, embedding and the highest
+    or any pair), keeping every track id, path and its order, tag, embedding, fingerprint, near-duplicate
+    pair and the highest
     id ever given. ``dst`` is written in one transaction: an error or a kill leaves it empty.
     Returns counts; ``progress(done, total)`` is told per batch of tracks."""
     url = make_url(catalog_url(src))
@@ -29,12 +30,12 @@ def copy_catalog(src: str | Path, dst: str | Path, *, batch: int = 2000,
         if len(target) or target.get_meta("model_version"):
             raise CatalogError(f"{target.where} is not empty ({len(target)} tracks): copy into a new catalog")
         total = len(source)  # for the progress bar only; the copy reads one snapshot
-        counts = {"tracks": 0, "paths": 0, "track_tags": 0}
+        counts = {"tracks": 0, "paths": 0, "track_tags": 0, "duplicates": 0}
         with source._snapshot() as snap, target._tx() as db:  # noqa: SLF001 - the same module's two catalogs
             rows = snap.execute(sa.select(meta.c.key, meta.c.value)
                                 .where(meta.c.key.notin_(["schema_version", "writes", "changes_from"]))).all()
             target._upsert(meta, [{"key": k, "value": v} for k, v in rows])  # noqa: SLF001
-            for table in (tracks, track_tags, paths):  # parents first
+            for table in (tracks, track_tags, paths, duplicates):  # parents first
                 key = list(table.primary_key.columns)
                 last: tuple | None = None
                 while True:

@@ -7,7 +7,7 @@ from typing import Callable
 import sqlalchemy as sa
 
 from ..errors import CatalogError
-from .schema import LISTENING, SCHEMA_VERSION, _md, changes, meta, track_tags, tracks
+from .schema import LISTENING, SCHEMA_VERSION, _md, changes, duplicates, meta, track_tags, tracks
 
 def _v2_tags(conn: sa.Connection) -> None:
     """v1 → v2: the front end's tags (empty until ``sonicsort reembed``)."""
@@ -56,9 +56,18 @@ def _v6_listening(conn: sa.Connection) -> None:
     conn.execute(meta.insert().values(key="facts_missing", value="1"))
 
 
+def _v7_duplicates(conn: sa.Connection) -> None:
+    """v6 → v7: tracks keep their audio's fingerprint (None for tracks ingested before; they are
+    fingerprinted when ``sonicsort duplicates --scan`` reads their files), and the near-duplicate
+    pairs found by it."""
+    conn.exec_driver_sql(f"ALTER TABLE tracks ADD COLUMN fingerprint {'BYTEA' if conn.dialect.name == 'postgresql' else 'BLOB'}")
+    duplicates.create(conn, checkfirst=True)
+
+
 # schema version → the step that upgrades a catalog of the version before it, in place
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _v2_tags, 3: _v3_last_id, 4: _v4_portable,
-                                                          5: _v5_changes, 6: _v6_listening}
+                                                          5: _v5_changes, 6: _v6_listening,
+                                                          7: _v7_duplicates}
 
 
 def migrate(db: sa.Connection, where: str) -> None:

@@ -80,12 +80,13 @@ class Track(TrackFacts):
 @dataclass(kw_only=True)
 class NewTrack(TrackFacts):
     """What ingest and uploads hand the catalog for one file of new audio: the file's facts
-    and its embedding beside the track's."""
+    and its embedding and fingerprint beside the track's."""
 
     path: str
     size: int
     mtime_ns: int
     embedding: np.ndarray
+    fingerprint: bytes | None = None  # the audio's ``embedding.fingerprint``
 
     def __post_init__(self) -> None:
         # the one door of new rows: titles, artists and albums carry no control characters
@@ -107,7 +108,7 @@ class NewTrack(TrackFacts):
         return cls(path=path, size=size, mtime_ns=mtime_ns, sha256=sha256, title=title, **file_tags,
                    duration_s=pred.duration_s, genre=pred.genre,
                    probabilities=pred.probabilities, embedding=pred.embedding, model_version=pred.model_version,
-                   is_silent=pred.is_silent, tags=pred.tags)
+                   is_silent=pred.is_silent, tags=pred.tags, fingerprint=getattr(pred, "fingerprint", None))
 
 
 def _top_tag_rows(track_id: int, tags: dict[str, float],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _md = sa.MetaData()
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY is the rowid
@@ -31,6 +31,8 @@ tracks = sa.Table(
     sa.Column("disc_no", sa.Integer),
     sa.Column("year", sa.Integer),
     sa.Column("tag_genre", sa.Text),
+    # the audio's ``embedding.fingerprint`` (None: silence, or ingested before fingerprints)
+    sa.Column("fingerprint", sa.LargeBinary),
     sa.Index("tracks_genre", "genre"),
 )
 track_tags = sa.Table(
@@ -108,6 +110,15 @@ ratings = sa.Table(
     sa.Column("user_name", sa.Text, sa.ForeignKey("users.name", **_USER), primary_key=True),
     sa.Column("track_id", _ID, sa.ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("rating", sa.Integer, nullable=False),
+)
+# near-duplicates: two tracks that hold the same recording (``recommender.duplicates``), lower id first
+duplicates = sa.Table(
+    "duplicates", _md,
+    sa.Column("a", _ID, sa.ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("b", _ID, sa.ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("distance", sa.Float, nullable=False),  # the fingerprints' bit error rate
+    sa.Column("similarity", sa.Float, nullable=False),  # the embeddings' cosine
+    sa.Index("duplicates_b", "b"),
 )
 LISTENING = (users, playlists, playlist_tracks, plays, stars, ratings)
 

@@ -16,12 +16,13 @@ from .accounts import Accounts
 from .database import Database
 from .freshness import Freshness
 from .records import NewTrack, Track, _top_tag_rows, _vector
+from .sameness import Sameness
 from .schema import changes, meta, paths, track_tags, tracks
 
 CHANGES_KEPT = 100_000  # generations of the change log kept; a node further behind reconciles in full
 
 
-class Catalog(Freshness, Accounts, Database):
+class Catalog(Freshness, Accounts, Sameness, Database):
     """The catalog at ``where``: a SQLite file path (created with its folder when missing), or a
     ``sqlite:///`` or ``postgresql://`` URL (the database must exist; its tables are created).
 
@@ -323,7 +324,7 @@ class Catalog(Freshness, Accounts, Database):
                         embedding=np.asarray(t.embedding, "<f4").tobytes(), model_version=t.model_version,
                         is_silent=int(t.is_silent), added_at=now, tags=json.dumps(t.tags),
                         album_artist=t.album_artist, track_no=t.track_no, disc_no=t.disc_no, year=t.year,
-                        tag_genre=t.tag_genre))
+                        tag_genre=t.tag_genre, fingerprint=t.fingerprint))
                     tag_rows = _top_tag_rows(tid, t.tags, tag_priors)
                     if tag_rows:
                         db.execute(track_tags.insert(), tag_rows)

@@ -32,8 +32,11 @@ def ingest_tagged_library(root: Path, bundle, n: int, *, seed: int, title: str, 
     return root / "home"
 
 
-# what schema 6 added, dropped again: with the version set back, a test's SQLite catalog is one of schema 5
-UNDO_SCHEMA_6 = ("DROP TABLE playlist_tracks; DROP TABLE playlists; DROP TABLE plays; DROP TABLE stars; "
+# what schema 7 added, dropped again: with the version set back, a test's SQLite catalog is one of schema 6
+UNDO_SCHEMA_7 = ("DROP TABLE duplicates; ALTER TABLE tracks DROP COLUMN fingerprint; "
+                 "DELETE FROM meta WHERE key = 'duplicates_through'; ")
+# ... and what schema 6 added: a catalog of schema 5
+UNDO_SCHEMA_6 = UNDO_SCHEMA_7 + ("DROP TABLE playlist_tracks; DROP TABLE playlists; DROP TABLE plays; DROP TABLE stars; "
                  "DROP TABLE ratings; DROP TABLE users; ALTER TABLE tracks DROP COLUMN album_artist; "
                  "ALTER TABLE tracks DROP COLUMN track_no; ALTER TABLE tracks DROP COLUMN disc_no; "
                  "ALTER TABLE tracks DROP COLUMN year; ALTER TABLE tracks DROP COLUMN tag_genre; ")
