@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from embedding import fingerprint as fp
-
-if TYPE_CHECKING:
-    from .library import Library
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +51,7 @@ class Duplicates:
     """The near-duplicates of one library's catalog: finding them, and the groups they form
     (kept until the catalog's next write)."""
 
-    def __init__(self, library: "Library") -> None:
+    def __init__(self, library) -> None:  # a ``recommender.library.Library`` (which imports this module)
         self.library = library
         self._groups: tuple[Any, list[Group], dict[int, int]] | None = None
 
@@ -224,7 +221,7 @@ class NoDedupe(Deduper):
         super().__init__((), {})
 
 
-def deduper(library: "Library", dedupe: bool, seeds: Iterable[int] = ()) -> Deduper:
+def deduper(library, dedupe: bool, seeds: Iterable[int] = ()) -> Deduper:
     """The deduplication an answer uses: the catalog's groups, or none (``dedupe=false``)."""
     return library.duplicates.dedupe(seeds) if dedupe else NoDedupe()
 
